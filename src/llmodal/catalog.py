@@ -1,0 +1,181 @@
+"""Model facts: a built-in catalog of common families, or a model's own ``config.json``.
+
+The catalog lets the default plan work offline. Each entry also names the pre-quantized
+checkpoints the planner may swap in (the served model name stays what the user asked for).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from ._exceptions import PlanError
+
+# Quantization names the planner understands, and the bytes each linear-layer weight costs.
+# 4-bit formats with group size 128 also store an fp16 scale and a 4-bit zero per group.
+BYTES_PER_PARAM = {
+    "bf16": 2.0,
+    "fp8": 1.0,
+    "int8": 1.0,
+    "awq": 0.5 + 2 / 128 + 0.5 / 128,
+    "gptq": 0.5 + 2 / 128 + 0.5 / 128,
+}
+QUANTIZATIONS = ("auto", "none", "fp8", "int8", "awq", "gptq")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """The shape of a decoder-only transformer, as far as memory is concerned."""
+
+    name: str
+    layers: int
+    hidden: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    intermediate: int
+    vocab: int
+    tied_embeddings: bool = False
+    quant: str = "bf16"  # how this checkpoint's linear weights are stored
+    checkpoints: dict[str, str] = field(default_factory=dict)  # quantization -> repo id
+    source: str = "catalog"
+    max_position: int = 131072
+
+    @property
+    def linear_params(self) -> int:
+        """Parameters in the quantizable linear layers (attention and MLP)."""
+        q = self.hidden * self.heads * self.head_dim
+        kv = 2 * self.hidden * self.kv_heads * self.head_dim
+        o = self.heads * self.head_dim * self.hidden
+        mlp = 3 * self.hidden * self.intermediate
+        return self.layers * (q + kv + o + mlp)
+
+    @property
+    def embedding_params(self) -> int:
+        """Input embedding plus LM head; these stay in 16-bit in every checkpoint we plan."""
+        return self.vocab * self.hidden * (1 if self.tied_embeddings else 2)
+
+    @property
+    def params(self) -> int:
+        norms = (2 * self.layers + 1) * self.hidden
+        return self.linear_params + self.embedding_params + norms
+
+    def weight_bytes(self, quant: str | None = None) -> int:
+        q = quant or self.quant
+        if q not in BYTES_PER_PARAM:
+            raise PlanError(f"quantization {q!r} has no size model: allowed values are {', '.join(BYTES_PER_PARAM)}")
+        norms = (2 * self.layers + 1) * self.hidden
+        return int(self.linear_params * BYTES_PER_PARAM[q] + (self.embedding_params + norms) * 2)
+
+    def kv_bytes_per_token(self, kv_dtype_bytes: int = 2) -> int:
+        """layers × KV heads × head dim × 2 (K and V) × dtype bytes."""
+        return self.layers * self.kv_heads * self.head_dim * 2 * kv_dtype_bytes
+
+
+def _llama(name, layers, hidden, heads, intermediate, checkpoints, kv_heads=8, vocab=128256):
+    return ModelSpec(name, layers, hidden, heads, kv_heads, hidden // heads, intermediate, vocab,
+                     checkpoints=checkpoints)
+
+
+_HQ = "hugging-quants/Meta-Llama-3.1-{size}-Instruct-{fmt}-INT4"
+CATALOG: dict[str, ModelSpec] = {
+    m.name: m
+    for m in (
+        _llama("meta-llama/Llama-3.1-8B-Instruct", 32, 4096, 32, 14336, {
+            "awq": _HQ.format(size="8B", fmt="AWQ"), "gptq": _HQ.format(size="8B", fmt="GPTQ"),
+            "fp8": "neuralmagic/Meta-Llama-3.1-8B-Instruct-FP8"}),
+        _llama("meta-llama/Llama-3.1-70B-Instruct", 80, 8192, 64, 28672, {
+            "awq": _HQ.format(size="70B", fmt="AWQ"), "gptq": _HQ.format(size="70B", fmt="GPTQ"),
+            "fp8": "neuralmagic/Meta-Llama-3.1-70B-Instruct-FP8"}),
+        _llama("meta-llama/Llama-3.1-405B-Instruct", 126, 16384, 128, 53248, {
+            "awq": _HQ.format(size="405B", fmt="AWQ"), "gptq": _HQ.format(size="405B", fmt="GPTQ"),
+            "fp8": "meta-llama/Llama-3.1-405B-Instruct-FP8"}),
+        _llama("meta-llama/Llama-3.3-70B-Instruct", 80, 8192, 64, 28672, {
+            "fp8": "neuralmagic/Llama-3.3-70B-Instruct-FP8-dynamic"}),
+        ModelSpec("Qwen/Qwen2.5-7B-Instruct", 28, 3584, 28, 4, 128, 18944, 152064, max_position=32768,
+                  checkpoints={"awq": "Qwen/Qwen2.5-7B-Instruct-AWQ", "gptq": "Qwen/Qwen2.5-7B-Instruct-GPTQ-Int4"}),
+        ModelSpec("Qwen/Qwen2.5-72B-Instruct", 80, 8192, 64, 8, 128, 29568, 152064, max_position=32768,
+                  checkpoints={"awq": "Qwen/Qwen2.5-72B-Instruct-AWQ", "gptq": "Qwen/Qwen2.5-72B-Instruct-GPTQ-Int4"}),
+        ModelSpec("mistralai/Mistral-7B-Instruct-v0.3", 32, 4096, 32, 8, 128, 14336, 32768, max_position=32768),
+    )
+}
+# Names people also write for the same weights.
+_ALIASES = {
+    "meta-llama/Meta-Llama-3.1-70B-Instruct": "meta-llama/Llama-3.1-70B-Instruct",
+    "meta-llama/Meta-Llama-3.1-8B-Instruct": "meta-llama/Llama-3.1-8B-Instruct",
+    "meta-llama/Meta-Llama-3.1-405B-Instruct": "meta-llama/Llama-3.1-405B-Instruct",
+}
+
+
+def _quant_of(cfg: dict) -> str:
+    qc = cfg.get("quantization_config") or {}
+    method = str(qc.get("quant_method", "")).lower()
+    if method in ("awq", "gptq") and int(qc.get("bits", 4)) == 4:
+        return method
+    if method in ("fp8", "compressed-tensors", "fbgemm_fp8"):
+        return "fp8"
+    if method == "bitsandbytes" or int(qc.get("bits", 16)) == 8:
+        return "int8"
+    return "bf16"
+
+
+def spec_from_config(cfg: dict, name: str, source: str) -> ModelSpec:
+    """Build a spec from a Hugging Face ``config.json`` dict."""
+    cfg = cfg.get("text_config", cfg)
+    try:
+        heads = int(cfg["num_attention_heads"])
+        hidden = int(cfg["hidden_size"])
+        return ModelSpec(
+            name=name,
+            layers=int(cfg["num_hidden_layers"]),
+            hidden=hidden,
+            heads=heads,
+            kv_heads=int(cfg.get("num_key_value_heads") or heads),
+            head_dim=int(cfg.get("head_dim") or hidden // heads),
+            intermediate=int(cfg["intermediate_size"]),
+            vocab=int(cfg["vocab_size"]),
+            tied_embeddings=bool(cfg.get("tie_word_embeddings", False)),
+            quant=_quant_of(cfg),
+            source=source,
+            max_position=int(cfg.get("max_position_embeddings", 131072)),
+        )
+    except (KeyError, TypeError, ValueError) as e:
+        raise PlanError(f"{source}: not a decoder config llmodal can plan ({e!r} missing or invalid)") from e
+
+
+def _from_hub(model: str, revision: str | None) -> dict | None:
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        return None
+    try:
+        from huggingface_hub import hf_hub_download
+
+        path = hf_hub_download(model, "config.json", revision=revision, etag_timeout=5)
+        return json.loads(Path(path).read_text())
+    except Exception:  # no network, gated, or no such repo: the caller reports it
+        return None
+
+
+def lookup(model: str, revision: str | None = None) -> ModelSpec:
+    """Facts for ``model``: a local directory's config, the catalog, then the hub."""
+    path = Path(model).expanduser()
+    if path.is_dir():
+        cfg_path = path / "config.json"
+        if not cfg_path.is_file():
+            raise PlanError(f"model directory {model!r} has no config.json")
+        return spec_from_config(json.loads(cfg_path.read_text()), model, source=str(cfg_path))
+    canonical = _ALIASES.get(model, model)
+    if canonical in CATALOG:
+        return replace(CATALOG[canonical], name=model)
+    for base in CATALOG.values():  # a catalog checkpoint asked for by its own name
+        for quant, repo in base.checkpoints.items():
+            if repo == model:
+                return replace(base, name=model, quant=quant, checkpoints={})
+    cfg = _from_hub(model, revision)
+    if cfg is None:
+        raise PlanError(
+            f"unknown model {model!r}: not a local directory with config.json, not in the built-in catalog "
+            f"({', '.join(CATALOG)}), and its config.json could not be fetched from the hub"
+        )
+    return spec_from_config(cfg, model, source=f"hub:{model}/config.json")

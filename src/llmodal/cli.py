@@ -1,0 +1,192 @@
+"""The ``llmodal`` command. Type hints are the interface; ``--help`` is the manual."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from . import _constants as C
+from ._exceptions import LlmodalError, ServerStartError
+from .config import load_settings
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  help="Your own open LLM behind a private OpenAI-compatible endpoint: vLLM on Modal or here.")
+console = Console()
+err = Console(stderr=True)
+
+EnvFile = Annotated[str, typer.Option("--env-file", help="settings file to read (.env)")]
+
+
+def fail(e: LlmodalError) -> None:
+    err.print(f"[red]error:[/] {e}")
+    raise typer.Exit(e.exit_code)
+
+
+def has_gpu() -> bool:
+    if not shutil.which("nvidia-smi"):
+        return False
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return out.returncode == 0 and "GPU" in out.stdout
+
+
+@app.command()
+def serve(
+    model: Annotated[Optional[str], typer.Option(help="model id or directory (default: VLLM_MODEL; on a machine "
+                                                       "without a GPU and no model set: the embedded tiny model)")] = None,
+    host: Annotated[Optional[str], typer.Option(help="address to bind (default 127.0.0.1)")] = None,
+    port: Annotated[Optional[int], typer.Option(help="port (default 8000)")] = None,
+    max_model_len: Annotated[Optional[int], typer.Option(help="context length (VLLM_MAX_MODEL_LEN)")] = None,
+    gpu_memory_utilization: Annotated[Optional[float], typer.Option(
+        help="fraction of GPU memory (of CPU RAM on the CPU engine)")] = None,
+    force: Annotated[bool, typer.Option(help="start even if the plan says it does not fit")] = False,
+    max_restarts: Annotated[int, typer.Option(help="restarts after the engine dies, with backoff")] = 3,
+    startup_timeout: Annotated[float, typer.Option(help="seconds to wait for /health")] = C.LOCAL_STARTUP_TIMEOUT_S,
+    write_env: Annotated[Optional[Path], typer.Option(help="also write the client settings to this .env")] = None,
+    env_file: EnvFile = ".env",
+) -> None:
+    """Run the real vLLM server here, wait for /health, print the client settings. Ctrl-C stops it."""
+    from .local import prepare_local, supervise
+
+    try:
+        settings = load_settings(env_file, model=model, host=host, port=port, max_model_len=max_model_len,
+                                 gpu_memory_utilization=gpu_memory_utilization)
+        prep = prepare_local(settings, model_given=model is not None, gpu=has_gpu(), force=force, console=console,
+                             env_file=env_file)
+        supervise(prep, console=console, max_restarts=max_restarts, startup_timeout=startup_timeout,
+                  write_env=write_env)
+    except LlmodalError as e:
+        fail(e)
+
+
+@app.command()
+def env(
+    base_url: Annotated[Optional[str], typer.Option(help="endpoint ending in /v1 (default: the last local serve, "
+                                                          "or the Modal URL with --workspace)")] = None,
+    workspace: Annotated[Optional[str], typer.Option(help="Modal workspace: use the deployed app's URL")] = None,
+    api_key: Annotated[Optional[str], typer.Option(help="key for the client (default: the server's key)")] = None,
+    model: Annotated[Optional[str], typer.Option(help="model name clients send (default: VLLM_MODEL)")] = None,
+    write: Annotated[Optional[Path], typer.Option(help="write into this .env, keeping its other lines")] = None,
+    show_key: Annotated[bool, typer.Option(help="print the key in full (it is masked otherwise)")] = False,
+    env_file: EnvFile = ".env",
+) -> None:
+    """Print or write VLLM_BASE_URL, VLLM_MODEL and VLLM_API_KEY for a client."""
+    from .envfile import mask, render, write_env
+    from .local import client_values
+
+    try:
+        values = client_values(load_settings(env_file), base_url=base_url, workspace=workspace, api_key=api_key,
+                               model=model)
+    except LlmodalError as e:
+        fail(e)
+    if write:
+        write_env(write, values)
+        console.print(f"wrote {', '.join(values)} to {write} (mode 600)")
+        return
+    shown = dict(values)
+    if not show_key and shown.get("VLLM_API_KEY"):
+        shown["VLLM_API_KEY"] = mask(shown["VLLM_API_KEY"])
+    sys.stdout.write(render(shown))
+
+
+@app.command()
+def smoke(
+    base_url: Annotated[Optional[str], typer.Option(help="endpoint (default: VLLM_BASE_URL from .env)")] = None,
+    api_key: Annotated[Optional[str], typer.Option(help="key (default: VLLM_API_KEY from .env)")] = None,
+    model: Annotated[Optional[str], typer.Option(help="model (default: VLLM_MODEL, else the first served)")] = None,
+    max_tokens: Annotated[int, typer.Option(min=1, help="max_tokens of the test requests")] = C.GUIDE_MAX_TOKENS,
+    env_file: EnvFile = ".env",
+) -> None:
+    """The guide's tests against any OpenAI-compatible endpoint: models, chat, streaming, 401s."""
+    from rich.table import Table
+
+    from .client import resolve_endpoint
+    from .smoke import run_smoke
+
+    try:
+        ep = resolve_endpoint(base_url, api_key, model, env_file)
+    except LlmodalError as e:
+        fail(e)
+    console.print(f"smoke test of {ep.base_url} (model: {ep.model or 'first served'})")
+    checks = run_smoke(ep, max_tokens=max_tokens)
+    t = Table("check", "result", "detail", "s")
+    for c in checks:
+        t.add_row(c.name, "[green]pass[/]" if c.ok else "[red]FAIL[/]", c.detail, f"{c.seconds:.1f}")
+    console.print(t)
+    passed = sum(c.ok for c in checks)
+    console.print(f"{passed}/{len(checks)} checks passed")
+    raise typer.Exit(0 if passed == len(checks) else 1)
+
+
+@app.command()
+def plan(
+    model: Annotated[Optional[str], typer.Option(help="model id or directory (default: VLLM_MODEL)")] = None,
+    gpu: Annotated[Optional[str], typer.Option(help="Modal GPU type (default: LLMODAL_GPU, A100-80GB)")] = None,
+    gpus: Annotated[Optional[int], typer.Option(min=1, max=8, help="GPU count (default: LLMODAL_GPU_COUNT)")] = None,
+    max_model_len: Annotated[Optional[int], typer.Option(help="context length (VLLM_MAX_MODEL_LEN)")] = None,
+    gpu_memory_utilization: Annotated[Optional[float], typer.Option(help="in (0, 1]")] = None,
+    quantization: Annotated[Optional[str], typer.Option(help="auto, none, fp8, int8, awq or gptq")] = None,
+    bench: Annotated[Optional[Path], typer.Option(help="a `llmodal bench --out` file: add $ per 1M output tokens")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+    env_file: EnvFile = ".env",
+) -> None:
+    """Will it fit, how much KV cache, how many users, what it costs — before anyone pays."""
+    from .plan import plan_for_settings
+    from .render import plan_table
+
+    try:
+        settings = load_settings(env_file, model=model, gpu=gpu, gpu_count=gpus, max_model_len=max_model_len,
+                                 gpu_memory_utilization=gpu_memory_utilization, quantization=quantization)
+        res = plan_for_settings(settings)
+        costs = _bench_costs(bench, res.chosen.price_per_hour) if bench else None
+    except LlmodalError as e:
+        fail(e)
+    if as_json:
+        out = {"plan": res.chosen.to_dict(), "as_configured": res.asked.to_dict(),
+               "suggestions": [{"label": s.label, "plan": s.plan.to_dict()} for s in res.suggestions]}
+        if costs is not None:
+            out["cost_per_million_output_tokens"] = costs
+        print(json.dumps(out, indent=2))
+    else:
+        plan_table(res.chosen, res.asked, res.suggestions, console)
+        for row in costs or []:
+            console.print(f"at concurrency {row['concurrency']}: {row['output_tok_s']:.0f} output tok/s → "
+                          f"${row['usd_per_million_output_tokens']:.2f} per 1M output tokens")
+    raise typer.Exit(0 if res.chosen.fits else 3)
+
+
+def _bench_costs(path: Path, price_per_hour: float) -> list[dict]:
+    from ._exceptions import ConfigError
+
+    try:
+        data = json.loads(path.read_text())
+        levels = data["levels"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ConfigError(f"--bench {path}: not a llmodal bench result file ({e})") from None
+    rows = []
+    for lv in levels:
+        tps = float(lv.get("output_tok_s") or 0)
+        rows.append({"concurrency": lv.get("concurrency"), "output_tok_s": tps,
+                     "usd_per_million_output_tokens": price_per_hour / (tps * 3600) * 1e6 if tps > 0 else None})
+    return rows
+
+
+def main() -> None:
+    # SIGTERM behaves like Ctrl-C so a supervisor's stop drains vLLM the same way.
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    app()
+
+
+if __name__ == "__main__":
+    main()

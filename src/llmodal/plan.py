@@ -1,0 +1,263 @@
+"""Will it fit, how much KV cache, how many users, what it costs — the planner's arithmetic.
+
+Memory model (one GPU of a tensor-parallel group), following vLLM's own startup profile:
+
+    budget    = GPU memory (as torch reports it) × gpu_memory_utilization
+    kv_memory = budget − weights/TP − peak activations − non-torch memory
+    kv_tokens = kv_memory ÷ (KV bytes per token ÷ TP)
+
+Peak activations come from vLLM's profiling pass over ``max_num_batched_tokens`` tokens
+(MLP gate/up and activation buffers, residual stream) plus one logits row per sequence.
+CUDA graphs are captured after the KV cache is sized, inside the (1 − utilization) headroom,
+so they are not subtracted here. Calibrated once against an H100 run of the 70B AWQ plan
+(``shared/measurements/h100-llama70b-awq.md``); ``benchmarks/kv_accuracy.py`` checks the rest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+
+from ._exceptions import PlanError
+from .catalog import ModelSpec
+from .gpus import GPU, GiB
+
+NON_TORCH_GIB = 0.25  # CUDA context, allocator slack; measured 0.22 GiB on one H100
+NON_TORCH_TP_GIB = 0.5  # NCCL buffers once there is more than one GPU
+
+
+@dataclass(frozen=True)
+class EngineShape:
+    """vLLM's default batch limits for the OpenAI server, which size the profiling pass."""
+
+    max_num_batched_tokens: int
+    max_num_seqs: int
+
+    @classmethod
+    def for_gpu(cls, gpu: GPU) -> EngineShape:
+        # Mirrors vLLM's EngineArgs defaults (A100s keep the small batch on purpose).
+        if gpu.memory_gib >= 160:
+            return cls(16384, 1024)
+        if gpu.memory_gib >= 70 and not gpu.name.startswith("A100"):
+            return cls(8192, 1024)
+        return cls(2048, 256)
+
+
+@dataclass(frozen=True)
+class Plan:
+    model: str  # what clients ask for (served model name)
+    checkpoint: str  # the weights vLLM loads
+    quantization: str  # bf16 / fp8 / int8 / awq / gptq
+    vllm_quantization: str | None  # --quantization to pass, None when the checkpoint says it
+    gpu: str
+    gpu_count: int
+    tensor_parallel_size: int
+    max_model_len: int
+    gpu_memory_utilization: float
+    params_b: float
+    weights_gib_total: float
+    weights_gib_per_gpu: float
+    kv_bytes_per_token: int  # whole model, all layers
+    budget_gib_per_gpu: float
+    activation_gib: float
+    non_torch_gib: float
+    kv_gib_per_gpu: float
+    kv_tokens: int
+    full_length_sequences: float
+    decode_ceiling_tok_s: float
+    price_per_hour: float
+    price_source: str
+    idle_tail_cost: float
+    day_cost: float
+    fits: bool
+    reason: str
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def activation_bytes(spec: ModelSpec, shape: EngineShape, tp: int) -> int:
+    t = shape.max_num_batched_tokens
+    per_token = (3 * spec.intermediate // tp + 4 * spec.hidden) * 2
+    logits = shape.max_num_seqs * spec.vocab * 4
+    return t * per_token + logits
+
+
+def make_plan(
+    spec: ModelSpec,
+    gpu: GPU,
+    *,
+    gpu_count: int = 1,
+    tensor_parallel_size: int | None = None,
+    max_model_len: int = 8192,
+    gpu_memory_utilization: float = 0.95,
+    quantization: str | None = None,
+    checkpoint: str | None = None,
+    served_name: str | None = None,
+    scaledown_window_s: int = 900,
+    price_per_hour: float | None = None,
+) -> Plan:
+    """Plan one configuration. ``quantization`` None means the checkpoint's own precision."""
+    if max_model_len <= 0:
+        raise PlanError(f"max_model_len must be a positive number of tokens, got {max_model_len}")
+    if not 0 < gpu_memory_utilization <= 1:
+        raise PlanError(f"gpu_memory_utilization must be in (0, 1], got {gpu_memory_utilization}")
+    tp = tensor_parallel_size or gpu_count
+    if tp < 1 or gpu_count < 1:
+        raise PlanError(f"GPU count and tensor parallel size must be ≥ 1, got {gpu_count} and {tp}")
+    notes: list[str] = []
+    quant = quantization or spec.quant
+    weights = spec.weight_bytes(quant)
+    shape = EngineShape.for_gpu(gpu)
+    act = activation_bytes(spec, shape, tp)
+    non_torch = (NON_TORCH_GIB + (NON_TORCH_TP_GIB if tp > 1 else 0)) * GiB
+    budget = gpu.memory_gib * GiB * gpu_memory_utilization
+    kv_per_token_gpu = spec.kv_bytes_per_token() / min(tp, spec.kv_heads)
+    kv_mem = budget - weights / tp - act - non_torch
+    kv_tokens = max(0, int(kv_mem // kv_per_token_gpu))
+    full = kv_tokens / max_model_len
+
+    if spec.heads % tp:
+        fits, reason = False, f"{spec.heads} attention heads do not divide by tensor parallel size {tp}"
+    elif weights / tp > budget:
+        fits = False
+        reason = (f"weights need {weights / tp / GiB:.1f} GiB ({weights / tp / 1e9:.0f} GB) per GPU but only {budget / GiB:.1f} GiB is usable "
+                  f"({gpu.memory_gib:.1f} GiB × {gpu_memory_utilization})")
+    elif kv_tokens < max_model_len:
+        fits = False
+        reason = (f"after {weights / tp / GiB:.1f} GiB of weights and {act / GiB:.1f} GiB of activations, "
+                  f"{max(kv_mem, 0) / GiB:.1f} GiB is left for KV cache = {kv_tokens:,} tokens, "
+                  f"fewer than one {max_model_len:,}-token sequence")
+    else:
+        fits = True
+        reason = f"{kv_tokens:,} KV tokens = {full:.1f} concurrent {max_model_len:,}-token sequences"
+    if max_model_len > spec.max_position:
+        notes.append(f"max_model_len {max_model_len} exceeds the model's {spec.max_position} positions")
+    if quant == "fp8" and not gpu.fp8:
+        notes.append(f"{gpu.name} has no FP8 tensor cores: vLLM runs FP8 weights weight-only (Marlin), slower")
+
+    price = gpu.price_per_hour if price_per_hour is None else price_per_hour
+    hourly = price * gpu_count
+    return Plan(
+        model=served_name or spec.name,
+        checkpoint=checkpoint or spec.name,
+        quantization=quant,
+        vllm_quantization="fp8" if (quant == "fp8" and spec.quant != "fp8" and not checkpoint) else None,
+        gpu=gpu.name,
+        gpu_count=gpu_count,
+        tensor_parallel_size=tp,
+        max_model_len=max_model_len,
+        gpu_memory_utilization=gpu_memory_utilization,
+        params_b=spec.params / 1e9,
+        weights_gib_total=weights / GiB,
+        weights_gib_per_gpu=weights / tp / GiB,
+        kv_bytes_per_token=spec.kv_bytes_per_token(),
+        budget_gib_per_gpu=budget / GiB,
+        activation_gib=act / GiB,
+        non_torch_gib=non_torch / GiB,
+        kv_gib_per_gpu=max(kv_mem, 0) / GiB,
+        kv_tokens=kv_tokens,
+        full_length_sequences=full,
+        decode_ceiling_tok_s=gpu.bandwidth_tbs * 1e12 * tp / weights,
+        price_per_hour=hourly,
+        price_source="LLMODAL_GPU_PRICE_PER_HOUR" if price_per_hour is not None else gpu.price_source,
+        idle_tail_cost=hourly * scaledown_window_s / 3600,
+        day_cost=hourly * 24,
+        fits=fits,
+        reason=reason,
+        notes=notes,
+    )
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    label: str
+    plan: Plan
+
+
+def suggestions(spec: ModelSpec, gpu: GPU, base: Plan, **kw) -> list[Suggestion]:
+    """Ways to make ``base`` fit, cheapest first: same GPUs with a smaller checkpoint, more GPUs,
+    then a shorter context. Only the ones that fit are returned."""
+    out: list[Suggestion] = []
+    same = dict(kw, gpu_count=base.gpu_count, tensor_parallel_size=base.tensor_parallel_size,
+                max_model_len=base.max_model_len, served_name=base.model)
+    for quant in ("awq", "gptq", "fp8"):
+        if quant == spec.quant or (quant in ("awq", "gptq") and quant not in spec.checkpoints):
+            continue
+        ckpt = spec.checkpoints.get(quant)
+        p = make_plan(spec, gpu, quantization=quant, checkpoint=ckpt, **same)
+        label = f"{quant.upper()} checkpoint {ckpt}" if ckpt else f"{quant.upper()} on the fly (--quantization {quant})"
+        out.append(Suggestion(label, p))
+    for n in (2, 4, 8):
+        if n <= base.gpu_count:
+            continue
+        p = make_plan(spec, gpu, **dict(same, gpu_count=n, tensor_parallel_size=n, quantization=base.quantization,
+                                        checkpoint=base.checkpoint))
+        out.append(Suggestion(f"{n}× {gpu.name} with tensor parallel {n}", p))
+    if base.kv_tokens > 0 and base.weights_gib_per_gpu < base.budget_gib_per_gpu:
+        shorter = 1 << (base.kv_tokens.bit_length() - 1)
+        if 256 <= shorter < base.max_model_len:
+            p = make_plan(spec, gpu, **dict(same, max_model_len=shorter, quantization=base.quantization,
+                                            checkpoint=base.checkpoint))
+            out.append(Suggestion(f"max_model_len {shorter}", p))
+    fitting = [s for s in out if s.plan.fits]
+    return sorted(fitting, key=lambda s: s.plan.price_per_hour)  # stable: keeps quantizations first
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """The plan as configured, the plan that will run, and the alternatives that fit."""
+
+    asked: Plan
+    chosen: Plan
+    suggestions: list[Suggestion]
+
+
+def choose(spec: ModelSpec, gpu: GPU, quantization: str, **kw) -> Resolution:
+    """Resolve the config's quantization into one plan.
+
+    ``auto``: the checkpoint as named if it fits, else the first same-GPU, same-context
+    suggestion that fits. ``none``: the checkpoint as named. Else: that quantization's checkpoint.
+    """
+    if quantization in ("auto", "none"):
+        base = make_plan(spec, gpu, **kw)
+    else:
+        if quantization in ("awq", "gptq") and spec.quant != quantization and quantization not in spec.checkpoints:
+            known = ", ".join(spec.checkpoints) or "none"
+            raise PlanError(f"VLLM_QUANTIZATION={quantization!r}: no {quantization.upper()} checkpoint is known for "
+                            f"{spec.name} (known: {known}); point VLLM_MODEL at a {quantization.upper()} "
+                            "checkpoint instead")
+        ckpt = spec.checkpoints.get(quantization) if quantization != spec.quant else None
+        base = make_plan(spec, gpu, quantization=quantization, checkpoint=ckpt, **kw)
+    keep = ("gpu_memory_utilization", "scaledown_window_s", "price_per_hour")
+    sugg = suggestions(spec, gpu, base, **{k: v for k, v in kw.items() if k in keep})
+    if quantization == "auto" and not base.fits:
+        # auto only swaps the checkpoint: more GPUs or a shorter context are the user's call.
+        for s in sugg:
+            if s.plan.gpu_count == base.gpu_count and s.plan.max_model_len == base.max_model_len:
+                note = f"VLLM_QUANTIZATION=auto chose {s.label}: in {base.quantization}, {base.reason}"
+                chosen = replace(s.plan, notes=[*s.plan.notes, note])
+                return Resolution(base, chosen, [x for x in sugg if x is not s])
+    return Resolution(base, base, sugg if not base.fits else [])
+
+
+def plan_for_settings(settings, *, gpu: str | None = None, gpu_count: int | None = None, model: str | None = None,
+                      max_model_len: int | None = None, gpu_memory_utilization: float | None = None,
+                      quantization: str | None = None, tensor_parallel_size: int | None = None) -> Resolution:
+    """The planner driven by llmodal's Settings, with optional overrides (the CLI's flags)."""
+    from .catalog import lookup
+    from .gpus import get_gpu
+
+    model = model or settings.model
+    spec = lookup(model, settings.model_revision)
+    count = gpu_count or settings.gpu_count
+    return choose(
+        spec, get_gpu(gpu or settings.gpu), quantization or settings.quantization,
+        gpu_count=count,
+        tensor_parallel_size=tensor_parallel_size or settings.tensor_parallel_size or count,
+        max_model_len=max_model_len or settings.max_model_len,
+        gpu_memory_utilization=gpu_memory_utilization or settings.gpu_memory_utilization,
+        served_name=model,
+        scaledown_window_s=settings.scaledown_window_s,
+        price_per_hour=settings.gpu_price_per_hour,
+    )

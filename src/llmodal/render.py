@@ -1,0 +1,44 @@
+"""How plans and results look in a terminal (rich) — kept apart from the arithmetic."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from .plan import Plan, Suggestion
+
+
+def plan_table(plan: Plan, asked: Plan | None, sugg: list[Suggestion], console: Console) -> None:
+    if asked is not None and asked.checkpoint != plan.checkpoint:
+        console.print(f"[bold]As configured[/] ({asked.checkpoint}, {asked.quantization}): "
+                      f"[red]does not fit[/] — {asked.reason}.")
+    verdict = "[green]fits[/]" if plan.fits else "[red]does not fit[/]"
+    console.print(f"[bold]Plan[/]: serve [cyan]{plan.model}[/] from [cyan]{plan.checkpoint}[/] "
+                  f"({plan.quantization}) on {plan.gpu_count}× {plan.gpu}, TP {plan.tensor_parallel_size}: {verdict}")
+    t = Table(show_header=False, box=None, pad_edge=False)
+    t.add_column(style="dim")
+    t.add_column()
+    t.add_row("parameters", f"{plan.params_b:.1f} B")
+    t.add_row("weights per GPU", f"{plan.weights_gib_per_gpu:.1f} GiB ({plan.weights_gib_total * 1.073741824:.1f} GB"
+              f" total)")
+    t.add_row("usable per GPU", f"{plan.budget_gib_per_gpu:.1f} GiB at utilization {plan.gpu_memory_utilization}")
+    t.add_row("activations + other", f"{plan.activation_gib:.2f} + {plan.non_torch_gib:.2f} GiB")
+    t.add_row("KV per token", f"{plan.kv_bytes_per_token / 1024:.0f} KiB (16-bit KV, all layers)")
+    t.add_row("KV cache per GPU", f"{plan.kv_gib_per_gpu:.1f} GiB = {plan.kv_tokens:,} tokens")
+    t.add_row(f"full {plan.max_model_len:,}-token chats", f"{plan.full_length_sequences:.1f} at once")
+    t.add_row("decode ceiling", f"{plan.decode_ceiling_tok_s:.0f} tok/s single stream (bandwidth ÷ weights)")
+    t.add_row("cost", f"${plan.price_per_hour:.2f}/h · ${plan.idle_tail_cost:.2f} idle tail per cold start · "
+              f"${plan.day_cost:.0f} per 24 h")
+    t.add_row("price source", plan.price_source)
+    console.print(t)
+    console.print(f"verdict: {plan.reason}")
+    for n in plan.notes:
+        console.print(f"[yellow]note[/]: {n}")
+    if sugg and not (asked is not None and asked.checkpoint != plan.checkpoint) and not plan.fits:
+        console.print("[bold]Suggestions that fit, cheapest first:[/]")
+    elif sugg:
+        console.print("[bold]Other options that fit, cheapest first:[/]")
+    for s in sugg:
+        p = s.plan
+        console.print(f"  • {s.label}: {p.kv_tokens:,} KV tokens ({p.full_length_sequences:.1f} × {p.max_model_len:,}),"
+                      f" ${p.price_per_hour:.2f}/h")

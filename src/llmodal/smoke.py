@@ -1,0 +1,75 @@
+"""The guide's curl tests as one command, against any OpenAI-compatible endpoint."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import httpx
+
+from . import _constants as C
+from .client import Endpoint
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    seconds: float
+
+
+def _timed(name: str, fn) -> Check:
+    t0 = time.monotonic()
+    try:
+        ok, detail = fn()
+    except Exception as e:  # a check that raises is a failed check, reported by its type and text
+        ok, detail = False, f"{type(e).__name__}: {str(e)[:200]}"
+    return Check(name, ok, detail, time.monotonic() - t0)
+
+
+def run_smoke(ep: Endpoint, *, max_tokens: int = C.GUIDE_MAX_TOKENS, timeout: float = 300.0) -> list[Check]:
+    import openai
+
+    checks: list[Check] = []
+    if not ep.api_key:
+        checks.append(Check("api key configured", False, "no key: pass --api-key or set VLLM_API_KEY in .env", 0.0))
+    oa = openai.OpenAI(base_url=ep.base_url, api_key=ep.api_key or "EMPTY", timeout=timeout, max_retries=0)
+    model = ep.model
+
+    def models():
+        nonlocal model
+        ids = [m.id for m in oa.models.list().data]
+        if model is None and ids:
+            model = ids[0]
+        return (model in ids), f"served: {', '.join(ids)}" + ("" if model in ids else f"; {model!r} missing")
+
+    def chat_body():
+        return dict(model=model, messages=[{"role": "user", "content": C.GUIDE_PROMPT}],
+                    temperature=C.GUIDE_TEMPERATURE, max_tokens=max_tokens)
+
+    def chat():
+        r = oa.chat.completions.create(**chat_body())
+        text = r.choices[0].message.content or ""
+        return bool(text) and r.usage.completion_tokens > 0, (
+            f"{r.usage.completion_tokens} tokens, finish={r.choices[0].finish_reason}")
+
+    def stream():
+        chunks, text = 0, ""
+        for ev in oa.chat.completions.create(**chat_body(), stream=True):
+            if ev.choices and ev.choices[0].delta.content:
+                chunks += 1
+                text += ev.choices[0].delta.content
+        return chunks > 1 and bool(text), f"{chunks} content chunks"
+
+    def status_without(headers: dict[str, str]):
+        r = httpx.get(f"{ep.base_url}/models", headers=headers, timeout=30)
+        return r.status_code == 401, f"HTTP {r.status_code} (want 401)"
+
+    checks.append(_timed("GET /v1/models lists the model", models))
+    checks.append(_timed("chat completion (guide's request)", chat))
+    checks.append(_timed("streamed chat completion", stream))
+    checks.append(_timed("no key → 401", lambda: status_without({})))
+    checks.append(_timed("wrong key → 401",
+                         lambda: status_without({"Authorization": "Bearer wrong-" + str(time.time_ns())})))
+    return checks

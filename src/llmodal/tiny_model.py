@@ -1,0 +1,119 @@
+"""The embedded default: a tiny Llama-architecture model made on this machine.
+
+Random weights, a byte-level BPE tokenizer trained on the spot with ``tokenizers`` and a
+Llama-3-style chat template. It answers nonsense, but through the real vLLM engine, the real
+OpenAI routes and the real streaming path, offline and in under a minute on two CPU cores.
+Shapes are parameters so the planner's accuracy benchmark can make models of several sizes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from platformdirs import user_cache_dir
+
+SPECIAL_TOKENS = ["<|begin_of_text|>", "<|end_of_text|>", "<|eot_id|>", "<|start_header_id|>",
+                  "<|end_header_id|>"]
+CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>\n\n"
+    "{{ m['content'] }}<|eot_id|>{% endfor %}{% if add_generation_prompt %}"
+    "<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}"
+)
+SERVED_NAME = "llmodal/tiny-llama"
+_CORPUS = (
+    "llmodal serves your own open model behind a private OpenAI-compatible endpoint. "
+    "vLLM runs the model; Modal runs the GPU; the planner says whether it fits before you pay. "
+    "The quick brown fox jumps over the lazy dog. Hello, please introduce yourself. "
+    "你好，请介绍一下你自己。我是一个语言模型。部署 推理 服务 模型 显存 量化 "
+)
+
+
+@dataclass(frozen=True)
+class TinyShape:
+    # head_dim ≥ 32: vLLM's CPU attention rejects 16.
+    hidden: int = 256
+    heads: int = 4
+    kv_heads: int = 2
+    head_dim: int = 64
+    layers: int = 2
+    intermediate: int = 512
+    vocab: int = 1024
+    max_position: int = 4096
+
+    @property
+    def slug(self) -> str:
+        return f"l{self.layers}-h{self.hidden}-a{self.heads}-kv{self.kv_heads}-d{self.head_dim}-v{self.vocab}"
+
+
+def default_dir() -> Path:
+    return Path(os.environ.get("LLMODAL_CACHE_DIR") or user_cache_dir("llmodal")) / "models"
+
+
+def _train_tokenizer(vocab: int):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    corpus = [_CORPUS] * 50 + [f"sentence number {i}: {_CORPUS[i % 200:]}" for i in range(500)]
+    trainer = trainers.BpeTrainer(vocab_size=vocab, special_tokens=SPECIAL_TOKENS,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(corpus, trainer)
+    hf = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=SPECIAL_TOKENS[0], eos_token=SPECIAL_TOKENS[2],
+                                 pad_token=SPECIAL_TOKENS[1])
+    hf.chat_template = CHAT_TEMPLATE
+    return hf
+
+
+def llama_config(shape: TinyShape, bos: int, eos: int, vocab: int) -> dict:
+    return {
+        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_act": "silu",
+        "hidden_size": shape.hidden, "intermediate_size": shape.intermediate,
+        "num_hidden_layers": shape.layers, "num_attention_heads": shape.heads,
+        "num_key_value_heads": shape.kv_heads, "head_dim": shape.head_dim, "vocab_size": vocab,
+        "max_position_embeddings": shape.max_position, "rms_norm_eps": 1e-5, "rope_theta": 500000.0,
+        "attention_bias": False, "mlp_bias": False, "tie_word_embeddings": False, "torch_dtype": "bfloat16",
+        "bos_token_id": bos, "eos_token_id": eos,
+    }
+
+
+def write_model(out: Path, shape: TinyShape = TinyShape(), seed: int = 0) -> Path:
+    """Write a complete model directory (config, safetensors weights, tokenizer) to ``out`` atomically."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=out.parent))
+    try:
+        hf = _train_tokenizer(shape.vocab)
+        hf.save_pretrained(tmp)
+        cfg = llama_config(shape, hf.bos_token_id, hf.eos_token_id, len(hf))
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(LlamaConfig(**cfg)).to(torch.bfloat16)
+        model.save_pretrained(tmp, safe_serialization=True)
+        (tmp / "config.json").write_text(json.dumps(cfg, indent=2))  # ours, not transformers' rewrite
+        (tmp / "generation_config.json").write_text(json.dumps({"bos_token_id": cfg["bos_token_id"],
+                                                                  "eos_token_id": cfg["eos_token_id"]}))
+        (tmp / "llmodal-shape.json").write_text(json.dumps(asdict(shape)))
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def ensure_tiny_model(shape: TinyShape = TinyShape(), root: Path | None = None) -> Path:
+    """The cached tiny model's directory, generating it on first use."""
+    out = (root or default_dir()) / f"tiny-llama-{shape.slug}"
+    if (out / "config.json").is_file() and (out / "model.safetensors").is_file():
+        return out
+    return write_model(out, shape)
