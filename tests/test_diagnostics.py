@@ -1,0 +1,29 @@
+import pytest
+
+from llmodal.diagnostics import diagnose
+
+CASES = [
+    ("ERROR: [Errno 98] error while attempting to bind on address ('127.0.0.1', 8000): address already in use",
+     "port_in_use"),
+    ("huggingface_hub.errors.GatedRepoError: 403 Client Error. Access to model meta-llama/X is restricted.",
+     "gated_model"),
+    ("requests.exceptions.HTTPError: 401 Client Error: Unauthorized for url: https://huggingface.co/api/x",
+     "hf_token"),
+    ("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB", "out_of_memory"),
+    ("ValueError: To serve at least one request with the models's max seq len (8192), (2.50 GiB KV cache is "
+     "needed, which is larger than the available KV cache memory (1.00 GiB). ... is larger than the maximum number "
+     "of tokens that can be stored in KV cache", "out_of_memory"),
+    ("ValueError: Unknown quantization method: int3. Must be one of ['awq', ...]", "unsupported_quantization"),
+    ("Value error, Invalid repository ID or local directory specified: '/tmp/x'.", "bad_model"),
+    ("RuntimeError: Engine core initialization failed. See root cause above.", "engine_error"),
+]
+
+
+@pytest.mark.parametrize("line,kind", CASES)
+def test_each_class(line, kind):
+    d = diagnose("INFO starting\n" + line + "\n")
+    assert d.kind == kind and "\n" not in d.message
+
+
+def test_nothing_useful():
+    assert diagnose("").kind == "unknown"

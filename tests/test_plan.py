@@ -1,0 +1,114 @@
+"""Planner arithmetic: hand-checked cases and the recorded GPU run."""
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from llmodal._exceptions import PlanError
+from llmodal.catalog import lookup
+from llmodal.cli import app
+from llmodal.gpus import GiB, get_gpu
+from llmodal.plan import choose, make_plan
+
+RECORDED = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "h100-llama70b-awq.json"
+L70 = "meta-llama/Llama-3.1-70B-Instruct"
+
+
+def test_llama70b_kv_is_320_kib_per_token():
+    assert lookup(L70).kv_bytes_per_token() == 80 * 8 * 128 * 2 * 2 == 320 * 1024
+
+
+def test_bf16_70b_is_141_gb_and_does_not_fit_one_80gb_card():
+    spec = lookup(L70)
+    assert 140e9 < spec.weight_bytes("bf16") < 142e9
+    p = make_plan(spec, get_gpu("A100-80GB"))
+    assert not p.fits and "141 GB" in p.reason
+
+
+def test_awq_int4_fits_with_30_gib_for_kv():
+    spec = lookup(L70)
+    assert 37e9 <= spec.weight_bytes("awq") <= 40e9
+    p = make_plan(spec, get_gpu("A100-80GB"), quantization="awq")
+    assert p.fits and p.kv_gib_per_gpu > 30
+    assert p.full_length_sequences >= 8
+
+
+def test_auto_picks_the_awq_checkpoint_and_keeps_the_served_name():
+    res = choose(lookup(L70), get_gpu("A100-80GB"), "auto", served_name=L70)
+    assert not res.asked.fits
+    assert res.chosen.checkpoint == "hugging-quants/Meta-Llama-3.1-70B-Instruct-AWQ-INT4"
+    assert res.chosen.model == L70 and res.chosen.fits
+    assert res.chosen.vllm_quantization is None  # the checkpoint declares AWQ itself
+
+
+def test_suggestions_fit_and_are_cheapest_first():
+    res = choose(lookup(L70), get_gpu("A100-80GB"), "none")
+    prices = [s.plan.price_per_hour for s in res.suggestions]
+    assert res.suggestions and all(s.plan.fits for s in res.suggestions) and prices == sorted(prices)
+    assert res.suggestions[0].label.startswith("AWQ")
+
+
+def test_prediction_within_10_percent_of_recorded_h100_run():
+    rec = json.loads(RECORDED.read_text())
+    p = make_plan(lookup(L70), get_gpu(rec["gpu"]), quantization="awq",
+                  max_model_len=rec["max_model_len"], gpu_memory_utilization=rec["gpu_memory_utilization"])
+    assert abs(p.budget_gib_per_gpu - rec["budget_gib"]) < 0.05
+    assert abs(p.weights_gib_per_gpu - rec["weights_gib"]) / rec["weights_gib"] < 0.05
+    assert abs(p.kv_tokens - rec["kv_tokens"]) / rec["kv_tokens"] < 0.10
+
+
+def test_cost_numbers():
+    p = make_plan(lookup(L70), get_gpu("A100-80GB"), quantization="awq", price_per_hour=2.0, scaledown_window_s=900)
+    assert p.price_per_hour == 2.0 and p.idle_tail_cost == 0.5 and p.day_cost == 48.0
+
+
+def test_tensor_parallel_splits_weights_and_kv():
+    spec = lookup(L70)
+    p1 = make_plan(spec, get_gpu("H100"), quantization="fp8")
+    p2 = make_plan(spec, get_gpu("H100"), quantization="fp8", gpu_count=2)
+    assert p2.weights_gib_per_gpu == pytest.approx(p1.weights_gib_per_gpu / 2)
+    assert p2.kv_tokens > 2 * p1.kv_tokens and p2.price_per_hour == 2 * p1.price_per_hour
+
+
+def test_local_config_json(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({
+        "num_hidden_layers": 4, "hidden_size": 256, "num_attention_heads": 4, "num_key_value_heads": 2,
+        "head_dim": 64, "intermediate_size": 512, "vocab_size": 1000}))
+    spec = lookup(str(tmp_path))
+    assert spec.kv_bytes_per_token() == 4 * 2 * 64 * 2 * 2
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--gpu", "Z100"], "unknown GPU"),
+    (["--model", "/nonexistent/dir-xyz"], "unknown model"),
+    (["--max-model-len", "-1"], "VLLM_MAX_MODEL_LEN"),
+    (["--gpu-memory-utilization", "1.2"], "VLLM_GPU_MEMORY_UTILIZATION"),
+    (["--model", "mistralai/Mistral-7B-Instruct-v0.3", "--quantization", "awq"], "no AWQ checkpoint"),
+])
+def test_bad_input_exits_2_with_a_message(monkeypatch, args, needle):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    r = CliRunner().invoke(app, ["plan", "--env-file", "", *args])
+    assert r.exit_code == 2 and needle in r.output, r.output
+
+
+def test_plan_cli_default_explains_the_4bit_choice():
+    r = CliRunner().invoke(app, ["plan", "--env-file", ""], env={"COLUMNS": "200"})
+    assert r.exit_code == 0, r.output
+    assert "does not fit" in r.output and "AWQ-INT4" in r.output and "concurrent 8,192-token" in r.output
+
+
+def test_plan_cli_json_and_bench_cost(tmp_path):
+    bench = tmp_path / "b.json"
+    bench.write_text(json.dumps({"levels": [{"concurrency": 1, "output_tok_s": 43.45}]}))
+    r = CliRunner().invoke(app, ["plan", "--env-file", "", "--json", "--bench", str(bench)])
+    out = json.loads(r.output)
+    assert out["plan"]["fits"] and not out["as_configured"]["fits"]
+    usd = out["cost_per_million_output_tokens"][0]["usd_per_million_output_tokens"]
+    assert usd == pytest.approx(out["plan"]["price_per_hour"] / (43.45 * 3600) * 1e6)
+
+
+def test_does_not_fit_exits_3():
+    r = CliRunner().invoke(app, ["plan", "--env-file", "", "--quantization", "none"])
+    assert r.exit_code == 3

@@ -1,0 +1,85 @@
+"""End to end against a real vLLM process on the CPU engine, through the real openai SDK."""
+
+import os
+import subprocess
+import sys
+
+import openai
+import pytest
+
+from conftest import TEST_KEY, free_port
+
+LLMODAL = [sys.executable, "-m", "llmodal.cli"]
+pytestmark = pytest.mark.server
+
+
+def _oa(server, key=TEST_KEY):
+    return openai.OpenAI(base_url=server.base_url, api_key=key, max_retries=0, timeout=120)
+
+
+def test_models_chat_and_stream_through_openai_sdk(server):
+    oa = _oa(server)
+    assert [m.id for m in oa.models.list().data] == [server.model]
+    r = oa.chat.completions.create(model=server.model, messages=[{"role": "user", "content": "你好，请介绍一下你自己"}],
+                                   temperature=0.7, max_tokens=32)
+    assert r.choices[0].message.content and r.usage.completion_tokens == 32
+    chunks = [c.choices[0].delta.content for c in oa.chat.completions.create(
+        model=server.model, messages=[{"role": "user", "content": "hello"}], max_tokens=16, stream=True)
+        if c.choices and c.choices[0].delta.content]
+    assert len(chunks) > 1
+
+
+def test_wrong_key_is_401_for_the_sdk(server):
+    with pytest.raises(openai.AuthenticationError):
+        _oa(server, key="nope").models.list()
+
+
+def _smoke(*args, env_extra=None):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VLLM_")}
+    env.update(env_extra or {})
+    return subprocess.run([*LLMODAL, "smoke", "--env-file", "", "--max-tokens", "32", *args],
+                          capture_output=True, text=True, timeout=300, env=env)
+
+
+def test_smoke_passes_against_the_server(server):
+    r = _smoke("--base-url", server.base_url, "--api-key", TEST_KEY)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "5/5 checks passed" in r.stdout
+
+
+def test_smoke_reads_the_client_env(server, tmp_path):
+    from llmodal.envfile import write_env
+
+    write_env(tmp_path / ".env", {"VLLM_BASE_URL": server.base_url, "VLLM_MODEL": server.model,
+                                  "VLLM_API_KEY": TEST_KEY})
+    r = subprocess.run([*LLMODAL, "smoke", "--max-tokens", "16"], capture_output=True, text=True, timeout=300,
+                       cwd=tmp_path, env={k: v for k, v in os.environ.items() if not k.startswith("VLLM_")})
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert TEST_KEY not in r.stdout + r.stderr
+
+
+def test_smoke_fails_with_wrong_key(server):
+    r = _smoke("--base-url", server.base_url, "--api-key", "wrong-key")
+    assert r.returncode != 0 and "FAIL" in r.stdout
+
+
+def test_smoke_fails_against_a_dead_port():
+    r = _smoke("--base-url", f"http://127.0.0.1:{free_port()}/v1", "--api-key", "k")
+    assert r.returncode != 0 and "0/5 checks passed" in r.stdout
+
+
+def test_serve_bad_model_path_exits_with_the_cause(tmp_path):
+    empty = tmp_path / "not-a-model"
+    empty.mkdir()
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    r = subprocess.run([*LLMODAL, "serve", "--env-file", "", "--model", str(empty), "--port", str(free_port()),
+                        "--max-restarts", "0"], capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode != 0
+    assert "model could not be loaded" in r.stderr and "not-a-model" in r.stderr
+
+
+def test_serve_refuses_a_port_in_use(server):
+    port = server.base_url.rsplit(":", 1)[1].split("/")[0]
+    r = subprocess.run([*LLMODAL, "serve", "--env-file", "", "--port", port], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode != 0 and "already in use" in r.stderr
