@@ -166,6 +166,116 @@ def plan(
     raise typer.Exit(0 if res.chosen.fits else 3)
 
 
+def _repo_root() -> Path:
+    here = Path.cwd()
+    for d in (here, *here.parents):
+        if (d / "modal_vllm.py").is_file():
+            return d
+    raise typer.BadParameter("modal_vllm.py not found here or above: run from the llmodal checkout")
+
+
+@app.command()
+def deploy(
+    force: Annotated[bool, typer.Option(help="deploy even if the plan does not fit")] = False,
+    public: Annotated[bool, typer.Option(help="allow an endpoint without a server key")] = False,
+    env_file: EnvFile = ".env",
+) -> None:
+    """Preflight (plan fits, key set, Modal token), then `modal deploy modal_vllm.py`."""
+    from .deploy import deployed_url, modal_cli, preflight, run_streaming
+    from .envfile import mask
+
+    try:
+        settings = load_settings(env_file)
+        res = preflight(settings, force=force, public=public)
+    except LlmodalError as e:
+        fail(e)
+    if res is not None:
+        console.print(f"plan: {res.chosen.checkpoint} on {res.chosen.gpu_count}× {res.chosen.gpu} — {res.chosen.reason}")
+    code, out = run_streaming(modal_cli("deploy", "modal_vllm.py"), console.print, cwd=str(_repo_root()))
+    if code != 0:
+        err.print(f"[red]error:[/] modal deploy failed (exit {code})")
+        raise typer.Exit(code)
+    url = deployed_url(out, settings)
+    console.print("client .env (`llmodal env --workspace WS --write .env` writes it with the real key):")
+    console.print(f"  VLLM_BASE_URL={url + '/v1' if url else 'https://WORKSPACE--' + settings.app_name + '-serve-vllm.modal.run/v1'}")
+    console.print(f"  VLLM_MODEL={settings.model}")
+    console.print(f"  VLLM_API_KEY={mask(settings.api_key())}")
+
+
+@app.command()
+def status(
+    base_url: Annotated[Optional[str], typer.Option(help="endpoint (default: VLLM_BASE_URL from .env)")] = None,
+    api_key: Annotated[Optional[str], typer.Option(help="key (default: VLLM_API_KEY from .env)")] = None,
+    env_file: EnvFile = ".env",
+) -> None:
+    """The endpoint's URL, /health, served models, and the plan it runs."""
+    import httpx
+
+    from .client import resolve_endpoint
+    from .plan import plan_for_settings
+
+    try:
+        settings = load_settings(env_file)
+        ep = resolve_endpoint(base_url, api_key, None, env_file)
+    except LlmodalError as e:
+        fail(e)
+    console.print(f"endpoint: {ep.base_url}")
+    ok = True
+    try:
+        h = httpx.get(f"{ep.root}/health", timeout=10)
+        console.print(f"/health: HTTP {h.status_code}")
+        ok = h.status_code == 200
+        r = httpx.get(f"{ep.base_url}/models", headers={"Authorization": f"Bearer {ep.api_key or ''}"}, timeout=10)
+        models = [m["id"] for m in r.json().get("data", [])] if r.status_code == 200 else []
+        console.print(f"models: {', '.join(models) or f'HTTP {r.status_code}'}")
+    except httpx.HTTPError as e:
+        ok = False
+        console.print(f"[red]unreachable[/]: {type(e).__name__} (a scaled-to-zero Modal app answers after a cold start)")
+    try:
+        p = plan_for_settings(settings).chosen
+        console.print(f"plan: {p.checkpoint} on {p.gpu_count}× {p.gpu}: {p.reason}; ${p.price_per_hour:.2f}/h")
+    except LlmodalError as e:
+        console.print(f"plan: {e}")
+    raise typer.Exit(0 if ok else 1)
+
+
+@app.command()
+def logs(env_file: EnvFile = ".env") -> None:
+    """`modal app logs vllm-llama70b` (follows the app's logs)."""
+    from .deploy import modal_cli
+
+    settings = load_settings(env_file)
+    raise typer.Exit(subprocess.call(modal_cli("app", "logs", settings.app_name)))
+
+
+@app.command()
+def stop(env_file: EnvFile = ".env") -> None:
+    """`modal app stop vllm-llama70b`: stop the app (and its GPU bill)."""
+    from .deploy import modal_cli
+
+    settings = load_settings(env_file)
+    raise typer.Exit(subprocess.call(modal_cli("app", "stop", settings.app_name)))
+
+
+@app.command()
+def doctor(env_file: EnvFile = ".env") -> None:
+    """Check what the guide's troubleshooting list checks by hand, and say the fix for each failure."""
+    from rich.table import Table
+
+    from .deploy import doctor_checks
+
+    try:
+        checks = doctor_checks(load_settings(env_file), env_file)
+    except LlmodalError as e:
+        fail(e)
+    t = Table("check", "result", "detail", "fix")
+    for c in checks:
+        mark = "[green]ok[/]" if c.ok else ("[yellow]skipped[/]" if c.ok is None else "[red]FAIL[/]")
+        t.add_row(c.name, mark, c.detail, c.fix)
+    console.print(t)
+    raise typer.Exit(1 if any(c.ok is False for c in checks) else 0)
+
+
 def _bench_costs(path: Path, price_per_hour: float) -> list[dict]:
     from ._exceptions import ConfigError
 

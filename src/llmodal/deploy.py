@@ -1,0 +1,144 @@
+"""Preflight, deploy, status, logs, stop and doctor for the Modal app.
+
+Every paid action is preceded by checks that cost nothing: the plan fits, a server key is
+configured, a Modal token exists. Refusals name the fix and send nothing anywhere.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ._exceptions import LlmodalError, PreflightError
+from .config import Settings
+from .envfile import read_env
+from .plan import Resolution, plan_for_settings
+
+MODAL_ENTRY = "modal_vllm.py"
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool | None  # None: could not be checked here
+    detail: str
+    fix: str = ""
+
+
+def modal_token_configured() -> bool:
+    if os.environ.get("MODAL_TOKEN_ID") and os.environ.get("MODAL_TOKEN_SECRET"):
+        return True
+    path = Path(os.environ.get("MODAL_CONFIG_PATH") or Path.home() / ".modal.toml")
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError):
+        return False
+    profiles = [v for v in data.values() if isinstance(v, dict)]
+    return any(p.get("token_id") and p.get("token_secret") for p in profiles)
+
+
+def _plan_check(settings: Settings) -> tuple[Check, Resolution | None]:
+    try:
+        res = plan_for_settings(settings)
+    except LlmodalError as e:
+        return Check("plan fits", False, str(e), "run `llmodal plan` and fix the model or GPU"), None
+    p = res.chosen
+    if p.fits:
+        return Check("plan fits", True, f"{p.checkpoint} on {p.gpu_count}× {p.gpu}: {p.reason}"), res
+    return Check("plan fits", False, p.reason, "run `llmodal plan` for options that fit, or pass --force"), res
+
+
+def preflight(settings: Settings, *, force: bool = False, public: bool = False) -> Resolution | None:
+    """Refuse (PreflightError) before anything is sent if any check fails."""
+    problems = []
+    plan_check, res = _plan_check(settings)
+    if not plan_check.ok and not force:
+        problems.append(f"the plan does not fit: {plan_check.detail} ({plan_check.fix})")
+    if settings.api_key() is None and not public:
+        problems.append("no server key: set VLLM_SERVER_API_KEY here and in the Modal secret "
+                        f"`{settings.secret_name}` (same value), or pass --public for a keyless endpoint")
+    if not modal_token_configured():
+        problems.append("no Modal token: run `modal token new` (or set MODAL_TOKEN_ID and MODAL_TOKEN_SECRET)")
+    if problems:
+        raise PreflightError("refusing to deploy, nothing was sent:\n  - " + "\n  - ".join(problems))
+    return res
+
+
+def modal_cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "modal", *args]
+
+
+def run_streaming(argv: list[str], on_line: Callable[[str], None], cwd: str | None = None) -> tuple[int, str]:
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=cwd)
+    out = []
+    assert proc.stdout
+    for line in proc.stdout:
+        out.append(line)
+        on_line(line.rstrip("\n"))
+    return proc.wait(), "".join(out)
+
+
+_URL = re.compile(r"https://[A-Za-z0-9._-]+\.modal\.run")
+
+
+def deployed_url(output: str, settings: Settings) -> str | None:
+    urls = [u for u in _URL.findall(output) if settings.app_name in u]
+    return urls[-1] if urls else None
+
+
+def doctor_checks(settings: Settings, env_file: str | None) -> list[Check]:
+    """The guide's troubleshooting list, as checks that say their fix."""
+    checks: list[Check] = []
+    token = os.environ.get("HUGGING_FACE_HUB_TOKEN") or os.environ.get("HF_TOKEN")
+    checks.append(Check("HF token here", bool(token),
+                        "HUGGING_FACE_HUB_TOKEN is set" if token else "HUGGING_FACE_HUB_TOKEN is not set here",
+                        "" if token else f"put HUGGING_FACE_HUB_TOKEN in the Modal secret `{settings.secret_name}` "
+                                         "(and export it here so doctor can check the model's gate)"))
+    plan_check, res = _plan_check(settings)
+    checks.append(plan_check)
+    checks.append(_gate_check(res.chosen.checkpoint if res else settings.model, token))
+    key = settings.api_key()
+    client_key = os.environ.get("VLLM_API_KEY") or (read_env(env_file).get("VLLM_API_KEY") if env_file else None)
+    if key is None:
+        checks.append(Check("server key", False, "VLLM_SERVER_API_KEY is not set",
+                            f"set it here and in the Modal secret `{settings.secret_name}`"))
+    elif client_key is None:
+        checks.append(Check("server key", True, "VLLM_SERVER_API_KEY is set; no client VLLM_API_KEY to compare",
+                            "run `llmodal env --workspace WS --write .env`"))
+    else:
+        same = client_key == key
+        checks.append(Check("server key", same, "the client's VLLM_API_KEY matches" if same else
+                            "the client's VLLM_API_KEY differs from VLLM_SERVER_API_KEY",
+                            "" if same else "run `llmodal env --workspace WS --write .env`"))
+    has_modal = modal_token_configured()
+    checks.append(Check("Modal token", has_modal, "configured" if has_modal else "missing",
+                        "" if has_modal else "run `modal token new`"))
+    return checks
+
+
+def _gate_check(repo: str, token: str | None) -> Check:
+    if Path(repo).exists():
+        return Check("model access", True, f"{repo} is a local directory")
+    try:
+        from huggingface_hub import HfApi
+        from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+    except ImportError:
+        return Check("model access", None, "huggingface_hub is not installed here")
+    try:
+        HfApi().model_info(repo, token=token, timeout=5)
+        HfApi().auth_check(repo, token=token) if token else None
+        return Check("model access", True, f"{repo} is reachable with this token")
+    except GatedRepoError:
+        return Check("model access", False, f"{repo} is gated and this token has no access",
+                     f"accept the license at https://huggingface.co/{repo}")
+    except RepositoryNotFoundError:
+        return Check("model access", False, f"{repo} does not exist or needs a token",
+                     "check VLLM_MODEL and HUGGING_FACE_HUB_TOKEN")
+    except Exception as e:  # offline: not a failure of the user's setup
+        return Check("model access", None, f"hub not reachable from here ({type(e).__name__}); not checked")

@@ -1,0 +1,96 @@
+"""What the Modal App is made of, computed from llmodal's settings. ``modal_vllm.py`` at the
+repository root declares the App from it; the container runs ``modal_runtime``.
+
+Settings are read where ``modal deploy`` runs (environment and ``.env``) and carried into the
+container as its environment, so the container plans and launches exactly what the deployer saw.
+The server key is not carried this way: it comes from the ``vllm-secrets`` secret.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from . import _constants as C
+from .config import Settings
+
+# vLLM 0.32.0: the release the CPU engine in the test suite runs, so the auth middleware,
+# --middleware loading and --shutdown-timeout draining the tests prove are the container's too.
+VLLM_VERSION = "0.32.0"
+PYTHON_VERSION = "3.12"
+IMAGE_PLATFORM = "manylinux_2_28_x86_64"
+# Everything the container installs, pinned. tests/test_modal_app.py resolves this set for the
+# image's Python and platform, so `modal deploy` cannot fail at image build on a conflict.
+IMAGE_REQUIREMENTS = [
+    f"vllm=={VLLM_VERSION}",
+    "huggingface_hub==2.4.0",  # hf-xet comes with it: fast downloads without hf_transfer
+    "pydantic-settings==2.16.3",
+    "typer==0.29.2",
+    "platformdirs==4.14.7",
+]
+HF_CACHE_PATH = "/root/.cache/huggingface"
+VLLM_CACHE_PATH = "/root/.cache/vllm"
+PORT = 8000
+
+
+@dataclass(frozen=True)
+class AppSpec:
+    """Everything ``modal_vllm.py`` passes to Modal, computed from one Settings."""
+
+    app_name: str
+    gpu: str
+    function_kwargs: dict[str, Any]
+    concurrent_inputs: int
+    web_port: int
+    startup_timeout: int
+    container_env: dict[str, str]
+
+
+def container_env(settings: Settings) -> dict[str, str]:
+    """The deployer's settings as environment variables (secrets excluded)."""
+    env: dict[str, str] = {}
+    for name, field in Settings.model_fields.items():
+        if name in ("server_api_key", "host", "port"):
+            continue
+        value = getattr(settings, name)
+        if value is not None:
+            env[field.validation_alias] = str(value).lower() if isinstance(value, bool) else str(value)
+    env.update({"VLLM_HOST": "0.0.0.0", "VLLM_PORT": str(PORT), "HF_HOME": HF_CACHE_PATH,
+                "VLLM_CACHE_ROOT": VLLM_CACHE_PATH,
+                "PYTHONUNBUFFERED": "1"})
+    return env
+
+
+def app_spec(settings: Settings) -> AppSpec:
+    gpu = settings.gpu if settings.gpu_count == 1 else f"{settings.gpu}:{settings.gpu_count}"
+    return AppSpec(
+        app_name=settings.app_name,
+        gpu=gpu,
+        function_kwargs=dict(
+            gpu=gpu,
+            timeout=settings.timeout_s,
+            scaledown_window=settings.scaledown_window_s,
+            min_containers=settings.min_containers,
+            max_containers=settings.max_containers,
+        ),
+        concurrent_inputs=settings.max_concurrent_inputs,
+        web_port=PORT,
+        startup_timeout=settings.startup_timeout_s,
+        container_env=container_env(settings),
+    )
+
+
+def resources(settings: Settings) -> tuple[Any, dict[str, Any], list[Any]]:
+    """The Modal image, volume mounts and secrets for ``settings``."""
+    import modal
+
+    image = (
+        modal.Image.debian_slim(python_version=PYTHON_VERSION)
+        .pip_install(*IMAGE_REQUIREMENTS)
+        .add_local_python_source("llmodal")
+    )
+    volumes = {
+        HF_CACHE_PATH: modal.Volume.from_name(C.HF_CACHE_VOLUME, create_if_missing=True),
+        VLLM_CACHE_PATH: modal.Volume.from_name(C.VLLM_CACHE_VOLUME, create_if_missing=True),
+    }
+    return image, volumes, [modal.Secret.from_name(settings.secret_name)]
