@@ -146,14 +146,18 @@ def spec_from_config(cfg: dict, name: str, source: str) -> ModelSpec:
 
 
 def _from_hub(model: str, revision: str | None) -> dict | None:
+    """One quick attempt at the hub (no retries: an offline machine should answer in seconds)."""
     if os.environ.get("HF_HUB_OFFLINE") == "1":
         return None
-    try:
-        from huggingface_hub import hf_hub_download
+    import httpx
 
-        path = hf_hub_download(model, "config.json", revision=revision, etag_timeout=5)
-        return json.loads(Path(path).read_text())
-    except Exception:  # no network, gated, or no such repo: the caller reports it
+    token = os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN")
+    url = f"https://huggingface.co/{model}/resolve/{revision or 'main'}/config.json"
+    try:
+        r = httpx.get(url, headers={"Authorization": f"Bearer {token}"} if token else {}, timeout=5,
+                      follow_redirects=True)
+        return r.json() if r.status_code == 200 else None
+    except (httpx.HTTPError, ValueError):
         return None
 
 

@@ -20,8 +20,9 @@ from .config import load_settings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Your own open LLM behind a private OpenAI-compatible endpoint: vLLM on Modal or here.")
-console = Console()
-err = Console(stderr=True)
+# Wide tables stay readable when output is piped or captured (rich assumes 80 columns then).
+console = Console(width=None if sys.stdout.isatty() else 150)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 150)
 
 EnvFile = Annotated[str, typer.Option("--env-file", help="settings file to read (.env)")]
 
@@ -274,6 +275,135 @@ def doctor(env_file: EnvFile = ".env") -> None:
         t.add_row(c.name, mark, c.detail, c.fix)
     console.print(t)
     raise typer.Exit(1 if any(c.ok is False for c in checks) else 0)
+
+
+@app.command()
+def bench(
+    base_url: Annotated[Optional[str], typer.Option(help="endpoint (default: VLLM_BASE_URL from .env)")] = None,
+    api_key: Annotated[Optional[str], typer.Option(help="key (default: VLLM_API_KEY from .env)")] = None,
+    model: Annotated[Optional[str], typer.Option(help="model (default: VLLM_MODEL, else the first served)")] = None,
+    concurrency: Annotated[str, typer.Option(help="closed-loop levels, comma-separated")] = "1,8,32",
+    request_rate: Annotated[Optional[str], typer.Option(
+        help="open-loop Poisson request rates (req/s), comma-separated; replaces --concurrency")] = None,
+    input_len: Annotated[int, typer.Option(min=1, help="prompt tokens")] = 1024,
+    output_len: Annotated[int, typer.Option(min=1, help="output tokens (fixed with ignore_eos/min_tokens)")] = 256,
+    num_prompts: Annotated[Optional[int], typer.Option(min=1, help="requests per level (default 4 × concurrency, ≥ 8)")] = None,
+    warmup: Annotated[int, typer.Option(min=0, help="uncounted requests before each level")] = 1,
+    api: Annotated[str, typer.Option(help="chat or completions")] = "chat",
+    tokenizer: Annotated[Optional[str], typer.Option(help="local tokenizer dir for exact prompt lengths")] = None,
+    ignore_eos: Annotated[bool, typer.Option(help="send ignore_eos/min_tokens (vLLM) for fixed output length")] = True,
+    price_per_hour: Annotated[Optional[float], typer.Option(help="$/h for $/1M tokens (default: the plan's)")] = None,
+    health_timeout: Annotated[float, typer.Option(help="seconds to wait for a cold endpoint's /health")] = 900.0,
+    request_timeout: Annotated[float, typer.Option(help="seconds per request")] = 600.0,
+    out: Annotated[Optional[Path], typer.Option(help="write results as JSON")] = None,
+    plot: Annotated[Optional[Path], typer.Option(help="write a PNG of throughput vs latency")] = None,
+    env_file: EnvFile = ".env",
+) -> None:
+    """Load-test any OpenAI-compatible endpoint: TTFT, ITL, throughput, errors, plot, $ per 1M tokens."""
+    import asyncio
+    import datetime
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.table import Table
+
+    from . import bench as B
+    from ._exceptions import ConfigError
+    from .client import resolve_endpoint
+
+    try:
+        if api not in ("chat", "completions"):
+            raise ConfigError(f"--api {api!r} is invalid: expected chat or completions")
+        levels = _parse_levels(request_rate, float, "--request-rate") if request_rate else \
+            _parse_levels(concurrency, int, "--concurrency")
+        ep = resolve_endpoint(base_url, api_key, model, env_file)
+        if price_per_hour is None:
+            price_per_hour = _plan_price(env_file)
+        with console.status(f"waiting for {ep.root}/health…"):
+            waited = asyncio.run(B.wait_for_endpoint(ep, health_timeout))
+    except LlmodalError as e:
+        fail(e)
+    tok = tokenizer or (ep.model if ep.model and Path(ep.model).is_dir() else None)
+    console.print(f"endpoint ready after {waited:.1f} s; model {ep.model}; {input_len} in / {output_len} out; "
+                  f"api {api}")
+    total = max(int(_n(num_prompts, lv)) for lv in levels) + warmup
+    prompts = B.make_prompts(total, input_len, tok)
+    console.print(f"prompt lengths: {prompts.source}")
+
+    async def run_all() -> list[dict]:
+        runner = B.Runner(ep, api=api, output_len=output_len, ignore_eos=ignore_eos, timeout=request_timeout)
+        rows = []
+        try:
+            with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                          console=console) as prog:
+                for lv in levels:
+                    n = _n(num_prompts, lv)
+                    conc, rate = (None, lv) if request_rate else (lv, None)
+                    label = f"{lv} req/s" if rate else f"c={lv}"
+                    if warmup:
+                        await runner.level(prompts.texts[:warmup], concurrency=min(warmup, conc or warmup), rate=None,
+                                           on_done=lambda: None)
+                    task = prog.add_task(label, total=n)
+                    res, dur = await runner.level(prompts.texts[warmup:warmup + n], concurrency=conc, rate=rate,
+                                                  on_done=lambda: prog.advance(task))
+                    row = B.summarize(res, dur, n, price_per_hour)
+                    row.update(label=label, concurrency=conc, request_rate=rate)
+                    rows.append(row)
+        finally:
+            await runner.aclose()
+        return rows
+
+    rows = asyncio.run(run_all())
+    t = Table("level", "ok/sent", "failed", "out tok/s", "total tok/s", "req/s", "TTFT p50/p99 ms",
+              "ITL p50/p99 ms", "TPOT p50 ms", "E2E p50 ms", "$/1M out")
+    for r in rows:
+        usd = r["usd_per_million_output_tokens"]
+        t.add_row(r["label"], f"{r['completed']}/{r['sent']}",
+                  ", ".join(f"{k}:{v}" for k, v in r["failures"].items()) or "0",
+                  f"{r['output_tok_s']:.1f}", f"{r['total_tok_s']:.1f}", f"{r['requests_s']:.2f}",
+                  f"{r['ttft_ms']['p50']:.0f}/{r['ttft_ms']['p99']:.0f}",
+                  f"{r['itl_ms']['p50']:.1f}/{r['itl_ms']['p99']:.1f}", f"{r['tpot_ms']['p50']:.1f}",
+                  f"{r['e2el_ms']['p50']:.0f}", f"{usd:.2f}" if usd else "-")
+    console.print(t)
+    meta = {"base_url": ep.base_url, "model": ep.model, "api": api, "input_len": input_len, "output_len": output_len,
+            "ignore_eos": ignore_eos, "warmup": warmup, "prompt_lengths": prompts.source,
+            "health_wait_s": waited, "price_per_hour": price_per_hour,
+            "started_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    doc = B.result_doc(meta, rows)
+    if out:
+        B.dump(doc, out)
+        console.print(f"results: {out}")
+    if plot:
+        B.plot(doc, plot)
+        console.print(f"plot: {plot}")
+    failed = sum(r["failed"] + r["lost"] for r in rows)
+    if failed:
+        err.print(f"[red]error:[/] {failed} request(s) failed; see the failures column")
+        raise typer.Exit(1)
+
+
+def _n(num_prompts: Optional[int], level: float) -> int:
+    return num_prompts or max(8, int(4 * level))
+
+
+def _parse_levels(text: str, kind: type, flag: str) -> list:
+    from ._exceptions import ConfigError
+
+    try:
+        vals = [kind(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        vals = []
+    if not vals or any(v <= 0 for v in vals):
+        raise ConfigError(f"{flag} {text!r} is invalid: expected positive numbers separated by commas, e.g. 1,8,32")
+    return vals
+
+
+def _plan_price(env_file: str) -> Optional[float]:
+    from .plan import plan_for_settings
+
+    try:
+        return plan_for_settings(load_settings(env_file)).chosen.price_per_hour
+    except LlmodalError:
+        return None
 
 
 def _bench_costs(path: Path, price_per_hour: float) -> list[dict]:

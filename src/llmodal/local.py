@@ -33,6 +33,10 @@ class Prepared:
 
 
 def _model_configured(settings: Settings, model_given: bool, env_file: str | None) -> bool:
+    from .tiny_model import SERVED_NAME
+
+    if settings.model == SERVED_NAME:  # the client .env `serve` wrote for the tiny model
+        return False
     return model_given or "VLLM_MODEL" in os.environ or (bool(env_file) and "VLLM_MODEL" in read_env(env_file))
 
 

@@ -1,0 +1,275 @@
+"""Load-test any OpenAI-compatible endpoint: TTFT, ITL, TPOT, end-to-end latency, throughput,
+every request accounted for, and $ per million output tokens at the measured rate.
+
+The client is plain asyncio + httpx reading the SSE stream itself (no SDK object per chunk),
+so on two cores it sustains far more chunks per second than an engine produces
+(``benchmarks/client_ceiling.py`` measures that).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import random
+import statistics
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import httpx
+
+from ._exceptions import EndpointError
+from .client import Endpoint
+
+PERCENTILES = (50, 90, 99)
+_WORDS = ("time person year way day thing man world life hand part child eye woman place work week case point "
+          "government company number group problem fact").split()
+
+
+@dataclass
+class RequestResult:
+    ok: bool
+    error: str = ""
+    ttft: float = 0.0
+    e2e: float = 0.0
+    output_tokens: int = 0
+    prompt_tokens: int = 0
+    itls: list[float] = field(default_factory=list)
+
+
+@dataclass
+class Prompts:
+    texts: list[str]
+    source: str  # how lengths were made: the model's tokenizer, or an approximation
+
+
+def make_prompts(n: int, input_len: int, tokenizer_path: str | None, seed: int = 0) -> Prompts:
+    """``n`` distinct prompts of ``input_len`` tokens. Exact with the model's tokenizer, else ~1 word/token."""
+    rng = random.Random(seed)
+    if tokenizer_path:
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(tokenizer_path)
+        vocab = [i for i in range(len(tok)) if i not in set(tok.all_special_ids)]
+        texts = []
+        for _ in range(n):
+            ids = [rng.choice(vocab) for _ in range(input_len)]
+            text = tok.decode(ids)
+            ids = tok.encode(text, add_special_tokens=False)[:input_len]  # re-tokenization may merge or split
+            texts.append(tok.decode(ids))
+        return Prompts(texts, f"tokenizer {tokenizer_path}")
+    texts = [" ".join(rng.choice(_WORDS) for _ in range(input_len)) for _ in range(n)]
+    return Prompts(texts, "approximation: one common English word per token (no local tokenizer)")
+
+
+def _pct(xs: list[float], p: float) -> float:
+    if not xs:
+        return math.nan
+    s = sorted(xs)
+    k = (len(s) - 1) * p / 100
+    lo, hi = math.floor(k), math.ceil(k)
+    return s[lo] + (s[hi] - s[lo]) * (k - lo)
+
+
+def summary_ms(xs: list[float]) -> dict[str, float]:
+    out = {"mean": statistics.fmean(xs) * 1000 if xs else math.nan}
+    out.update({f"p{p}": _pct(xs, p) * 1000 for p in PERCENTILES})
+    return out
+
+
+class Runner:
+    def __init__(self, ep: Endpoint, *, api: str, output_len: int, ignore_eos: bool, timeout: float) -> None:
+        self.ep, self.api, self.output_len, self.ignore_eos = ep, api, output_len, ignore_eos
+        limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
+        self.http = httpx.AsyncClient(timeout=httpx.Timeout(timeout, connect=10), limits=limits,
+                                      headers={"Authorization": f"Bearer {ep.api_key or ''}"})
+
+    def body(self, prompt: str) -> dict:
+        b: dict = {"model": self.ep.model, "max_tokens": self.output_len, "stream": True,
+                   "stream_options": {"include_usage": True}, "temperature": 0.0}
+        if self.ignore_eos:
+            b.update(ignore_eos=True, min_tokens=self.output_len)
+        if self.api == "chat":
+            b["messages"] = [{"role": "user", "content": prompt}]
+        else:
+            b["prompt"] = prompt
+        return b
+
+    async def one(self, prompt: str) -> RequestResult:
+        path = "/chat/completions" if self.api == "chat" else "/completions"
+        t0 = time.perf_counter()
+        last = None
+        res = RequestResult(ok=False)
+        chunks = 0
+        try:
+            async with self.http.stream("POST", self.ep.base_url + path, json=self.body(prompt)) as r:
+                if r.status_code != 200:
+                    await r.aread()
+                    res.error = f"http_{r.status_code}"
+                    return res
+                async for line in r.aiter_lines():
+                    if not line.startswith("data:"):
+                        continue
+                    data = line[5:].strip()
+                    if data == "[DONE]":
+                        break
+                    ev = json.loads(data)
+                    if ev.get("usage"):
+                        res.output_tokens = ev["usage"].get("completion_tokens", 0)
+                        res.prompt_tokens = ev["usage"].get("prompt_tokens", 0)
+                    ch = ev.get("choices") or []
+                    if ch and self._carries_tokens(ch[0]):
+                        now = time.perf_counter()
+                        if last is None:
+                            res.ttft = now - t0
+                        else:
+                            res.itls.append(now - last)
+                        last = now
+                        chunks += 1
+        except httpx.TimeoutException:
+            res.error = "timeout"
+            return res
+        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError):
+            res.error = "disconnect"
+            return res
+        except httpx.ConnectError:
+            res.error = "connect"
+            return res
+        except (ValueError, KeyError):
+            res.error = "bad_stream"
+            return res
+        res.e2e = time.perf_counter() - t0
+        res.output_tokens = res.output_tokens or chunks
+        res.ok = res.output_tokens > 0
+        if not res.ok:
+            res.error = "empty_stream"
+        return res
+
+    def _carries_tokens(self, choice: dict) -> bool:
+        # Text can be "" for a token that ends mid-UTF-8 sequence; it still is a token. The chat
+        # stream's first chunk (role only) is not.
+        if self.api == "chat":
+            delta = choice.get("delta") or {}
+            return "role" not in delta and delta.get("content") is not None
+        return choice.get("text") is not None
+
+    async def level(self, prompts: list[str], *, concurrency: int | None, rate: float | None,
+                    on_done: Callable[[], None], seed: int = 0) -> tuple[list[RequestResult], float]:
+        results: list[RequestResult] = []
+        t0 = time.perf_counter()
+        if rate:  # open loop: Poisson arrivals, no cap on concurrency
+            rng = random.Random(seed)
+            tasks = []
+            for p in prompts:
+                tasks.append(asyncio.create_task(self._track(p, results, on_done)))
+                await asyncio.sleep(rng.expovariate(rate))
+            await asyncio.gather(*tasks)
+        else:
+            sem = asyncio.Semaphore(concurrency or 1)
+
+            async def worker(p: str) -> None:
+                async with sem:
+                    await self._track(p, results, on_done)
+
+            await asyncio.gather(*(worker(p) for p in prompts))
+        return results, time.perf_counter() - t0
+
+    async def _track(self, prompt: str, results: list[RequestResult], on_done: Callable[[], None]) -> None:
+        results.append(await self.one(prompt))
+        on_done()
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+
+def summarize(results: list[RequestResult], duration: float, sent: int, price_per_hour: float | None) -> dict:
+    ok = [r for r in results if r.ok]
+    out_tok = sum(r.output_tokens for r in ok)
+    in_tok = sum(r.prompt_tokens for r in ok)
+    tpots = [(r.e2e - r.ttft) / (r.output_tokens - 1) for r in ok if r.output_tokens > 1]
+    out_tps = out_tok / duration if duration > 0 else 0.0
+    failures = Counter(r.error for r in results if not r.ok)
+    return {
+        "sent": sent,
+        "completed": len(ok),
+        "failed": sum(failures.values()),
+        "failures": dict(failures),
+        "lost": sent - len(results),
+        "duration_s": duration,
+        "output_tokens": out_tok,
+        "prompt_tokens": in_tok,
+        "output_tok_s": out_tps,
+        "total_tok_s": (out_tok + in_tok) / duration if duration > 0 else 0.0,
+        "requests_s": len(ok) / duration if duration > 0 else 0.0,
+        "ttft_ms": summary_ms([r.ttft for r in ok]),
+        "itl_ms": summary_ms([x for r in ok for x in r.itls]),
+        "tpot_ms": summary_ms(tpots),
+        "e2el_ms": summary_ms([r.e2e for r in ok]),
+        "usd_per_million_output_tokens": (price_per_hour / (out_tps * 3600) * 1e6
+                                          if price_per_hour and out_tps > 0 else None),
+    }
+
+
+async def wait_for_endpoint(ep: Endpoint, timeout: float) -> float:
+    """Wait (bounded) for /health, then check the key on /v1/models. Returns seconds waited."""
+    t0 = time.perf_counter()
+    async with httpx.AsyncClient(timeout=10) as c:
+        while True:
+            try:
+                if (await c.get(ep.root + "/health")).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.perf_counter() - t0 > timeout:
+                raise EndpointError(f"{ep.root}/health did not answer 200 within {timeout:.0f} s: is the endpoint up?")
+            await asyncio.sleep(1.0)
+        r = await c.get(ep.base_url + "/models", headers={"Authorization": f"Bearer {ep.api_key or ''}"})
+        if r.status_code == 401:
+            raise EndpointError("the endpoint answered 401: wrong or missing API key (--api-key / VLLM_API_KEY)")
+        if r.status_code != 200:
+            raise EndpointError(f"GET /v1/models answered HTTP {r.status_code}")
+        served = [m["id"] for m in r.json().get("data", [])]
+        if ep.model is None and served:
+            object.__setattr__(ep, "model", served[0])
+        elif ep.model not in served:
+            raise EndpointError(f"model {ep.model!r} is not served here; served: {', '.join(served)}")
+    return time.perf_counter() - t0
+
+
+def plot(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    levels = result["levels"]
+    x = [lv["output_tok_s"] for lv in levels]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for key, label, style in (("ttft_ms", "TTFT p50", "o-"), ("tpot_ms", "TPOT p50", "s--"),
+                              ("e2el_ms", "end-to-end p50 / 10", "^:")):
+        ys = [lv[key]["p50"] / (10 if key == "e2el_ms" else 1) for lv in levels]
+        ax.plot(x, ys, style, label=label)
+    for lv, xi in zip(levels, x):
+        ax.annotate(lv["label"], (xi, lv["ttft_ms"]["p50"]), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    m = result["meta"]
+    ax.set_xlabel("output tokens / s")
+    ax.set_ylabel("latency (ms)")
+    ax.set_title(f"{m['model']} — {m['input_len']} in / {m['output_len']} out", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def result_doc(meta: dict, levels: list[dict]) -> dict:
+    return {"meta": meta, "levels": levels}
+
+
+def dump(doc: dict, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=2, default=lambda o: asdict(o)))
+    tmp.replace(path)
