@@ -7,7 +7,9 @@ vLLM's own ``--api-key`` checks only paths under ``/v1``, ``/v2``, ``/inference`
 
 Configuration comes from the environment vLLM is started with (``build_launch`` sets it):
 ``VLLM_API_KEY`` (no key → nothing is checked, by the deployer's explicit choice) and
-``LLMODAL_METRICS_PUBLIC=1`` to leave ``/metrics`` open for a scraper.
+``LLMODAL_METRICS_PUBLIC=1`` to leave ``/metrics`` open for a scraper, and
+``LLMODAL_MAX_BODY_BYTES`` (default 16 MiB) above which a request body is refused with 413
+before vLLM parses it — an authenticated client still should not be able to exhaust memory.
 """
 
 from __future__ import annotations
@@ -21,14 +23,30 @@ from ._constants import OPEN_PATHS
 
 log = logging.getLogger("llmodal.auth")
 
-UNAUTHORIZED_BODY = json.dumps({
-    "error": {
-        "message": "Missing or invalid API key: send 'Authorization: Bearer <key>' "
-                   "(the key is VLLM_SERVER_API_KEY on the server, VLLM_API_KEY in the client's .env).",
-        "type": "authentication_error",
-        "code": 401,
-    }
-}).encode()
+
+
+
+DEFAULT_MAX_BODY = 16 * 1024 * 1024
+
+
+def _error(status: int, message: str, kind: str) -> bytes:
+    return json.dumps({"error": {"message": message, "type": kind, "code": status}}).encode()
+
+
+UNAUTHORIZED_BODY = _error(
+    401, "Missing or invalid API key: send 'Authorization: Bearer <key>' (the key is VLLM_SERVER_API_KEY on the "
+    "server, VLLM_API_KEY in the client's .env).", "authentication_error")
+
+
+async def _respond(send, status: int, body: bytes, extra: list[tuple[bytes, bytes]] = ()) -> None:
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            *extra]})
+    await send({"type": "http.response.body", "body": body})
+
+
+class _TooLarge(Exception):
+    pass
 
 
 class BearerAuthMiddleware:
@@ -39,6 +57,7 @@ class BearerAuthMiddleware:
         key = os.environ.get("VLLM_API_KEY", "")
         self._key = key.encode() if key else None
         self._metrics_public = os.environ.get("LLMODAL_METRICS_PUBLIC", "0").lower() in ("1", "true", "yes")
+        self._max_body = int(os.environ.get("LLMODAL_MAX_BODY_BYTES") or DEFAULT_MAX_BODY)
         if self._key is None:
             log.warning("llmodal: no API key configured; every route of this server is public")
 
@@ -58,16 +77,46 @@ class BearerAuthMiddleware:
         return hmac.compare_digest(token, self._key)
 
     async def __call__(self, scope, receive, send) -> None:
-        if self._key is None or scope["type"] not in ("http", "websocket") or self._allowed(scope):
+        if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        if scope["type"] == "websocket":
-            await send({"type": "websocket.close", "code": 1008})
+        if self._key is not None and not self._allowed(scope):
+            if scope["type"] == "websocket":
+                await send({"type": "websocket.close", "code": 1008})
+            else:
+                await _respond(send, 401, UNAUTHORIZED_BODY, [(b"www-authenticate", b"Bearer")])
             return
-        await send({
-            "type": "http.response.start",
-            "status": 401,
-            "headers": [(b"content-type", b"application/json"), (b"www-authenticate", b"Bearer"),
-                        (b"content-length", str(len(UNAUTHORIZED_BODY)).encode())],
-        })
-        await send({"type": "http.response.body", "body": UNAUTHORIZED_BODY})
+        if scope["type"] == "websocket":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self._max_body:
+            await _respond(send, 413, self._too_large())
+            return
+        seen = 0
+        started = False
+
+        async def counted_receive():
+            nonlocal seen
+            msg = await receive()
+            if msg["type"] == "http.request":
+                seen += len(msg.get("body", b""))
+                if seen > self._max_body:
+                    raise _TooLarge
+            return msg
+
+        async def tracked_send(msg):
+            nonlocal started
+            if msg["type"] == "http.response.start":
+                started = True
+            await send(msg)
+
+        try:
+            await self.app(scope, counted_receive, tracked_send)
+        except _TooLarge:
+            if not started:
+                await _respond(send, 413, self._too_large())
+
+    def _too_large(self) -> bytes:
+        return _error(413, f"request body larger than {self._max_body} bytes (LLMODAL_MAX_BODY_BYTES)",
+                      "invalid_request_error")

@@ -286,12 +286,12 @@ def bench(
     request_rate: Annotated[Optional[str], typer.Option(
         help="open-loop Poisson request rates (req/s), comma-separated; replaces --concurrency")] = None,
     input_len: Annotated[int, typer.Option(min=1, help="prompt tokens")] = 1024,
-    output_len: Annotated[int, typer.Option(min=1, help="output tokens (fixed with ignore_eos/min_tokens)")] = 256,
+    output_len: Annotated[int, typer.Option(min=1, help="output tokens (fixed with ignore_eos)")] = 256,
     num_prompts: Annotated[Optional[int], typer.Option(min=1, help="requests per level (default 4 × concurrency, ≥ 8)")] = None,
     warmup: Annotated[int, typer.Option(min=0, help="uncounted requests before each level")] = 1,
     api: Annotated[str, typer.Option(help="chat or completions")] = "chat",
     tokenizer: Annotated[Optional[str], typer.Option(help="local tokenizer dir for exact prompt lengths")] = None,
-    ignore_eos: Annotated[bool, typer.Option(help="send ignore_eos/min_tokens (vLLM) for fixed output length")] = True,
+    ignore_eos: Annotated[bool, typer.Option(help="send ignore_eos (vLLM) for a fixed output length")] = True,
     price_per_hour: Annotated[Optional[float], typer.Option(help="$/h for $/1M tokens (default: the plan's)")] = None,
     health_timeout: Annotated[float, typer.Option(help="seconds to wait for a cold endpoint's /health")] = 900.0,
     request_timeout: Annotated[float, typer.Option(help="seconds per request")] = 600.0,
@@ -333,8 +333,10 @@ def bench(
         runner = B.Runner(ep, api=api, output_len=output_len, ignore_eos=ignore_eos, timeout=request_timeout)
         rows = []
         try:
+            # Redrawn on each completion, not by a refresh thread: the client shares the CPU (and
+            # the GIL) with its own timestamps, and on a small machine with the engine too.
             with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                          console=console) as prog:
+                          console=console, auto_refresh=False) as prog:
                 for lv in levels:
                     n = _n(num_prompts, lv)
                     conc, rate = (None, lv) if request_rate else (lv, None)
@@ -344,7 +346,7 @@ def bench(
                                            on_done=lambda: None)
                     task = prog.add_task(label, total=n)
                     res, dur = await runner.level(prompts.texts[warmup:warmup + n], concurrency=conc, rate=rate,
-                                                  on_done=lambda: prog.advance(task))
+                                                  on_done=lambda: (prog.advance(task), prog.refresh()))
                     row = B.summarize(res, dur, n, price_per_hour)
                     row.update(label=label, concurrency=conc, request_rate=rate)
                     rows.append(row)

@@ -1,0 +1,36 @@
+"""Write a Llama-3.1-70B-Instruct-shaped model directory: the real config, the AWQ INT4
+quantization_config of the checkpoint the planner picks, and a tokenizer made on the spot.
+No weights: vLLM serves it with --load-format dummy (same kernels, memory and speed).
+
+    python benchmarks/gpu/make_model.py OUT_DIR
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
+from llmodal.tiny_model import TinyShape, _train_tokenizer, llama_config  # noqa: E402
+
+# meta-llama/Llama-3.1-70B-Instruct's config.json, and hugging-quants' AWQ INT4 build of it.
+L70 = TinyShape(hidden=8192, heads=64, kv_heads=8, head_dim=128, layers=80, intermediate=28672, vocab=2000,
+                max_position=131072)
+AWQ = {"quant_method": "awq", "bits": 4, "group_size": 128, "zero_point": True, "version": "gemm"}
+
+
+def main(out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    tok = _train_tokenizer(L70.vocab)
+    tok.save_pretrained(out)
+    cfg = llama_config(L70, tok.bos_token_id, tok.eos_token_id, vocab=128256)
+    cfg.update(torch_dtype="float16", quantization_config=AWQ, rope_scaling={
+        "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 8192, "rope_type": "llama3"})
+    (out / "config.json").write_text(json.dumps(cfg, indent=2))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))
