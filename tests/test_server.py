@@ -83,3 +83,16 @@ def test_serve_refuses_a_port_in_use(server):
     r = subprocess.run([*LLMODAL, "serve", "--env-file", "", "--port", port], capture_output=True, text=True,
                        timeout=120)
     assert r.returncode != 0 and "already in use" in r.stderr
+
+
+@pytest.mark.parametrize("extra,needle", [
+    ("--kv-cache-memory-bytes 65536", "out of memory: run `llmodal plan`"),
+    ("--quantization awq", "quantization is not supported here"),
+])
+def test_serve_startup_failures_are_classified(tiny_model, extra, needle):
+    env = dict(os.environ, HF_HUB_OFFLINE="1", VLLM_EXTRA_ARGS=extra)
+    r = subprocess.run([*LLMODAL, "serve", "--env-file", "", "--model", str(tiny_model), "--max-model-len", "2048",
+                        "--port", str(free_port()), "--max-restarts", "0"], capture_output=True, text=True,
+                       timeout=300, env=env)
+    assert r.returncode != 0 and needle in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) <= 4  # one cause, not a traceback

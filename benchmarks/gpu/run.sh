@@ -32,5 +32,7 @@ case "${STEP:-serve}" in
          python3 "$here/serve_70b.py" $M "$OUT/serve.log"; cp "$OUT/serve.log" "$OUT/serve-default.log" ;;
   bench) lbench "${LEVELS:-1,8,32,64}" default; for c in ${VCONC:-1 32}; do echo "== vllm bench serve c=$c"; vbench $c default; done ;;
   eager) stop; python3 "$here/serve_70b.py" $M "$OUT/serve-eager.log" --eager; lbench "1,32" eager ;;
+  tune)  stop; python3 "$here/serve_70b.py" $M "$OUT/serve-tune.log" ${TUNE:---quantization awq_marlin}
+         lbench "${LEVELS:-1,32,64}" tune ;;
   stop) stop ;;
 esac

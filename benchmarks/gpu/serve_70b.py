@@ -1,7 +1,7 @@
 """Start the 70B AWQ plan on this GPU through llmodal's own command-line builder, detached,
 and report launch→/health seconds plus the engine's memory lines.
 
-    python benchmarks/gpu/serve_70b.py MODEL_DIR LOG [--eager]
+    python benchmarks/gpu/serve_70b.py MODEL_DIR LOG [--eager] [more vLLM flags]
 
 Settings are the default plan's (VLLM_MAX_MODEL_LEN 8192, utilization 0.95, TP 1); the key
 travels in the environment; weights are random (--load-format dummy).
@@ -30,7 +30,8 @@ LINES = re.compile(r"KV cache|concurrency|backend|Machete|Marlin|AWQ|Model loadi
 
 def main() -> None:
     model, log = sys.argv[1], Path(sys.argv[2])
-    extra = ["--load-format", "dummy"] + (["--enforce-eager"] if "--eager" in sys.argv else [])
+    tune = [a for a in sys.argv[3:] if a != "--eager"]
+    extra = ["--load-format", "dummy"] + (["--enforce-eager"] if "--eager" in sys.argv else []) + tune
     settings = load_settings(None, model=model)
     launch = build_launch(settings, served_model_name=SERVED, api_key=KEY, extra=extra)
     print("command:", launch.shell(), flush=True)

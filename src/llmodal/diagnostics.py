@@ -22,9 +22,10 @@ _RULES: list[tuple[str, re.Pattern[str], str]] = [
      "the Hugging Face token is missing or invalid: set HUGGING_FACE_HUB_TOKEN (in the vllm-secrets secret on Modal)"),
     ("out_of_memory", re.compile(r"CUDA out of memory|OutOfMemoryError|No available memory for the cache blocks|"
                                  r"larger than the maximum number of tokens that can be stored in KV cache|"
-                                 r"less than requested memory for kv", re.I),
+                                 r"less than requested memory for kv|KV cache is needed, which is larger than", re.I),
      "out of memory: run `llmodal plan` and lower VLLM_MAX_MODEL_LEN or use its suggested 4-bit checkpoint"),
     ("unsupported_quantization", re.compile(r"Unknown quantization method|quantization .*not supported|"
+                                            r"Cannot find the config file for (awq|gptq|fp8|\w+)|"
                                             r"is not supported for the current GPU|Quantization method specified in "
                                             r"the model config .* does not match", re.I),
      "the quantization is not supported here: pick another VLLM_QUANTIZATION or a checkpoint for this GPU"),

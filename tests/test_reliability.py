@@ -1,0 +1,237 @@
+"""Bad input, load with disconnects, engine death, graceful stop, cold-start client — real server."""
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+import psutil
+import pytest
+
+from conftest import TEST_KEY, free_port
+
+pytestmark = pytest.mark.server
+AUTH = {"Authorization": f"Bearer {TEST_KEY}"}
+
+
+def chat(model, content="hello", **kw):
+    return {"model": model, "messages": [{"role": "user", "content": content}], "max_tokens": 8, **kw}
+
+
+def bad_inputs(model):
+    """(name, method, path, kwargs, expected status) — the table in docs/RELIABILITY.md."""
+    return [
+        ("malformed JSON", "/v1/chat/completions", dict(content=b"{not json", headers={**AUTH, "content-type": "application/json"}), 400),
+        ("missing messages", "/v1/chat/completions", dict(json={"model": model}, headers=AUTH), 400),
+        ("prompt longer than max_model_len", "/v1/chat/completions",
+         dict(json=chat(model, "word " * 5000), headers=AUTH), 400),
+        ("max_tokens past the context", "/v1/chat/completions", dict(json=chat(model, max_tokens=10**6), headers=AUTH), 400),
+        ("negative temperature", "/v1/chat/completions", dict(json=chat(model, temperature=-1), headers=AUTH), 400),
+        ("unknown model", "/v1/chat/completions", dict(json=chat("no-such-model"), headers=AUTH), 404),
+        ("oversized body (17 MiB)", "/v1/chat/completions",
+         dict(content=b"x" * (17 * 1024 * 1024), headers={**AUTH, "content-type": "application/json"}), 413),
+        ("wrong auth scheme", "/v1/chat/completions",
+         dict(json=chat(model), headers={"Authorization": f"Basic {TEST_KEY}"}), 401),
+        ("key with trailing garbage", "/v1/chat/completions",
+         dict(json=chat(model), headers={"Authorization": f"Bearer {TEST_KEY}x"}), 401),
+    ]
+
+
+def test_bad_input_table(server):
+    with httpx.Client(base_url=server.root, timeout=60) as c:
+        for name, path, kw, want in bad_inputs(server.model):
+            r = c.post(path, **kw)
+            assert r.status_code == want, (name, r.status_code, r.text[:300])
+            msg = r.json()["error"]["message"] if r.headers.get("content-type", "").startswith("application/json") \
+                else r.text
+            assert len(msg) > 10, (name, msg)
+            assert c.get("/health").status_code == 200, f"server unhealthy after {name}"
+
+
+def _running(root) -> float:
+    text = httpx.get(f"{root}/metrics", headers=AUTH, timeout=30).text
+    vals = [float(m.group(1)) for m in re.finditer(r"^vllm:num_requests_running\{[^}]*\} ([0-9.e+]+)$", text, re.M)]
+    assert vals, "no vllm:num_requests_running in /metrics"
+    return sum(vals)
+
+
+def test_64_streams_with_16_disconnects(server):
+    async def one(i, client):
+        body = chat(server.model, f"request {i}", max_tokens=64, stream=True, ignore_eos=True)
+        chunks = 0
+        async with client.stream("POST", "/v1/chat/completions", json=body, headers=AUTH) as r:
+            assert r.status_code == 200
+            async for line in r.aiter_lines():
+                if line.startswith("data: ") and '"content"' in line:
+                    chunks += 1
+                    if i < 16 and chunks == 3:
+                        return "disconnected"  # leaving the block closes the connection mid-stream
+                if line == "data: [DONE]":
+                    return "done"
+        return "truncated"
+
+    async def main():
+        limits = httpx.Limits(max_connections=100)
+        async with httpx.AsyncClient(base_url=server.root, timeout=300, limits=limits) as client:
+            return await asyncio.gather(*(one(i, client) for i in range(64)), return_exceptions=True)
+
+    results = asyncio.run(main())
+    assert results[:16] == ["disconnected"] * 16, results[:16]
+    assert results[16:] == ["done"] * 48, [r for r in results[16:] if r != "done"]
+    assert httpx.get(f"{server.root}/health", timeout=10).status_code == 200
+    deadline = time.monotonic() + 30
+    while _running(server.root) != 0 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert _running(server.root) == 0
+
+
+# --- the lifecycle of `llmodal serve`: cold-start client, engine death and restart, graceful stop ---
+
+@pytest.fixture(scope="module")
+def serve_cli(tiny_model, tmp_path_factory):
+    port = free_port()
+    log = tmp_path_factory.mktemp("serve") / "out.log"
+    env = dict(os.environ, VLLM_SERVER_API_KEY=TEST_KEY, VLLM_GPU_MEMORY_UTILIZATION="0.2",
+               VLLM_MAX_MODEL_LEN="2048", LLMODAL_DRAIN_TIMEOUT="30", PYTHONUNBUFFERED="1")
+    env.pop("VLLM_MODEL", None)
+    state = {"port": port, "log": log, "env": env, "proc": None, "base": f"http://127.0.0.1:{port}/v1"}
+    yield state
+    if state["proc"] and state["proc"].poll() is None:
+        state["proc"].kill()
+
+
+def _start_serve(state):
+    f = state["log"].open("w")
+    state["proc"] = subprocess.Popen([sys.executable, "-m", "llmodal.cli", "serve", "--env-file", "", "--port",
+                                      str(state["port"]), "--max-restarts", "2"], stdout=f, stderr=subprocess.STDOUT,
+                                     env=state["env"])
+
+
+def _wait_healthy(root, timeout=600):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{root}/health", timeout=2).status_code == 200:
+                return True
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    return False
+
+
+def test_client_survives_a_cold_start(serve_cli):
+    import llmodal
+
+    result = {}
+
+    def call():
+        try:
+            oa = llmodal.client(serve_cli["base"], TEST_KEY, env_file=None, cold_start_timeout=600)
+            r = oa.chat.completions.create(model="llmodal/tiny-llama", messages=[{"role": "user", "content": "hi"}],
+                                           max_tokens=4)
+            result["ok"] = r.usage.completion_tokens
+        except Exception as e:  # reported below
+            result["error"] = repr(e)
+
+    t = threading.Thread(target=call)
+    t.start()  # the first call is made while nothing listens on the port yet
+    time.sleep(3)
+    assert t.is_alive(), result
+    _start_serve(serve_cli)
+    t.join(timeout=700)
+    assert result.get("ok") == 4, (result, serve_cli["log"].read_text()[-2000:])
+
+
+def _engine_core(serve_pid):
+    for p in psutil.Process(serve_pid).children(recursive=True):
+        try:
+            if "EngineCore" in p.name() or any("EngineCore" in a for a in p.cmdline()):
+                return p
+        except psutil.Error:
+            pass
+    raise AssertionError("no EngineCore process found")
+
+
+def test_dead_engine_fails_health_fast_ends_requests_and_restarts(serve_cli):
+    root = serve_cli["base"].removesuffix("/v1")
+    assert _wait_healthy(root, 60)
+    outcome = {}
+    first_token = threading.Event()
+
+    def stream():
+        text = []
+        try:
+            with httpx.stream("POST", f"{root}/v1/chat/completions", headers=AUTH, timeout=120,
+                              json=chat("llmodal/tiny-llama", max_tokens=1900, stream=True, ignore_eos=True)) as r:
+                for line in r.iter_lines():
+                    text.append(line)
+                    if '"content"' in line:
+                        first_token.set()
+            joined = "\n".join(text)
+            outcome["end"] = "done" if "[DONE]" in joined and '"finish_reason":"length"' in joined else "error"
+        except httpx.HTTPError as e:
+            outcome["end"] = f"error:{type(e).__name__}"
+        first_token.set()
+
+    t = threading.Thread(target=stream)
+    t.start()
+    # Kill as soon as tokens flow: the tiny model generates 1,900 tokens in about a second, and the
+    # API server can still be streaming out tokens the engine finished before it died.
+    assert first_token.wait(60)
+    _engine_core(serve_cli["proc"].pid).kill()
+    killed = time.monotonic()
+    unhealthy_after = None
+    while time.monotonic() - killed < 5:
+        try:
+            ok = httpx.get(f"{root}/health", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            ok = False
+        if not ok:
+            unhealthy_after = time.monotonic() - killed
+            break
+        time.sleep(0.1)
+    t.join(timeout=60)
+    assert unhealthy_after is not None, "/health still 200 five seconds after the engine died"
+    assert not t.is_alive() and outcome["end"] != "done", outcome
+    assert _wait_healthy(root, 600), serve_cli["log"].read_text()[-2000:]
+    deadline = time.monotonic() + 30  # supervise notices health on its own poll
+    while "ready again" not in serve_cli["log"].read_text() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    log = serve_cli["log"].read_text()
+    assert "restart 1/2" in log and "ready again" in log, log[-2000:]
+
+
+def test_sigterm_drains_in_flight_requests(serve_cli):
+    root = serve_cli["base"].removesuffix("/v1")
+    assert _wait_healthy(root, 60)
+    outcome = {}
+    first_token = threading.Event()
+
+    def stream():
+        lines = []
+        with httpx.stream("POST", f"{root}/v1/chat/completions", headers=AUTH, timeout=120,
+                          json=chat("llmodal/tiny-llama", max_tokens=1900, stream=True, ignore_eos=True)) as r:
+            for line in r.iter_lines():
+                lines.append(line)
+                if '"content"' in line:
+                    first_token.set()
+        outcome["text"] = "\n".join(lines)
+        first_token.set()
+
+    t = threading.Thread(target=stream)
+    t.start()
+    assert first_token.wait(60)
+    t0 = time.monotonic()
+    serve_cli["proc"].send_signal(signal.SIGTERM)
+    code = serve_cli["proc"].wait(timeout=90)
+    t.join(timeout=30)
+    assert code == 0, serve_cli["log"].read_text()[-2000:]
+    assert '"finish_reason":"length"' in outcome.get("text", "") and "[DONE]" in outcome["text"]
+    assert time.monotonic() - t0 < 60
+    assert not any("EngineCore" in " ".join(p.cmdline()) for p in psutil.process_iter() if p.pid != os.getpid()
+                   and p.ppid() == serve_cli["proc"].pid)
