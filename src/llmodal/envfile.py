@@ -27,7 +27,7 @@ def read_env(path: str | os.PathLike[str]) -> dict[str, str]:
 
 
 def _quote(value: str) -> str:
-    if re.fullmatch(r"[A-Za-z0-9_./:@+-]*", value):
+    if re.fullmatch(r"[A-Za-z0-9_./:@+*-]*", value):
         return value
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
