@@ -48,6 +48,15 @@ def test_401_body_is_one_clear_openai_style_error(server):
     assert r.json()["error"]["type"] == "authentication_error"
 
 
+@pytest.mark.server
+def test_key_never_in_the_server_log(server):
+    import os
+    from pathlib import Path
+
+    logs = list((Path(os.environ["LLMODAL_CACHE_DIR"]) / "logs").glob("test-*.log"))
+    assert logs and all(TEST_KEY not in p.read_text(errors="replace") for p in logs)
+
+
 def _call(mw_env, monkeypatch, path, headers=(), method="GET", scope_type="http"):
     for k, v in mw_env.items():
         monkeypatch.setenv(k, v)
