@@ -162,32 +162,38 @@ def _engine_core(serve_pid):
     raise AssertionError("no EngineCore process found")
 
 
+class LongStream(threading.Thread):
+    """A 1,900-token streamed chat request in the background; ``first_token`` is set once tokens flow.
+    ``end`` is "done" (finish_reason length and [DONE]), "error" or "error:<exception>"."""
+
+    def __init__(self, root):
+        super().__init__()
+        self.root, self.first_token, self.end = root, threading.Event(), None
+
+    def run(self):
+        lines = []
+        try:
+            with httpx.stream("POST", f"{self.root}/v1/chat/completions", headers=AUTH, timeout=120,
+                              json=chat("llmodal/tiny-llama", max_tokens=1900, stream=True, ignore_eos=True)) as r:
+                for line in r.iter_lines():
+                    lines.append(line)
+                    if '"content"' in line:
+                        self.first_token.set()
+            text = "\n".join(lines)
+            self.end = "done" if "[DONE]" in text and '"finish_reason":"length"' in text else "error"
+        except httpx.HTTPError as e:
+            self.end = f"error:{type(e).__name__}"
+        self.first_token.set()
+
+
 def test_dead_engine_fails_health_fast_ends_requests_and_restarts(serve_cli):
     root = serve_cli["base"].removesuffix("/v1")
     assert _wait_healthy(root, 60)
-    outcome = {}
-    first_token = threading.Event()
-
-    def stream():
-        text = []
-        try:
-            with httpx.stream("POST", f"{root}/v1/chat/completions", headers=AUTH, timeout=120,
-                              json=chat("llmodal/tiny-llama", max_tokens=1900, stream=True, ignore_eos=True)) as r:
-                for line in r.iter_lines():
-                    text.append(line)
-                    if '"content"' in line:
-                        first_token.set()
-            joined = "\n".join(text)
-            outcome["end"] = "done" if "[DONE]" in joined and '"finish_reason":"length"' in joined else "error"
-        except httpx.HTTPError as e:
-            outcome["end"] = f"error:{type(e).__name__}"
-        first_token.set()
-
-    t = threading.Thread(target=stream)
+    t = LongStream(root)
     t.start()
     # Kill as soon as tokens flow: the tiny model generates 1,900 tokens in about a second, and the
     # API server can still be streaming out tokens the engine finished before it died.
-    assert first_token.wait(60)
+    assert t.first_token.wait(60)
     _engine_core(serve_cli["proc"].pid).kill()
     killed = time.monotonic()
     unhealthy_after = None
@@ -202,8 +208,8 @@ def test_dead_engine_fails_health_fast_ends_requests_and_restarts(serve_cli):
         time.sleep(0.1)
     t.join(timeout=60)
     assert unhealthy_after is not None, "/health still 200 five seconds after the engine died"
-    assert not t.is_alive() and outcome["end"] != "done", outcome
-    print(f"RECORD engine-kill | /health non-200 after {unhealthy_after:.2f} s | in-flight ended: {outcome['end']}")
+    assert not t.is_alive() and t.end != "done", t.end
+    print(f"RECORD engine-kill | /health non-200 after {unhealthy_after:.2f} s | in-flight ended: {t.end}")
     t_restart = time.monotonic()
     assert _wait_healthy(root, 600), serve_cli["log"].read_text()[-2000:]
     deadline = time.monotonic() + 30  # supervise notices health on its own poll
@@ -217,29 +223,15 @@ def test_dead_engine_fails_health_fast_ends_requests_and_restarts(serve_cli):
 def test_sigterm_drains_in_flight_requests(serve_cli):
     root = serve_cli["base"].removesuffix("/v1")
     assert _wait_healthy(root, 60)
-    outcome = {}
-    first_token = threading.Event()
-
-    def stream():
-        lines = []
-        with httpx.stream("POST", f"{root}/v1/chat/completions", headers=AUTH, timeout=120,
-                          json=chat("llmodal/tiny-llama", max_tokens=1900, stream=True, ignore_eos=True)) as r:
-            for line in r.iter_lines():
-                lines.append(line)
-                if '"content"' in line:
-                    first_token.set()
-        outcome["text"] = "\n".join(lines)
-        first_token.set()
-
-    t = threading.Thread(target=stream)
+    t = LongStream(root)
     t.start()
-    assert first_token.wait(60)
+    assert t.first_token.wait(60)
     t0 = time.monotonic()
     serve_cli["proc"].send_signal(signal.SIGTERM)
     code = serve_cli["proc"].wait(timeout=90)
     t.join(timeout=30)
     assert code == 0, serve_cli["log"].read_text()[-2000:]
-    assert '"finish_reason":"length"' in outcome.get("text", "") and "[DONE]" in outcome["text"]
+    assert t.end == "done", t.end
     assert time.monotonic() - t0 < 60
     print(f"RECORD sigterm | in-flight request finished in full | serve exited {code} after "
           f"{time.monotonic() - t0:.1f} s")
