@@ -172,7 +172,3 @@ def async_client(base_url: str | None = None, api_key: str | None = None, *, env
                              timeout=timeout)
     return openai.AsyncOpenAI(base_url=ep.base_url, api_key=ep.api_key or "EMPTY", http_client=http)
 
-
-def default_model() -> str | None:
-    """The model name a client should send (``VLLM_MODEL`` from the environment or ``.env``)."""
-    return resolve_endpoint(base_url="http://unused/v1").model

@@ -9,7 +9,7 @@ value and the allowed range.
 from __future__ import annotations
 
 import shlex
-from typing import Annotated, Any
+from typing import Any
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict

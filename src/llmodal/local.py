@@ -13,7 +13,8 @@ from . import _constants as C
 from ._exceptions import DoesNotFit, LlmodalError, ServerStartError
 from .config import Settings
 from .diagnostics import diagnose
-from .envfile import mask, read_env, write_env
+from .envfile import mask, read_env
+from .envfile import write_env as write_env_file
 from .server import VLLMProcess
 from .state import cache_dir, last_local_server, local_api_key, save_local_server
 from .vllm_args import Launch, build_launch
@@ -30,6 +31,7 @@ class Prepared:
     key_is_new: bool
     log_path: Path
     summary: str
+    drain_s: int  # vLLM's --shutdown-timeout: how long a stop waits for in-flight requests
 
 
 def _model_configured(settings: Settings, model_given: bool, env_file: str | None) -> bool:
@@ -78,7 +80,7 @@ def prepare_local(settings: Settings, *, model_given: bool, gpu: bool, force: bo
     launch = build_launch(settings, checkpoint=checkpoint, served_model_name=served, quantization=quant,
                           api_key=key)
     log_path = cache_dir() / "logs" / f"serve-{launch.port}.log"
-    return Prepared(launch, served, key, key_is_new, log_path, summary)
+    return Prepared(launch, served, key, key_is_new, log_path, summary, settings.drain_timeout_s)
 
 
 def _wait(proc: VLLMProcess, console: Console, timeout: float) -> float:
@@ -129,18 +131,8 @@ def supervise(prep: Prepared, *, console: Console, max_restarts: int, startup_ti
     except KeyboardInterrupt:
         console.print("stopping vLLM (draining in-flight requests)…")
     finally:
-        proc.stop(grace=prep_grace(prep))
+        proc.stop(grace=prep.drain_s + 15.0)
     console.print("stopped")
-
-
-def prep_grace(prep: Prepared) -> float:
-    argv = prep.launch.argv
-    drain = int(argv[argv.index("--shutdown-timeout") + 1]) if "--shutdown-timeout" in argv else 0
-    return drain + 15.0
-
-
-def write_env_file(path: Path, values: dict[str, str]) -> None:
-    write_env(path, values)
 
 
 def modal_url(settings: Settings, workspace: str) -> str:
