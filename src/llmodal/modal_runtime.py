@@ -97,7 +97,8 @@ def _watch(proc: subprocess.Popen[bytes], exit_on_death: bool) -> None:
         sys.stdout.write(line)
         sys.stdout.flush()
     code = proc.wait()
-    print(f"llmodal: vLLM exited with code {code}: {diagnose(chr(10).join(tail)).message}", flush=True)
+    why = "stopped" if code == 0 else diagnose("\n".join(tail)).message
+    print(f"llmodal: vLLM exited with code {code}: {why}", flush=True)
     if exit_on_death:
         os._exit(1)
 
