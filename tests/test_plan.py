@@ -6,10 +6,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from llmodal._exceptions import PlanError
 from llmodal.catalog import lookup
 from llmodal.cli import app
-from llmodal.gpus import GiB, get_gpu
+from llmodal.gpus import get_gpu
 from llmodal.plan import choose, make_plan
 
 RECORDED = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "h100-llama70b-awq.json"

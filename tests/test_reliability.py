@@ -186,14 +186,20 @@ class LongStream(threading.Thread):
         self.first_token.set()
 
 
-def test_dead_engine_fails_health_fast_ends_requests_and_restarts(serve_cli):
+def _streaming(serve_cli) -> tuple[str, LongStream]:
+    """The healthy server's root and a long stream that has started producing tokens."""
     root = serve_cli["base"].removesuffix("/v1")
     assert _wait_healthy(root, 60)
     t = LongStream(root)
     t.start()
+    assert t.first_token.wait(60)
+    return root, t
+
+
+def test_dead_engine_fails_health_fast_ends_requests_and_restarts(serve_cli):
     # Kill as soon as tokens flow: the tiny model generates 1,900 tokens in about a second, and the
     # API server can still be streaming out tokens the engine finished before it died.
-    assert t.first_token.wait(60)
+    root, t = _streaming(serve_cli)
     _engine_core(serve_cli["proc"].pid).kill()
     killed = time.monotonic()
     unhealthy_after = None
@@ -221,11 +227,7 @@ def test_dead_engine_fails_health_fast_ends_requests_and_restarts(serve_cli):
 
 
 def test_sigterm_drains_in_flight_requests(serve_cli):
-    root = serve_cli["base"].removesuffix("/v1")
-    assert _wait_healthy(root, 60)
-    t = LongStream(root)
-    t.start()
-    assert t.first_token.wait(60)
+    _, t = _streaming(serve_cli)
     t0 = time.monotonic()
     serve_cli["proc"].send_signal(signal.SIGTERM)
     code = serve_cli["proc"].wait(timeout=90)

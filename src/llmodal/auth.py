@@ -58,6 +58,8 @@ class BearerAuthMiddleware:
         self._key = key.encode() if key else None
         self._metrics_public = os.environ.get("LLMODAL_METRICS_PUBLIC", "0").lower() in ("1", "true", "yes")
         self._max_body = int(os.environ.get("LLMODAL_MAX_BODY_BYTES") or DEFAULT_MAX_BODY)
+        self._too_large = _error(413, f"request body larger than {self._max_body} bytes (LLMODAL_MAX_BODY_BYTES)",
+                                 "invalid_request_error")
         if self._key is None:
             log.warning("llmodal: no API key configured; every route of this server is public")
 
@@ -91,7 +93,7 @@ class BearerAuthMiddleware:
             return
         length = dict(scope.get("headers") or []).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self._max_body:
-            await _respond(send, 413, self._too_large())
+            await _respond(send, 413, self._too_large)
             return
         seen = 0
         started = False
@@ -115,8 +117,4 @@ class BearerAuthMiddleware:
             await self.app(scope, counted_receive, tracked_send)
         except _TooLarge:
             if not started:
-                await _respond(send, 413, self._too_large())
-
-    def _too_large(self) -> bytes:
-        return _error(413, f"request body larger than {self._max_body} bytes (LLMODAL_MAX_BODY_BYTES)",
-                      "invalid_request_error")
+                await _respond(send, 413, self._too_large)

@@ -16,7 +16,7 @@ import statistics
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import httpx
@@ -53,7 +53,8 @@ def make_prompts(n: int, input_len: int, tokenizer_path: str | None, seed: int =
         from transformers import AutoTokenizer
 
         tok = AutoTokenizer.from_pretrained(tokenizer_path)
-        vocab = [i for i in range(len(tok)) if i not in set(tok.all_special_ids)]
+        special = set(tok.all_special_ids)
+        vocab = [i for i in range(len(tok)) if i not in special]
         texts = []
         for _ in range(n):
             ids = [rng.choice(vocab) for _ in range(input_len)]
@@ -231,8 +232,9 @@ def summarize(results: list[RequestResult], duration: float, sent: int, price_pe
     }
 
 
-async def wait_for_endpoint(ep: Endpoint, timeout: float) -> float:
-    """Wait (bounded) for /health, then check the key on /v1/models. Returns seconds waited."""
+async def wait_for_endpoint(ep: Endpoint, timeout: float) -> tuple[float, Endpoint]:
+    """Wait (bounded) for /health, then check the key on /v1/models. Returns the seconds waited and
+    the endpoint with its model filled in (the first served one when none was given)."""
     t0 = time.perf_counter()
     async with httpx.AsyncClient(timeout=10) as c:
         while True:
@@ -251,10 +253,10 @@ async def wait_for_endpoint(ep: Endpoint, timeout: float) -> float:
             raise EndpointError(f"GET /v1/models answered HTTP {r.status_code}")
         served = [m["id"] for m in r.json().get("data", [])]
         if ep.model is None and served:
-            object.__setattr__(ep, "model", served[0])
+            ep = replace(ep, model=served[0])
         elif ep.model not in served:
             raise EndpointError(f"model {ep.model!r} is not served here; served: {', '.join(served)}")
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, ep
 
 
 def plot(result: dict, path: Path) -> None:

@@ -7,7 +7,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -15,7 +14,7 @@ import typer
 from rich.console import Console
 
 from . import _constants as C
-from ._exceptions import LlmodalError, ServerStartError
+from ._exceptions import LlmodalError
 from .config import load_settings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -30,6 +29,13 @@ EnvFile = Annotated[str, typer.Option("--env-file", help="settings file to read 
 def fail(e: LlmodalError) -> None:
     err.print(f"[red]error:[/] {e}")
     raise typer.Exit(e.exit_code)
+
+
+def _settings_or_fail(env_file: str):
+    try:
+        return load_settings(env_file)
+    except LlmodalError as e:
+        fail(e)
 
 
 def has_gpu() -> bool:
@@ -184,6 +190,7 @@ def deploy(
     """Preflight (plan fits, key set, Modal token), then `modal deploy modal_vllm.py`."""
     from .deploy import deployed_url, modal_cli, preflight, run_streaming
     from .envfile import mask
+    from .local import modal_url
 
     try:
         settings = load_settings(env_file)
@@ -198,7 +205,7 @@ def deploy(
         raise typer.Exit(code)
     url = deployed_url(out, settings)
     console.print("client .env (`llmodal env --workspace WS --write .env` writes it with the real key):")
-    console.print(f"  VLLM_BASE_URL={url + '/v1' if url else 'https://WORKSPACE--' + settings.app_name + '-serve-vllm.modal.run/v1'}")
+    console.print(f"  VLLM_BASE_URL={url + '/v1' if url else modal_url(settings, 'WORKSPACE')}")
     console.print(f"  VLLM_MODEL={settings.model}")
     console.print(f"  VLLM_API_KEY={mask(settings.api_key())}")
 
@@ -245,8 +252,7 @@ def logs(env_file: EnvFile = ".env") -> None:
     """`modal app logs vllm-llama70b` (follows the app's logs)."""
     from .deploy import modal_cli
 
-    settings = load_settings(env_file)
-    raise typer.Exit(subprocess.call(modal_cli("app", "logs", settings.app_name)))
+    raise typer.Exit(subprocess.call(modal_cli("app", "logs", _settings_or_fail(env_file).app_name)))
 
 
 @app.command()
@@ -254,8 +260,7 @@ def stop(env_file: EnvFile = ".env") -> None:
     """`modal app stop vllm-llama70b`: stop the app (and its GPU bill)."""
     from .deploy import modal_cli
 
-    settings = load_settings(env_file)
-    raise typer.Exit(subprocess.call(modal_cli("app", "stop", settings.app_name)))
+    raise typer.Exit(subprocess.call(modal_cli("app", "stop", _settings_or_fail(env_file).app_name)))
 
 
 @app.command()
@@ -319,7 +324,7 @@ def bench(
         if price_per_hour is None:
             price_per_hour = _plan_price(env_file)
         with console.status(f"waiting for {ep.root}/health…"):
-            waited = asyncio.run(B.wait_for_endpoint(ep, health_timeout))
+            waited, ep = asyncio.run(B.wait_for_endpoint(ep, health_timeout))
     except LlmodalError as e:
         fail(e)
     tok = tokenizer or (ep.model if ep.model and Path(ep.model).is_dir() else None)
