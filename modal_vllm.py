@@ -10,12 +10,19 @@ plans the model (a 4-bit checkpoint when BF16 cannot fit) and starts vLLM with t
 command-line builder and auth middleware as ``llmodal serve``.
 """
 
+import os
+
 import modal
 
-from llmodal.config import load_settings
-from llmodal.modal_app import HF_CACHE_PATH, app_spec, resources
+from llmodal.config import from_handoff, load_settings
+from llmodal.modal_spec import HF_CACHE_PATH, app_spec, resources
 
-settings = load_settings()
+# Where you deploy: your environment and .env (`llmodal deploy --env-file X` passes X here).
+# In the container: the one value the deploy handed over.
+if os.environ.get("LLMODAL_SETTINGS"):
+    settings = from_handoff(os.environ["LLMODAL_SETTINGS"])
+else:
+    settings = load_settings(os.environ.get("LLMODAL_ENV_FILE", ".env") or None)
 spec = app_spec(settings)
 image, volumes, secrets = resources(settings)
 

@@ -19,15 +19,15 @@ def free_port() -> int:
 @contextmanager
 def local_server(model: Path, *, served: str, max_model_len: int = 2048, extra: list[str] | None = None, **kw):
     from llmodal.config import load_settings
-    from llmodal.server import VLLMProcess
+    from llmodal.supervisor import Supervisor
     from llmodal.state import cache_dir
-    from llmodal.vllm_args import build_launch
+    from llmodal.launch import build_launch
 
     settings = load_settings(None, model=str(model), max_model_len=max_model_len, gpu_memory_utilization=0.2, **kw)
     port = free_port()
     launch = build_launch(settings, served_model_name=served, api_key=KEY, port=port, python=sys.executable,
                           extra=extra)
-    proc = VLLMProcess(launch, cache_dir() / "logs" / f"bench-{port}.log")
+    proc = Supervisor(launch, cache_dir() / "logs" / f"bench-{port}.log")
     proc.start()
     try:
         took = proc.wait_ready(900)

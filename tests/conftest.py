@@ -46,15 +46,15 @@ def tiny_model(_isolated_dirs) -> Path:
 def start_server(model: Path, port: int, key: str | None = TEST_KEY, extra: list[str] | None = None,
                  log: Path | None = None, **settings_kw):
     from llmodal.config import load_settings
-    from llmodal.server import VLLMProcess
+    from llmodal.supervisor import Supervisor
     from llmodal.tiny_model import SERVED_NAME
-    from llmodal.vllm_args import build_launch
+    from llmodal.launch import build_launch
 
     settings = load_settings(None, model=str(model), max_model_len=2048, gpu_memory_utilization=0.2,
                              **settings_kw)
     launch = build_launch(settings, served_model_name=SERVED_NAME, api_key=key or "", port=port,
                           python=sys.executable, extra=extra)
-    return VLLMProcess(launch, log or Path(os.environ["LLMODAL_CACHE_DIR"]) / "logs" / f"test-{port}.log")
+    return Supervisor(launch, log or Path(os.environ["LLMODAL_CACHE_DIR"]) / "logs" / f"test-{port}.log")
 
 
 @pytest.fixture(scope="session")

@@ -75,13 +75,31 @@ def _call(mw_env, monkeypatch, path, headers=(), method="GET", scope_type="http"
 
 
 def test_metrics_open_only_when_configured(monkeypatch):
-    assert _call({"VLLM_API_KEY": "k"}, monkeypatch, "/metrics") == 401
-    assert _call({"VLLM_API_KEY": "k", "LLMODAL_METRICS_PUBLIC": "1"}, monkeypatch, "/metrics") == "app"
-    assert _call({"VLLM_API_KEY": "k", "LLMODAL_METRICS_PUBLIC": "1"}, monkeypatch, "/tokenize") == 401
+    assert _call({"LLMODAL_API_KEYS": "k"}, monkeypatch, "/metrics") == 401
+    assert _call({"LLMODAL_API_KEYS": "k", "LLMODAL_METRICS_PUBLIC": "1"}, monkeypatch, "/metrics") == "app"
+    assert _call({"LLMODAL_API_KEYS": "k", "LLMODAL_METRICS_PUBLIC": "1"}, monkeypatch, "/tokenize") == 401
 
 
 def test_websocket_and_cors_preflight(monkeypatch):
-    assert _call({"VLLM_API_KEY": "k"}, monkeypatch, "/v1/realtime", scope_type="websocket") == 1008
+    env = {"LLMODAL_API_KEYS": "k"}
+    assert _call(env, monkeypatch, "/v1/realtime", scope_type="websocket") == 1008
     pre = [(b"access-control-request-method", b"POST")]
-    assert _call({"VLLM_API_KEY": "k"}, monkeypatch, "/v1/models", pre, method="OPTIONS") == "app"
-    assert _call({"VLLM_API_KEY": "k"}, monkeypatch, "/v1/models", [(b"authorization", b"bearer k")]) == "app"
+    # Without an Origin it is no preflight: it needs the key like any request.
+    assert _call(env, monkeypatch, "/metrics", pre, method="OPTIONS") == 401
+    # A real preflight is answered by the middleware itself and never reaches the app.
+    assert _call(env, monkeypatch, "/metrics", [*pre, (b"origin", b"https://x.example")], method="OPTIONS") == 204
+    assert _call(env, monkeypatch, "/v1/models", [(b"authorization", b"bearer k")]) == "app"
+
+
+def test_several_keys_for_rotation(monkeypatch):
+    env = {"LLMODAL_API_KEYS": "old-key,new-key"}
+    for key, want in ((b"old-key", "app"), (b"new-key", "app"), (b"gone-key", 401), (b"old-key,new-key", 401)):
+        assert _call(env, monkeypatch, "/v1/models", [(b"authorization", b"Bearer " + key)]) == want, key
+
+
+def test_x_api_key_only_on_messages_routes(monkeypatch):
+    env = {"LLMODAL_API_KEYS": "k1,k2"}
+    assert _call(env, monkeypatch, "/v1/messages", [(b"x-api-key", b"k2")], method="POST") == "app"
+    assert _call(env, monkeypatch, "/v1/messages", [(b"x-api-key", b"wrong")], method="POST") == 401
+    assert _call(env, monkeypatch, "/v1/messages", [], method="POST") == 401
+    assert _call(env, monkeypatch, "/v1/chat/completions", [(b"x-api-key", b"k1")], method="POST") == 401

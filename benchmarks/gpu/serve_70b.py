@@ -20,7 +20,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
 from llmodal.config import load_settings  # noqa: E402
-from llmodal.vllm_args import build_launch  # noqa: E402
+from llmodal.launch import build_launch  # noqa: E402
 
 KEY = "gpu-bench-key-0123456789"
 SERVED = "meta-llama/Llama-3.1-70B-Instruct"

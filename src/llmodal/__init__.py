@@ -10,7 +10,7 @@ does it cost, how fast is it" before anyone pays. Public surface:
 
 from .client import async_client, client
 from .config import Settings, load_settings
-from .vllm_args import build_launch
+from .launch import build_launch
 
 __all__ = ["Settings", "async_client", "build_launch", "client", "load_settings"]
 __version__ = "0.1.0"

@@ -20,7 +20,6 @@ DEFAULT_GPU = "A100-80GB"
 DEFAULT_GPU_COUNT = 1
 
 APP_NAME = "vllm-llama70b"
-FUNCTION_NAME = "serve_vllm"
 WEB_LABEL = "serve-vllm"
 SECRET_NAME = "vllm-secrets"
 HF_CACHE_VOLUME = "llmodal-hf-cache"
@@ -32,6 +31,9 @@ TIMEOUT_S = 24 * 60 * 60
 # first compile add minutes, so the web server gets 20 minutes to come up.
 STARTUP_TIMEOUT_S = 20 * 60
 MAX_CONCURRENT_INPUTS = 64
+
+# Largest request body the guard lets through to vLLM (413 above it).
+MAX_BODY_BYTES = 16 * 1024 * 1024
 
 # Paths that stay open without a key: the probes a load balancer or Modal uses.
 OPEN_PATHS = ("/health", "/ping")
@@ -45,6 +47,3 @@ GUIDE_MAX_TOKENS = 512
 LOCAL_STARTUP_TIMEOUT_S = 900.0
 # Client-side cold-start budget: Modal's 70B cold start is minutes, not seconds.
 CLIENT_COLD_START_TIMEOUT_S = 600.0
-
-# Settings names a client reads from .env (the guide's section on clients).
-CLIENT_ENV_KEYS = ("VLLM_BASE_URL", "VLLM_MODEL", "VLLM_API_KEY")

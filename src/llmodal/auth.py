@@ -6,7 +6,8 @@ vLLM's own ``--api-key`` checks only paths under ``/v1``, ``/v2``, ``/inference`
 (no proxy hop) and closes all of them except the health probes.
 
 Configuration comes from the environment vLLM is started with (``build_launch`` sets it):
-``VLLM_API_KEY`` (no key → nothing is checked, by the deployer's explicit choice) and
+``LLMODAL_API_KEYS`` (one key or several, comma-separated, for rotation; no key → nothing is
+checked, by the deployer's explicit choice; the container refuses that unless public was chosen),
 ``LLMODAL_METRICS_PUBLIC=1`` to leave ``/metrics`` open for a scraper, and
 ``LLMODAL_MAX_BODY_BYTES`` (default 16 MiB) above which a request body is refused with 413
 before vLLM parses it — an authenticated client still should not be able to exhaust memory.
@@ -19,14 +20,10 @@ import json
 import logging
 import os
 
+from ._constants import MAX_BODY_BYTES as DEFAULT_MAX_BODY
 from ._constants import OPEN_PATHS
 
 log = logging.getLogger("llmodal.auth")
-
-
-
-
-DEFAULT_MAX_BODY = 16 * 1024 * 1024
 
 
 def _error(status: int, message: str, kind: str) -> bytes:
@@ -39,10 +36,24 @@ UNAUTHORIZED_BODY = _error(
 
 
 async def _respond(send, status: int, body: bytes, extra: list[tuple[bytes, bytes]] = ()) -> None:
+    head = [(b"content-type", b"application/json")] if body else []
     await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            *extra]})
+                "headers": [*head, (b"content-length", str(len(body)).encode()), *extra]})
     await send({"type": "http.response.body", "body": body})
+
+
+_PREFLIGHT_HEADERS = [(b"access-control-allow-origin", b"*"),
+                      (b"access-control-allow-methods", b"GET, POST, DELETE, OPTIONS"),
+                      (b"access-control-allow-headers", b"authorization, content-type, x-api-key"),
+                      (b"access-control-max-age", b"600")]
+
+
+def _is_preflight(scope) -> bool:
+    """A CORS preflight is an OPTIONS request with an Origin and Access-Control-Request-Method."""
+    if scope["type"] != "http" or scope.get("method") != "OPTIONS":
+        return False
+    headers = dict(scope.get("headers") or [])
+    return b"origin" in headers and b"access-control-request-method" in headers
 
 
 class _TooLarge(Exception):
@@ -54,8 +65,9 @@ class BearerAuthMiddleware:
 
     def __init__(self, app) -> None:
         self.app = app
-        key = os.environ.get("VLLM_API_KEY", "")
-        self._key = key.encode() if key else None
+        keys = [k.encode() for k in os.environ.get("LLMODAL_API_KEYS", "").split(",") if k]
+        self._keys = keys
+        self._key = keys[0] if keys else None
         self._metrics_public = os.environ.get("LLMODAL_METRICS_PUBLIC", "0").lower() in ("1", "true", "yes")
         self._max_body = int(os.environ.get("LLMODAL_MAX_BODY_BYTES") or DEFAULT_MAX_BODY)
         self._too_large = _error(413, f"request body larger than {self._max_body} bytes (LLMODAL_MAX_BODY_BYTES)",
@@ -70,17 +82,26 @@ class BearerAuthMiddleware:
         if self._metrics_public and (path == "/metrics" or path.startswith("/metrics/")):
             return True
         headers = dict(scope.get("headers") or [])
-        if scope["type"] == "http" and scope.get("method") == "OPTIONS" and b"access-control-request-method" in headers:
-            return True  # CORS preflight carries no credentials by design
         auth = headers.get(b"authorization", b"")
         scheme, _, token = auth.partition(b" ")
         if scheme.lower() != b"bearer" or not token:
-            return False
-        return hmac.compare_digest(token, self._key)
+            # The Anthropic SDK sends its key as x-api-key; accept it on the Anthropic-style routes only.
+            token = headers.get(b"x-api-key", b"") if path.startswith("/v1/messages") else b""
+            if not token:
+                return False
+        # Compare with every key, always all of them: the time taken says nothing about which matched.
+        ok = False
+        for key in self._keys:
+            ok |= hmac.compare_digest(token, key)
+        return ok
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
+            return
+        if self._key is not None and _is_preflight(scope):
+            # Answered here, never passed on: a preflight reaches no handler, with or without a key.
+            await _respond(send, 204, b"", _PREFLIGHT_HEADERS)
             return
         if self._key is not None and not self._allowed(scope):
             if scope["type"] == "websocket":

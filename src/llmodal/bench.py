@@ -23,6 +23,7 @@ import httpx
 
 from ._exceptions import EndpointError
 from .client import Endpoint
+from .health import HealthTimeout, async_wait_healthy, health_url
 
 PERCENTILES = (50, 90, 99)
 _WORDS = ("time person year way day thing man world life hand part child eye woman place work week case point "
@@ -196,7 +197,13 @@ class Runner:
         return results, time.perf_counter() - t0
 
     async def _track(self, prompt: str, results: list[RequestResult], on_done: Callable[[], None]) -> None:
-        results.append(await self.one(prompt))
+        # Every request ends as one result: a failure the stream parser did not foresee is counted
+        # under its type, never allowed to abort the level and lose the others.
+        try:
+            res = await self.one(prompt)
+        except Exception as e:  # noqa: BLE001
+            res = RequestResult(ok=False, error=f"error:{type(e).__name__}")
+        results.append(res)
         on_done()
 
     async def aclose(self) -> None:
@@ -216,7 +223,7 @@ def summarize(results: list[RequestResult], duration: float, sent: int, price_pe
         "completed": len(ok),
         "failed": sum(failures.values()),
         "failures": dict(failures),
-        "lost": sent - len(results),
+        "unaccounted": sent - len(results),  # 0 unless a request vanished without a result (a bug)
         "duration_s": duration,
         "output_tokens": out_tok,
         "prompt_tokens": in_tok,
@@ -236,16 +243,11 @@ async def wait_for_endpoint(ep: Endpoint, timeout: float) -> tuple[float, Endpoi
     """Wait (bounded) for /health, then check the key on /v1/models. Returns the seconds waited and
     the endpoint with its model filled in (the first served one when none was given)."""
     t0 = time.perf_counter()
+    try:
+        await async_wait_healthy(health_url(ep.root), timeout, interval=1.0, cap=5.0)
+    except HealthTimeout as e:
+        raise EndpointError(f"{e}: is the endpoint up?") from None
     async with httpx.AsyncClient(timeout=10) as c:
-        while True:
-            try:
-                if (await c.get(ep.root + "/health")).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.perf_counter() - t0 > timeout:
-                raise EndpointError(f"{ep.root}/health did not answer 200 within {timeout:.0f} s: is the endpoint up?")
-            await asyncio.sleep(1.0)
         r = await c.get(ep.base_url + "/models", headers={"Authorization": f"Bearer {ep.api_key or ''}"})
         if r.status_code == 401:
             raise EndpointError("the endpoint answered 401: wrong or missing API key (--api-key / VLLM_API_KEY)")

@@ -183,3 +183,23 @@ def lookup(model: str, revision: str | None = None) -> ModelSpec:
             f"({', '.join(CATALOG)}), and its config.json could not be fetched from the hub"
         )
     return spec_from_config(cfg, model, source=f"hub:{model}/config.json")
+
+
+# vLLM's tool-call parser per model family (first match on the lower-cased repo name or the
+# architecture in config.json). Source: vLLM's tool-calling docs, which name these pairings.
+_TOOL_PARSERS = (
+    (("llama-3.1", "llama-3.2", "llama-3.3", "llama-3-", "meta-llama-3.1", "tiny-llama"), "llama3_json"),
+    (("qwen2.5", "qwen3", "qwq"), "hermes"),
+    (("mistral", "mixtral"), "mistral"),
+    (("hermes",), "hermes"),
+)
+
+
+def tool_parser_for(*names: str) -> str | None:
+    """The tool-call parser for a model's family, or None when no family matches."""
+    for name in names:
+        low = name.lower()
+        for needles, parser in _TOOL_PARSERS:
+            if any(n in low for n in needles):
+                return parser
+    return None

@@ -1,51 +1,23 @@
-"""The ``llmodal`` command. Type hints are the interface; ``--help`` is the manual."""
+"""The ``llmodal`` command. Type hints are the interface; ``--help`` is the manual.
+
+This layer parses flags and prints; the work lives in the modules it calls. The Modal commands
+are in ``cli_modal``, registered on the same app.
+"""
 
 from __future__ import annotations
 
 import json
-import shutil
 import signal
-import subprocess
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 
 from . import _constants as C
+from ._cli_common import EnvFile, app, console, err, fail
 from ._exceptions import LlmodalError
 from .config import load_settings
-
-app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
-                  help="Your own open LLM behind a private OpenAI-compatible endpoint: vLLM on Modal or here.")
-# Wide tables stay readable when output is piped or captured (rich assumes 80 columns then).
-console = Console(width=None if sys.stdout.isatty() else 150)
-err = Console(stderr=True, width=None if sys.stderr.isatty() else 150)
-
-EnvFile = Annotated[str, typer.Option("--env-file", help="settings file to read (.env)")]
-
-
-def fail(e: LlmodalError) -> None:
-    err.print(f"[red]error:[/] {e}")
-    raise typer.Exit(e.exit_code)
-
-
-def _settings_or_fail(env_file: str):
-    try:
-        return load_settings(env_file)
-    except LlmodalError as e:
-        fail(e)
-
-
-def has_gpu() -> bool:
-    if not shutil.which("nvidia-smi"):
-        return False
-    try:
-        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return out.returncode == 0 and "GPU" in out.stdout
 
 
 @app.command()
@@ -58,20 +30,28 @@ def serve(
     gpu_memory_utilization: Annotated[Optional[float], typer.Option(
         help="fraction of GPU memory (of CPU RAM on the CPU engine)")] = None,
     force: Annotated[bool, typer.Option(help="start even if the plan says it does not fit")] = False,
+    dry_run: Annotated[bool, typer.Option(help="print the plan, the vLLM command and its environment; start nothing")] = False,
+    gpu: Annotated[Optional[bool], typer.Option(help="plan for a GPU (default: whether this machine has one)")] = None,
     max_restarts: Annotated[int, typer.Option(help="restarts after the engine dies, with backoff")] = 3,
     startup_timeout: Annotated[float, typer.Option(help="seconds to wait for /health")] = C.LOCAL_STARTUP_TIMEOUT_S,
     write_env: Annotated[Optional[Path], typer.Option(help="also write the client settings to this .env")] = None,
     env_file: EnvFile = ".env",
 ) -> None:
     """Run the real vLLM server here, wait for /health, print the client settings. Ctrl-C stops it."""
+    from .gpus import has_gpu
     from .local import prepare_local, supervise
+    from .serving import dry_run_lines
 
     try:
         settings = load_settings(env_file, model=model, host=host, port=port, max_model_len=max_model_len,
-                                 gpu_memory_utilization=gpu_memory_utilization)
-        prep = prepare_local(settings, model_given=model is not None, gpu=has_gpu(), force=force, console=console,
-                             env_file=env_file)
-        supervise(prep, console=console, max_restarts=max_restarts, startup_timeout=startup_timeout,
+                                 gpu_memory_utilization=gpu_memory_utilization, force=force or None)
+        local = prepare_local(settings, model_given=model is not None, gpu=has_gpu() if gpu is None else gpu,
+                              console=console, env_file=env_file, dry_run=dry_run)
+        if dry_run:
+            for line in dry_run_lines(local.prep):
+                console.print(line, markup=False, highlight=False, soft_wrap=True)
+            return
+        supervise(local, console=console, max_restarts=max_restarts, startup_timeout=startup_timeout,
                   write_env=write_env)
     except LlmodalError as e:
         fail(e)
@@ -115,9 +95,8 @@ def smoke(
     max_tokens: Annotated[int, typer.Option(min=1, help="max_tokens of the test requests")] = C.GUIDE_MAX_TOKENS,
     env_file: EnvFile = ".env",
 ) -> None:
-    """The guide's tests against any OpenAI-compatible endpoint: models, chat, streaming, 401s."""
-    from rich.table import Table
-
+    """The guide's tests against any OpenAI-compatible endpoint: models, chat, streaming, tools, 401s."""
+    from .checks import checks_table
     from .client import resolve_endpoint
     from .smoke import run_smoke
 
@@ -127,11 +106,8 @@ def smoke(
         fail(e)
     console.print(f"smoke test of {ep.base_url} (model: {ep.model or 'first served'})")
     checks = run_smoke(ep, max_tokens=max_tokens)
-    t = Table("check", "result", "detail", "s")
-    for c in checks:
-        t.add_row(c.name, "[green]pass[/]" if c.ok else "[red]FAIL[/]", c.detail, f"{c.seconds:.1f}")
-    console.print(t)
-    passed = sum(c.ok for c in checks)
+    console.print(checks_table(checks, timed=True))
+    passed = sum(c.ok is True for c in checks)
     console.print(f"{passed}/{len(checks)} checks passed")
     raise typer.Exit(0 if passed == len(checks) else 1)
 
@@ -149,14 +125,15 @@ def plan(
     env_file: EnvFile = ".env",
 ) -> None:
     """Will it fit, how much KV cache, how many users, what it costs — before anyone pays."""
+    from .bench_run import costs_from_file
     from .plan import plan_for_settings
-    from .render import plan_table
+    from .plan_view import plan_table
 
     try:
         settings = load_settings(env_file, model=model, gpu=gpu, gpu_count=gpus, max_model_len=max_model_len,
                                  gpu_memory_utilization=gpu_memory_utilization, quantization=quantization)
         res = plan_for_settings(settings)
-        costs = _bench_costs(bench, res.chosen.price_per_hour) if bench else None
+        costs = costs_from_file(bench, res.chosen.price_per_hour) if bench else None
     except LlmodalError as e:
         fail(e)
     if as_json:
@@ -173,115 +150,6 @@ def plan(
     raise typer.Exit(0 if res.chosen.fits else 3)
 
 
-def _repo_root() -> Path:
-    here = Path.cwd()
-    for d in (here, *here.parents):
-        if (d / "modal_vllm.py").is_file():
-            return d
-    raise typer.BadParameter("modal_vllm.py not found here or above: run from the llmodal checkout")
-
-
-@app.command()
-def deploy(
-    force: Annotated[bool, typer.Option(help="deploy even if the plan does not fit")] = False,
-    public: Annotated[bool, typer.Option(help="allow an endpoint without a server key")] = False,
-    env_file: EnvFile = ".env",
-) -> None:
-    """Preflight (plan fits, key set, Modal token), then `modal deploy modal_vllm.py`."""
-    from .deploy import deployed_url, modal_cli, preflight, run_streaming
-    from .envfile import mask
-    from .local import modal_url
-
-    try:
-        settings = load_settings(env_file)
-        res = preflight(settings, force=force, public=public)
-    except LlmodalError as e:
-        fail(e)
-    if res is not None:
-        console.print(f"plan: {res.chosen.checkpoint} on {res.chosen.gpu_count}× {res.chosen.gpu} — {res.chosen.reason}")
-    code, out = run_streaming(modal_cli("deploy", "modal_vllm.py"), console.print, cwd=str(_repo_root()))
-    if code != 0:
-        err.print(f"[red]error:[/] modal deploy failed (exit {code})")
-        raise typer.Exit(code)
-    url = deployed_url(out, settings)
-    console.print("client .env (`llmodal env --workspace WS --write .env` writes it with the real key):")
-    console.print(f"  VLLM_BASE_URL={url + '/v1' if url else modal_url(settings, 'WORKSPACE')}")
-    console.print(f"  VLLM_MODEL={settings.model}")
-    console.print(f"  VLLM_API_KEY={mask(settings.api_key())}")
-
-
-@app.command()
-def status(
-    base_url: Annotated[Optional[str], typer.Option(help="endpoint (default: VLLM_BASE_URL from .env)")] = None,
-    api_key: Annotated[Optional[str], typer.Option(help="key (default: VLLM_API_KEY from .env)")] = None,
-    env_file: EnvFile = ".env",
-) -> None:
-    """The endpoint's URL, /health, served models, and the plan it runs."""
-    import httpx
-
-    from .client import resolve_endpoint
-    from .plan import plan_for_settings
-
-    try:
-        settings = load_settings(env_file)
-        ep = resolve_endpoint(base_url, api_key, None, env_file)
-    except LlmodalError as e:
-        fail(e)
-    console.print(f"endpoint: {ep.base_url}")
-    ok = True
-    try:
-        h = httpx.get(f"{ep.root}/health", timeout=10)
-        console.print(f"/health: HTTP {h.status_code}")
-        ok = h.status_code == 200
-        r = httpx.get(f"{ep.base_url}/models", headers={"Authorization": f"Bearer {ep.api_key or ''}"}, timeout=10)
-        models = [m["id"] for m in r.json().get("data", [])] if r.status_code == 200 else []
-        console.print(f"models: {', '.join(models) or f'HTTP {r.status_code}'}")
-    except httpx.HTTPError as e:
-        ok = False
-        console.print(f"[red]unreachable[/]: {type(e).__name__} (a scaled-to-zero Modal app answers after a cold start)")
-    try:
-        p = plan_for_settings(settings).chosen
-        console.print(f"plan: {p.checkpoint} on {p.gpu_count}× {p.gpu}: {p.reason}; ${p.price_per_hour:.2f}/h")
-    except LlmodalError as e:
-        console.print(f"plan: {e}")
-    raise typer.Exit(0 if ok else 1)
-
-
-@app.command()
-def logs(env_file: EnvFile = ".env") -> None:
-    """`modal app logs vllm-llama70b` (follows the app's logs)."""
-    from .deploy import modal_cli
-
-    raise typer.Exit(subprocess.call(modal_cli("app", "logs", _settings_or_fail(env_file).app_name)))
-
-
-@app.command()
-def stop(env_file: EnvFile = ".env") -> None:
-    """`modal app stop vllm-llama70b`: stop the app (and its GPU bill)."""
-    from .deploy import modal_cli
-
-    raise typer.Exit(subprocess.call(modal_cli("app", "stop", _settings_or_fail(env_file).app_name)))
-
-
-@app.command()
-def doctor(env_file: EnvFile = ".env") -> None:
-    """Check what the guide's troubleshooting list checks by hand, and say the fix for each failure."""
-    from rich.table import Table
-
-    from .deploy import doctor_checks
-
-    try:
-        checks = doctor_checks(load_settings(env_file), env_file)
-    except LlmodalError as e:
-        fail(e)
-    t = Table("check", "result", "detail", "fix")
-    for c in checks:
-        mark = "[green]ok[/]" if c.ok else ("[yellow]skipped[/]" if c.ok is None else "[red]FAIL[/]")
-        t.add_row(c.name, mark, c.detail, c.fix)
-    console.print(t)
-    raise typer.Exit(1 if any(c.ok is False for c in checks) else 0)
-
-
 @app.command()
 def bench(
     base_url: Annotated[Optional[str], typer.Option(help="endpoint (default: VLLM_BASE_URL from .env)")] = None,
@@ -292,7 +160,7 @@ def bench(
         help="open-loop Poisson request rates (req/s), comma-separated; replaces --concurrency")] = None,
     input_len: Annotated[int, typer.Option(min=1, help="prompt tokens")] = 1024,
     output_len: Annotated[int, typer.Option(min=1, help="output tokens (fixed with ignore_eos)")] = 256,
-    num_prompts: Annotated[Optional[int], typer.Option(min=1, help="requests per level (default 4 × concurrency, ≥ 8)")] = None,
+    num_prompts: Annotated[Optional[int], typer.Option(min=1, help="requests per level (default 4 × level, ≥ 8)")] = None,
     warmup: Annotated[int, typer.Option(min=0, help="uncounted requests before each level")] = 1,
     api: Annotated[str, typer.Option(help="chat or completions")] = "chat",
     tokenizer: Annotated[Optional[str], typer.Option(help="local tokenizer dir for exact prompt lengths")] = None,
@@ -306,20 +174,17 @@ def bench(
 ) -> None:
     """Load-test any OpenAI-compatible endpoint: TTFT, ITL, throughput, errors, plot, $ per 1M tokens."""
     import asyncio
-    import datetime
-
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-    from rich.table import Table
 
     from . import bench as B
+    from . import bench_run as R
     from ._exceptions import ConfigError
     from .client import resolve_endpoint
 
     try:
         if api not in ("chat", "completions"):
             raise ConfigError(f"--api {api!r} is invalid: expected chat or completions")
-        levels = _parse_levels(request_rate, float, "--request-rate") if request_rate else \
-            _parse_levels(concurrency, int, "--concurrency")
+        levels = R.parse_levels(request_rate, float, "--request-rate") if request_rate else \
+            R.parse_levels(concurrency, int, "--concurrency")
         ep = resolve_endpoint(base_url, api_key, model, env_file)
         if price_per_hour is None:
             price_per_hour = _plan_price(env_file)
@@ -327,81 +192,22 @@ def bench(
             waited, ep = asyncio.run(B.wait_for_endpoint(ep, health_timeout))
     except LlmodalError as e:
         fail(e)
-    tok = tokenizer or (ep.model if ep.model and Path(ep.model).is_dir() else None)
     console.print(f"endpoint ready after {waited:.1f} s; model {ep.model}; {input_len} in / {output_len} out; "
                   f"api {api}")
-    total = max(int(_n(num_prompts, lv)) for lv in levels) + warmup
-    prompts = B.make_prompts(total, input_len, tok)
-    console.print(f"prompt lengths: {prompts.source}")
-
-    async def run_all() -> list[dict]:
-        runner = B.Runner(ep, api=api, output_len=output_len, ignore_eos=ignore_eos, timeout=request_timeout)
-        rows = []
-        try:
-            # Redrawn on each completion, not by a refresh thread: the client shares the CPU (and
-            # the GIL) with its own timestamps, and on a small machine with the engine too.
-            with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                          console=console, auto_refresh=False) as prog:
-                for lv in levels:
-                    n = _n(num_prompts, lv)
-                    conc, rate = (None, lv) if request_rate else (lv, None)
-                    label = f"{lv} req/s" if rate else f"c={lv}"
-                    if warmup:
-                        await runner.level(prompts.texts[:warmup], concurrency=min(warmup, conc or warmup), rate=None,
-                                           on_done=lambda: None)
-                    task = prog.add_task(label, total=n)
-                    res, dur = await runner.level(prompts.texts[warmup:warmup + n], concurrency=conc, rate=rate,
-                                                  on_done=lambda: (prog.advance(task), prog.refresh()))
-                    row = B.summarize(res, dur, n, price_per_hour)
-                    row.update(label=label, concurrency=conc, request_rate=rate)
-                    rows.append(row)
-        finally:
-            await runner.aclose()
-        return rows
-
-    rows = asyncio.run(run_all())
-    t = Table("level", "ok/sent", "failed", "out tok/s", "total tok/s", "req/s", "TTFT p50/p99 ms",
-              "ITL p50/p99 ms", "TPOT p50 ms", "E2E p50 ms", "$/1M out")
-    for r in rows:
-        usd = r["usd_per_million_output_tokens"]
-        t.add_row(r["label"], f"{r['completed']}/{r['sent']}",
-                  ", ".join(f"{k}:{v}" for k, v in r["failures"].items()) or "0",
-                  f"{r['output_tok_s']:.1f}", f"{r['total_tok_s']:.1f}", f"{r['requests_s']:.2f}",
-                  f"{r['ttft_ms']['p50']:.0f}/{r['ttft_ms']['p99']:.0f}",
-                  f"{r['itl_ms']['p50']:.1f}/{r['itl_ms']['p99']:.1f}", f"{r['tpot_ms']['p50']:.1f}",
-                  f"{r['e2el_ms']['p50']:.0f}", f"{usd:.2f}" if usd else "-")
-    console.print(t)
-    meta = {"base_url": ep.base_url, "model": ep.model, "api": api, "input_len": input_len, "output_len": output_len,
-            "ignore_eos": ignore_eos, "warmup": warmup, "prompt_lengths": prompts.source,
-            "health_wait_s": waited, "price_per_hour": price_per_hour,
-            "started_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
-    doc = B.result_doc(meta, rows)
+    cfg = R.BenchConfig(levels, bool(request_rate), input_len, output_len, num_prompts, warmup, api, tokenizer,
+                        ignore_eos, price_per_hour, request_timeout)
+    doc = R.run(ep, cfg, console, health_wait_s=waited)
+    console.print(R.table(doc["levels"]))
     if out:
         B.dump(doc, out)
         console.print(f"results: {out}")
     if plot:
         B.plot(doc, plot)
         console.print(f"plot: {plot}")
-    failed = sum(r["failed"] + r["lost"] for r in rows)
+    failed = R.failed_requests(doc["levels"])
     if failed:
         err.print(f"[red]error:[/] {failed} request(s) failed; see the failures column")
         raise typer.Exit(1)
-
-
-def _n(num_prompts: Optional[int], level: float) -> int:
-    return num_prompts or max(8, int(4 * level))
-
-
-def _parse_levels(text: str, kind: type, flag: str) -> list:
-    from ._exceptions import ConfigError
-
-    try:
-        vals = [kind(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        vals = []
-    if not vals or any(v <= 0 for v in vals):
-        raise ConfigError(f"{flag} {text!r} is invalid: expected positive numbers separated by commas, e.g. 1,8,32")
-    return vals
 
 
 def _plan_price(env_file: str) -> Optional[float]:
@@ -413,20 +219,7 @@ def _plan_price(env_file: str) -> Optional[float]:
         return None
 
 
-def _bench_costs(path: Path, price_per_hour: float) -> list[dict]:
-    from ._exceptions import ConfigError
-
-    try:
-        data = json.loads(path.read_text())
-        levels = data["levels"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise ConfigError(f"--bench {path}: not a llmodal bench result file ({e})") from None
-    rows = []
-    for lv in levels:
-        tps = float(lv.get("output_tok_s") or 0)
-        rows.append({"concurrency": lv.get("concurrency"), "output_tok_s": tps,
-                     "usd_per_million_output_tokens": price_per_hour / (tps * 3600) * 1e6 if tps > 0 else None})
-    return rows
+from . import cli_modal  # noqa: E402,F401  (registers deploy, status, logs, stop, doctor)
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ value and the allowed range.
 
 from __future__ import annotations
 
+import json
 import shlex
 from typing import Any
 
@@ -15,6 +16,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from . import _constants as C
+from . import flags
 from ._exceptions import ConfigError, PlanError
 from .catalog import QUANTIZATIONS
 from .gpus import get_gpu, gpu_names
@@ -43,14 +45,23 @@ class Settings(BaseSettings):
                                           ge=1, le=8)
     quantization: str = _f(C.DEFAULT_QUANTIZATION, "VLLM_QUANTIZATION", "one of " + ", ".join(QUANTIZATIONS))
     dtype: str = _f(C.DEFAULT_DTYPE, "VLLM_DTYPE", "one of auto, bfloat16, float16, float32")
-    server_api_key: SecretStr | None = _f(None, "VLLM_SERVER_API_KEY", "any non-blank string (Bearer token)")
-    extra_args: str = _f("", "VLLM_EXTRA_ARGS", "extra vLLM flags, shell-quoted")
+    server_api_key: SecretStr | None = _f(None, "VLLM_SERVER_API_KEY",
+                                          "one Bearer key, or several separated by commas (rotation)")
+    tool_call_parser: str = _f("auto", "VLLM_TOOL_CALL_PARSER",
+                               "auto (the model family's parser), none, or a parser name vLLM offers")
+    reasoning_parser: str = _f("none", "VLLM_REASONING_PARSER", "none or a reasoning parser name vLLM offers")
+    stream_usage: bool = _f(True, "LLMODAL_STREAM_USAGE", "true or false: every stream ends with token usage")
+    extra_args: str = _f("", "VLLM_EXTRA_ARGS", "extra vLLM flags, shell-quoted, none that llmodal sets itself")
     host: str = _f(C.DEFAULT_HOST, "VLLM_HOST", "an address to bind, e.g. 127.0.0.1 or 0.0.0.0")
     port: int = _f(C.DEFAULT_PORT, "VLLM_PORT", "an integer from 1 to 65535", ge=1, le=65535)
     drain_timeout_s: int = _f(20, "LLMODAL_DRAIN_TIMEOUT",
                               "seconds from 0 to 600 that in-flight requests may finish on SIGTERM "
                               "(Modal kills ~30 s after its SIGINT)", ge=0, le=600)
     metrics_public: bool = _f(False, "LLMODAL_METRICS_PUBLIC", "true or false: serve /metrics without a key")
+    max_body_bytes: int = _f(C.MAX_BODY_BYTES, "LLMODAL_MAX_BODY_BYTES", "bytes from 1024 to 1073741824",
+                             ge=1024, le=1 << 30)
+    force: bool = _f(False, "LLMODAL_FORCE", "true or false: start even if the plan does not fit")
+    public: bool = _f(False, "LLMODAL_PUBLIC", "true or false: a deployment may run without a server key")
 
     # --- the Modal deployment ---
     gpu: str = _f(C.DEFAULT_GPU, "LLMODAL_GPU", "one of " + ", ".join(gpu_names()))
@@ -102,18 +113,23 @@ class Settings(BaseSettings):
     def _key(cls, v: SecretStr | None) -> SecretStr | None:
         if v is None or v.get_secret_value() == "":
             return None  # an empty key means "no key", never "accept anything"
-        if v.get_secret_value() != v.get_secret_value().strip():
-            raise ValueError("leading or trailing whitespace")
+        for key in v.get_secret_value().split(","):
+            if not key or key != key.strip() or any(c.isspace() for c in key):
+                raise ValueError("a key is empty or contains whitespace")
         return v
 
     @field_validator("extra_args")
     @classmethod
     def _extra(cls, v: str) -> str:
-        args = shlex.split(v)
-        banned = {"--api-key", "--host", "--port", "--served-model-name", "--model"}
-        clash = [a for a in args if a.split("=", 1)[0] in banned]
-        if clash:
-            raise ValueError(f"{clash[0].split('=')[0]} is set by llmodal from its own settings")
+        flags.check_extra_args(v)
+        return v
+
+    @field_validator("tool_call_parser", "reasoning_parser")
+    @classmethod
+    def _parser(cls, v: str) -> str:
+        v = v.strip()
+        if not v or not all(c.isalnum() or c in "_-." for c in v):
+            raise ValueError("not a parser name")
         return v
 
     @model_validator(mode="after")
@@ -134,7 +150,12 @@ class Settings(BaseSettings):
         return shlex.split(self.extra_args)
 
     def api_key(self) -> str | None:
-        return self.server_api_key.get_secret_value() if self.server_api_key else None
+        """The first key: what llmodal's own clients send."""
+        keys = self.api_keys()
+        return keys[0] if keys else None
+
+    def api_keys(self) -> list[str]:
+        return self.server_api_key.get_secret_value().split(",") if self.server_api_key else []
 
 
 _MODEL_ERRORS = {
@@ -153,7 +174,8 @@ def _describe(err: ValidationError) -> str:
         if name in fields:
             extra = fields[name].json_schema_extra or {}
             env, allowed = extra.get("env", name), extra.get("allowed", "")
-            value = "<hidden>" if name == "server_api_key" else repr(e.get("input"))
+            # VLLM_EXTRA_ARGS may hold a secret someone tried to pass: name the flag, not the value.
+            value = "<hidden>" if name in ("server_api_key", "extra_args") else repr(e.get("input"))
             why = str(e.get("msg", "")).removeprefix("Value error, ")
             lines.append(f"{env}={value} is invalid ({why}): expected {allowed}")
         else:
@@ -165,6 +187,34 @@ def _describe(err: ValidationError) -> str:
             else:
                 lines.append(msg)
     return "; ".join(lines)
+
+
+def handoff(settings: Settings, **changes: Any) -> str:
+    """Every setting but the key, as the one JSON value the container receives (LLMODAL_SETTINGS)."""
+    data = settings.model_dump(mode="json", exclude={"server_api_key"})
+    data.update(changes)
+    return json.dumps(data, sort_keys=True)
+
+
+def from_handoff(text: str | None) -> Settings:
+    """The container's side of ``handoff``: re-validate, add the key from the secret's environment.
+    Without a handed-over value (an old deploy, a test), read the environment as usual."""
+    if not text:
+        return load_settings(None)
+    try:
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError("not an object")
+    except ValueError as e:
+        raise ConfigError(f"LLMODAL_SETTINGS is not the JSON object `llmodal deploy` writes ({e})") from None
+    unknown = sorted(set(data) - set(Settings.model_fields))
+    if unknown:
+        raise ConfigError(f"LLMODAL_SETTINGS has unknown fields {unknown}: deploy again with this llmodal version")
+    data.pop("server_api_key", None)
+    try:
+        return Settings(_env_file=None, **data)
+    except ValidationError as e:
+        raise ConfigError("LLMODAL_SETTINGS: " + _describe(e)) from None
 
 
 def load_settings(env_file: str | None = ".env", **overrides: Any) -> Settings:

@@ -12,23 +12,16 @@ import subprocess
 import sys
 import tomllib
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from ._exceptions import LlmodalError, PreflightError
+from .checks import Check
 from .config import Settings
 from .envfile import read_env
+from ._constants import HF_CACHE_VOLUME, VLLM_CACHE_VOLUME, WEB_LABEL
 from .plan import Resolution, plan_for_settings
 
 MODAL_ENTRY = "modal_vllm.py"
-
-
-@dataclass
-class Check:
-    name: str
-    ok: bool | None  # None: could not be checked here
-    detail: str
-    fix: str = ""
 
 
 def modal_token_configured() -> bool:
@@ -54,28 +47,61 @@ def _plan_check(settings: Settings) -> tuple[Check, Resolution | None]:
     return Check("plan fits", False, p.reason, "run `llmodal plan` for options that fit, or pass --force"), res
 
 
-def preflight(settings: Settings, *, force: bool = False, public: bool = False) -> Resolution | None:
-    """Refuse (PreflightError) before anything is sent if any check fails."""
+def preflight(settings: Settings, *, need_token: bool = True) -> Resolution | None:
+    """Refuse (PreflightError) before anything is sent if any check fails. ``settings.force`` and
+    ``settings.public`` are the deployer's explicit choices; they travel to the container too."""
     problems = []
     plan_check, res = _plan_check(settings)
-    if not plan_check.ok and not force:
+    if not plan_check.ok and not settings.force:
         problems.append(f"the plan does not fit: {plan_check.detail} ({plan_check.fix})")
-    if settings.api_key() is None and not public:
+    if settings.api_key() is None and not settings.public:
         problems.append("no server key: set VLLM_SERVER_API_KEY here and in the Modal secret "
                         f"`{settings.secret_name}` (same value), or pass --public for a keyless endpoint")
-    if not modal_token_configured():
+    if need_token and not modal_token_configured():
         problems.append("no Modal token: run `modal token new` (or set MODAL_TOKEN_ID and MODAL_TOKEN_SECRET)")
     if problems:
         raise PreflightError("refusing to deploy, nothing was sent:\n  - " + "\n  - ".join(problems))
     return res
 
 
+def modal_url(settings: Settings, workspace: str) -> str:
+    return f"https://{workspace}--{settings.app_name}-{WEB_LABEL}.modal.run/v1"
+
+
+def rehearse(settings: Settings) -> dict:
+    """What `modal deploy modal_vllm.py` would send for these settings (secrets by name only) and
+    the command the container will run. Sends nothing anywhere."""
+    from .modal_spec import HF_CACHE_PATH, IMAGE_REQUIREMENTS, PYTHON_VERSION, VLLM_CACHE_PATH, app_spec
+    from .serving import prepare
+
+    spec = app_spec(settings)
+    prep = prepare(settings, gpu=True, api_key="<from the secret>" if settings.api_key() or not settings.public
+                   else "")
+    p = prep.resolution.chosen if prep.resolution else None
+    return {
+        "app": spec.app_name, "function": "serve_vllm", "web_label": WEB_LABEL,
+        "url": modal_url(settings, "WORKSPACE"), "gpu": spec.gpu, **{k: v for k, v in spec.function_kwargs.items()
+                                                                     if k != "gpu"},
+        "startup_timeout": spec.startup_timeout, "max_concurrent_inputs": spec.concurrent_inputs,
+        "web_port": spec.web_port, "secrets": [settings.secret_name],
+        "volumes": {HF_CACHE_PATH: HF_CACHE_VOLUME, VLLM_CACHE_PATH: VLLM_CACHE_VOLUME},
+        "image": {"python": PYTHON_VERSION, "pip": IMAGE_REQUIREMENTS, "local_python_source": ["llmodal"]},
+        "container_env": spec.container_env,
+        "plan": {"checkpoint": p.checkpoint, "fits": p.fits, "reason": p.reason, "kv_tokens": p.kv_tokens,
+                 "kv_cache_bytes": p.kv_cache_bytes, "price_per_hour": p.price_per_hour} if p else None,
+        "command": prep.launch.shell(), "command_env": prep.launch.shown_env(),
+        "key": "VLLM_SERVER_API_KEY from the secret" if not settings.public else "none (public, chosen)",
+    }
+
+
 def modal_cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "modal", *args]
 
 
-def run_streaming(argv: list[str], on_line: Callable[[str], None], cwd: str | None = None) -> tuple[int, str]:
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=cwd)
+def run_streaming(argv: list[str], on_line: Callable[[str], None], cwd: str | None = None,
+                  env: dict[str, str] | None = None) -> tuple[int, str]:
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=cwd,
+                            env=None if env is None else {**os.environ, **env})
     out = []
     assert proc.stdout
     for line in proc.stdout:
@@ -96,10 +122,11 @@ def doctor_checks(settings: Settings, env_file: str | None) -> list[Check]:
     """The guide's troubleshooting list, as checks that say their fix."""
     checks: list[Check] = []
     token = os.environ.get("HUGGING_FACE_HUB_TOKEN") or os.environ.get("HF_TOKEN")
-    checks.append(Check("HF token here", bool(token),
-                        "HUGGING_FACE_HUB_TOKEN is set" if token else "HUGGING_FACE_HUB_TOKEN is not set here",
-                        "" if token else f"put HUGGING_FACE_HUB_TOKEN in the Modal secret `{settings.secret_name}` "
-                                         "(and export it here so doctor can check the model's gate)"))
+    # A token that lives only in the Modal secret is a correct setup that cannot be seen from here.
+    checks.append(Check("HF token here", True if token else None,
+                        "HUGGING_FACE_HUB_TOKEN is set" if token else
+                        f"not set here; it may be in the Modal secret `{settings.secret_name}` only",
+                        "" if token else "export HUGGING_FACE_HUB_TOKEN here too so doctor can check the model's gate"))
     plan_check, res = _plan_check(settings)
     checks.append(plan_check)
     checks.append(_gate_check(res.chosen.checkpoint if res else settings.model, token))

@@ -62,3 +62,17 @@ def get_gpu(name: str) -> GPU:
         if gpu.name.upper() == key:
             return gpu
     raise PlanError(f"unknown GPU {name!r}: allowed values are {', '.join(GPUS)}")
+
+
+def has_gpu() -> bool:
+    """Whether this machine has an NVIDIA GPU vLLM can use (nvidia-smi lists one)."""
+    import shutil
+    import subprocess
+
+    if not shutil.which("nvidia-smi"):
+        return False
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return out.returncode == 0 and "GPU" in out.stdout

@@ -9,29 +9,22 @@ from pathlib import Path
 
 from rich.console import Console
 
-from . import _constants as C
-from ._exceptions import DoesNotFit, LlmodalError, ServerStartError
+from ._exceptions import LlmodalError, ServerStartError
 from .config import Settings
-from .diagnostics import diagnose
+from .deploy import modal_url
 from .envfile import mask, read_env
 from .envfile import write_env as write_env_file
-from .server import VLLMProcess
+from .serving import Prepared, prepare
 from .state import cache_dir, last_local_server, local_api_key, save_local_server
-from .vllm_args import Launch, build_launch
-
-# On the CPU engine --gpu-memory-utilization is a fraction of RAM; 0.95 would starve the machine.
-CPU_MEMORY_FRACTION = 0.2
+from .supervisor import Supervisor
 
 
 @dataclass
-class Prepared:
-    launch: Launch
-    served_name: str
+class Local:
+    prep: Prepared
     api_key: str
     key_is_new: bool
     log_path: Path
-    summary: str
-    drain_s: int  # vLLM's --shutdown-timeout: how long a stop waits for in-flight requests
 
 
 def _model_configured(settings: Settings, model_given: bool, env_file: str | None) -> bool:
@@ -42,60 +35,57 @@ def _model_configured(settings: Settings, model_given: bool, env_file: str | Non
     return model_given or "VLLM_MODEL" in os.environ or (bool(env_file) and "VLLM_MODEL" in read_env(env_file))
 
 
-def prepare_local(settings: Settings, *, model_given: bool, gpu: bool, force: bool, console: Console,
-                  env_file: str | None = ".env") -> Prepared:
-    """Decide what to serve and build its launch. Refuses a plan that does not fit unless forced."""
+def prepare_local(settings: Settings, *, model_given: bool, gpu: bool, console: Console,
+                  env_file: str | None = ".env", dry_run: bool = False) -> Local:
+    """Decide what to serve and build its launch (``serving.prepare``). A local server always has
+    a key: the configured one, else one generated and kept in llmodal's config dir."""
     key = settings.api_key()
     key_is_new = False
     if key is None:
-        key, key_is_new = local_api_key()
-    update: dict = {}
-    checkpoint, quant = None, None
-    if not gpu:
-        if "gpu_memory_utilization" not in settings.model_fields_set:
-            update["gpu_memory_utilization"] = CPU_MEMORY_FRACTION
-        if not _model_configured(settings, model_given, env_file):
-            from .tiny_model import SERVED_NAME, TinyShape, ensure_tiny_model
+        key, key_is_new = ("<generated on first serve>", False) if dry_run else local_api_key()
+    tiny = tiny_name = None
+    if not gpu and not _model_configured(settings, model_given, env_file):
+        from .tiny_model import SERVED_NAME, TinyShape, default_dir, ensure_tiny_model
 
+        if dry_run:
+            path = default_dir() / f"tiny-llama-{TinyShape().slug}"
+        else:
             with console.status("generating the embedded tiny model (first use only)…"):
                 path = ensure_tiny_model()
-            update.update(model=str(path), max_model_len=min(settings.max_model_len, TinyShape().max_position))
-            served = SERVED_NAME
-            summary = f"embedded tiny Llama ({path}) on the CPU engine"
-        else:
-            served = settings.model
-            summary = f"{settings.model} on the CPU engine (no GPU found; the planner is for GPUs)"
-    else:
-        from .plan import plan_for_settings
-        from .render import plan_table
+        settings = settings.model_copy(update={"max_model_len": min(settings.max_model_len,
+                                                                      TinyShape().max_position)})
+        tiny, tiny_name = str(path), SERVED_NAME
+    try:
+        prep = prepare(settings, gpu=gpu, tiny_model=tiny, tiny_name=tiny_name, api_key=key)
+    except LlmodalError:
+        if gpu:
+            from .plan import plan_for_settings
+            from .plan_view import plan_table
 
-        res = plan_for_settings(settings)
-        if not res.chosen.fits:
-            plan_table(res.chosen, res.asked, res.suggestions, console)
-            if not force:
-                raise DoesNotFit(f"the plan does not fit: {res.chosen.reason} (use --force to start anyway)")
-        checkpoint, quant, served = res.chosen.checkpoint, res.chosen.vllm_quantization, settings.model
-        summary = f"{served} from {checkpoint} on {res.chosen.gpu_count}× GPU ({res.chosen.reason})"
-    settings = settings.model_copy(update=update)
-    launch = build_launch(settings, checkpoint=checkpoint, served_model_name=served, quantization=quant,
-                          api_key=key)
-    log_path = cache_dir() / "logs" / f"serve-{launch.port}.log"
-    return Prepared(launch, served, key, key_is_new, log_path, summary, settings.drain_timeout_s)
+            try:
+                res = plan_for_settings(settings)
+                plan_table(res.chosen, res.asked, res.suggestions, console)
+            except LlmodalError:
+                pass
+        raise
+    log_path = cache_dir() / "logs" / f"serve-{prep.launch.port}.log"
+    return Local(prep, key, key_is_new, log_path)
 
 
-def _wait(proc: VLLMProcess, console: Console, timeout: float) -> float:
+def _wait(proc: Supervisor, console: Console, timeout: float) -> float:
     with console.status("starting vLLM…") as status:
         def tick(elapsed: float, line: str) -> None:
             status.update(f"starting vLLM… {elapsed:4.0f} s  [dim]{line[-100:]}[/]")
         return proc.wait_ready(timeout, on_tick=tick)
 
 
-def supervise(prep: Prepared, *, console: Console, max_restarts: int, startup_timeout: float,
+def supervise(local: Local, *, console: Console, max_restarts: int, startup_timeout: float,
               write_env: Path | None = None) -> None:
     """Start vLLM, show where it listens, restart it (bounded, with backoff) if the engine dies."""
+    prep = local.prep
     console.print(f"serving {prep.summary}")
-    console.print(f"[dim]log: {prep.log_path}[/]")
-    proc = VLLMProcess(prep.launch, prep.log_path)
+    console.print(f"[dim]log: {local.log_path}[/]")
+    proc = Supervisor(prep.launch, local.log_path)
     restarts = 0
     try:
         proc.start()
@@ -103,10 +93,10 @@ def supervise(prep: Prepared, *, console: Console, max_restarts: int, startup_ti
         base = prep.launch.base_url
         save_local_server(base, prep.served_name)
         console.print(f"[green]ready[/] after {took:.0f} s at [bold]{base}[/]")
-        if prep.key_is_new:
+        if local.key_is_new:
             console.print(f"generated an API key for local servers (shown once; kept in "
-                          f"{os.environ.get('LLMODAL_CONFIG_DIR') or 'the llmodal config dir'}):\n  {prep.api_key}")
-        values = {"VLLM_BASE_URL": base, "VLLM_MODEL": prep.served_name, "VLLM_API_KEY": prep.api_key}
+                          f"{os.environ.get('LLMODAL_CONFIG_DIR') or 'the llmodal config dir'}):\n  {local.api_key}")
+        values = {"VLLM_BASE_URL": base, "VLLM_MODEL": prep.served_name, "VLLM_API_KEY": local.api_key}
         if write_env:
             write_env_file(write_env, values)
             console.print(f"client settings written to {write_env}")
@@ -118,7 +108,7 @@ def supervise(prep: Prepared, *, console: Console, max_restarts: int, startup_ti
             time.sleep(1.0)
             if proc.alive():
                 continue
-            cause = diagnose(proc.tail()).message
+            cause = proc.diagnosis()
             if restarts >= max_restarts:
                 raise ServerStartError(f"vLLM exited and {max_restarts} restarts are used up: {cause}")
             restarts += 1
@@ -131,12 +121,8 @@ def supervise(prep: Prepared, *, console: Console, max_restarts: int, startup_ti
     except KeyboardInterrupt:
         console.print("stopping vLLM (draining in-flight requests)…")
     finally:
-        proc.stop(grace=prep.drain_s + 15.0)
+        proc.stop(grace=prep.settings.drain_timeout_s + 15.0)
     console.print("stopped")
-
-
-def modal_url(settings: Settings, workspace: str) -> str:
-    return f"https://{workspace}--{settings.app_name}-{C.WEB_LABEL}.modal.run/v1"
 
 
 def client_values(settings: Settings, *, base_url: str | None = None, workspace: str | None = None,

@@ -6,20 +6,21 @@ model): they read llmodal's settings from the environment ``modal_vllm.py`` carr
 
 from __future__ import annotations
 
-import collections
 import json
 import os
-import subprocess
+import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
-from ._exceptions import DoesNotFit
-from .config import Settings, load_settings
-from .diagnostics import diagnose
+from ._exceptions import ConfigError, DoesNotFit, LlmodalError
+from .config import Settings, from_handoff
+from .gpus import has_gpu
 from .plan import Plan, plan_for_settings
-from .vllm_args import Launch, build_launch
+from .serving import Prepared, dry_run_lines, prepare
+from .supervisor import Supervisor
 
 PINS_FILE = "llmodal-pins.json"
 
@@ -46,61 +47,102 @@ def _token_env() -> None:
         os.environ["HF_TOKEN"] = os.environ["HUGGING_FACE_HUB_TOKEN"]
 
 
+def say(msg: str) -> None:
+    print(f"llmodal: {msg}", flush=True)
+
+
+def container_settings() -> Settings:
+    """The deployer's settings (one handed-over value) plus the secret's key, re-validated here."""
+    return from_handoff(os.environ.get("LLMODAL_SETTINGS"))
+
+
+def keyless_refusal(settings: Settings) -> str:
+    return (f"refusing to start: the secret `{settings.secret_name}` has no VLLM_SERVER_API_KEY, so every route "
+            f"would be public. Fix: modal secret create {settings.secret_name} --force "
+            "HUGGING_FACE_HUB_TOKEN=hf_... VLLM_SERVER_API_KEY=$(python -c 'import secrets; "
+            "print(secrets.token_urlsafe(32))'), or deploy with `llmodal deploy --public` (LLMODAL_PUBLIC=true) "
+            "for an endpoint without a key")
+
+
 def resolve(settings: Settings) -> Plan:
     res = plan_for_settings(settings)
-    if not res.chosen.fits and os.environ.get("LLMODAL_FORCE") != "1":
-        raise DoesNotFit(f"llmodal: the plan does not fit: {res.chosen.reason}. Run `llmodal plan` where you "
-                         "deploy; set LLMODAL_FORCE=1 to start anyway")
+    if not res.chosen.fits and not settings.force:
+        raise DoesNotFit(f"the plan does not fit: {res.chosen.reason}. Run `llmodal plan` where you "
+                         "deploy; deploy with --force (LLMODAL_FORCE=true) to start anyway")
     for note in res.chosen.notes:
-        print(f"llmodal: {note}", flush=True)
+        say(note)
     return res.chosen
 
 
-def container_launch(settings: Settings) -> Launch:
-    """The same argv builder as ``llmodal serve``, with the checkpoint the planner chose and the
-    revision ``download`` pinned (then the hub is not contacted at all)."""
+def container_prepare(settings: Settings, *, gpu: bool | None = None) -> Prepared:
+    """The container's launch: the same ``serving.prepare`` as ``llmodal serve``, with the revision
+    ``download`` pinned (then the hub is not contacted at all). Refuses a keyless start unless public."""
+    if settings.api_key() is None and not settings.public:
+        raise ConfigError(keyless_refusal(settings))
+    gpu = has_gpu() if gpu is None else gpu
+    if not gpu:  # the rehearsal here: the CPU engine serves whatever VLLM_MODEL names
+        return prepare(settings, gpu=False)
     plan = resolve(settings)
     pin = read_pins().get(plan.checkpoint)
     revision = pin or (settings.model_revision if plan.checkpoint == settings.model else None)
     if pin and weights_cached(plan.checkpoint, pin):
         os.environ["HF_HUB_OFFLINE"] = "1"
-        print(f"llmodal: weights for {plan.checkpoint}@{pin[:12]} are in the volume; hub offline", flush=True)
+        say(f"weights for {plan.checkpoint}@{pin[:12]} are in the volume; hub offline")
     else:
-        print(f"llmodal: {plan.checkpoint} is not in the volume yet; vLLM will download it "
-              "(run `modal run modal_vllm.py::download` once to make cold starts load-only)", flush=True)
-    return build_launch(settings, checkpoint=plan.checkpoint, served_model_name=settings.model,
-                        quantization=plan.vllm_quantization, revision=revision)
+        say(f"{plan.checkpoint} is not in the volume yet; vLLM will download it "
+            "(run `modal run modal_vllm.py::download` once to make cold starts load-only)")
+    return prepare(settings, gpu=True, revision=revision)
 
 
-def start_server(settings: Settings | None = None, *, exit_on_death: bool = True) -> subprocess.Popen[bytes]:
+def start_server(settings: Settings | None = None, *, exit_on_death: bool = True) -> Supervisor:
     """Start vLLM in the background and return; Modal's web_server waits for the port.
 
-    A watcher copies vLLM's output to the container log and, if vLLM dies, prints a one-line
-    diagnosis and (in the container) exits the process, so Modal replaces an unhealthy
-    container instead of routing traffic to a dead engine."""
+    The supervisor copies vLLM's output to the container log; if vLLM dies, a watcher prints a
+    one-line diagnosis and (in the container) exits the process non-zero, so Modal replaces an
+    unhealthy container instead of routing traffic to a dead engine. SIGINT/SIGTERM (Modal's
+    preemption) drain in-flight requests, then exit."""
     _token_env()
-    settings = settings or load_settings(None)
-    launch = container_launch(settings)
-    print(f"llmodal: starting {launch.shell()}", flush=True)
-    proc = subprocess.Popen(launch.argv, env=launch.child_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL)
-    threading.Thread(target=_watch, args=(proc, exit_on_death), daemon=True).start()
-    return proc
+    try:
+        settings = settings or container_settings()
+        prep = container_prepare(settings)
+    except LlmodalError as e:
+        say(str(e))
+        if exit_on_death:
+            os._exit(e.exit_code)
+        raise
+    for line in dry_run_lines(prep):
+        say(line)
+    sup = Supervisor(prep.launch, echo=sys.stdout)
+    sup.start()
+    threading.Thread(target=_watch, args=(sup, exit_on_death), daemon=True).start()
+    if exit_on_death and threading.current_thread() is threading.main_thread():
+        _drain_on_signals(sup, settings.drain_timeout_s)
+    return sup
 
 
-def _watch(proc: subprocess.Popen[bytes], exit_on_death: bool) -> None:
-    tail: collections.deque[str] = collections.deque(maxlen=300)
-    assert proc.stdout
-    for raw in proc.stdout:
-        line = raw.decode("utf-8", "replace")
-        tail.append(line.rstrip("\n"))
-        sys.stdout.write(line)
-        sys.stdout.flush()
-    code = proc.wait()
-    why = "stopped" if code == 0 else diagnose("\n".join(tail)).message
-    print(f"llmodal: vLLM exited with code {code}: {why}", flush=True)
+def _drain_on_signals(sup: Supervisor, drain_s: int) -> None:
+    def handler(signum, _frame):
+        say(f"signal {signal.Signals(signum).name}: draining in-flight requests (up to {drain_s} s)")
+        code = sup.stop(grace=drain_s + 3)
+        os._exit(0 if code in (0, -signal.SIGTERM, None) else 1)
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+def _watch(sup: Supervisor, exit_on_death: bool) -> None:
+    code = sup.wait_exit()
+    say(f"vLLM exited with code {code}: {sup.diagnosis()}")
     if exit_on_death:
-        os._exit(1)
+        os._exit(0 if code == 0 else 1)
+
+
+def main() -> None:
+    """``python -m llmodal.modal_runtime``: the container's serve body as a foreground process
+    (what the rehearsal runs): start, then wait until vLLM exits or a signal drains it."""
+    start_server()
+    while True:
+        time.sleep(3600)
 
 
 def download_weights(commit: Callable[[], None] | None = None) -> str:
@@ -108,7 +150,7 @@ def download_weights(commit: Callable[[], None] | None = None) -> str:
     from huggingface_hub import HfApi, snapshot_download
 
     _token_env()
-    settings = load_settings(None)
+    settings = container_settings()
     plan = resolve(settings)
     revision = settings.model_revision if plan.checkpoint == settings.model else None
     sha = HfApi().model_info(plan.checkpoint, revision=revision).sha
@@ -121,3 +163,7 @@ def download_weights(commit: Callable[[], None] | None = None) -> str:
         commit()
     print(f"llmodal: pinned {plan.checkpoint} at {sha}", flush=True)
     return sha
+
+
+if __name__ == "__main__":
+    main()

@@ -1,16 +1,20 @@
 """Will it fit, how much KV cache, how many users, what it costs — the planner's arithmetic.
 
-Memory model (one GPU of a tensor-parallel group), following vLLM's own startup profile:
+The planner owns the KV budget. vLLM is told the KV size (``--kv-cache-memory-bytes``)
+instead of profiling its own, because its profile differs between a cold start, a start with
+a warm compile cache and a sleep-mode start — on an H100 the warm start profiled 0.5 GiB less
+activation memory, gave it to KV, and ran out of memory on its first 8k prefill. Per GPU:
 
     budget    = GPU memory (as torch reports it) × gpu_memory_utilization
-    kv_memory = budget − weights/TP − peak activations − non-torch memory
+    kv_memory = budget − weights/TP − activations × margin − CUDA graphs − non-torch memory
     kv_tokens = kv_memory ÷ (KV bytes per token ÷ TP)
 
-Peak activations come from vLLM's profiling pass over ``max_num_batched_tokens`` tokens
-(MLP gate/up and activation buffers, residual stream) plus one logits row per sequence.
-CUDA graphs are captured after the KV cache is sized, inside the (1 − utilization) headroom,
-so they are not subtracted here. Calibrated once against an H100 run of the 70B AWQ plan
-(``shared/measurements/h100-llama70b-awq.md``); ``benchmarks/kv_accuracy.py`` checks the rest.
+Activations: vLLM's profiling pass over ``max_num_batched_tokens`` tokens (MLP gate/up and
+activation buffers, residual stream) plus one logits row per sequence, with a margin. CUDA
+graphs: measured 2.11 GiB for the 70B shape (80 layers × 8192 hidden) on an H100, scaled by
+layers × hidden for other shapes. Everything stays inside the utilization, so the rest of the
+card is real headroom. Calibrated against this repo's H100 runs; ``benchmarks/kv_accuracy.py``
+checks the arithmetic per shape.
 """
 
 from __future__ import annotations
@@ -23,6 +27,9 @@ from .gpus import GPU, GiB
 
 NON_TORCH_GIB = 0.25  # CUDA context, allocator slack; measured 0.22 GiB on one H100
 NON_TORCH_TP_GIB = 0.5  # NCCL buffers once there is more than one GPU
+ACTIVATION_MARGIN = 1.25  # profiled peaks varied by 0.5 GiB (2.21 vs 1.69) between starts of one shape
+CUDA_GRAPH_GIB_70B = 2.5  # 2.11 GiB measured for 80 layers × 8192 hidden, rounded up
+MIN_CUDA_GRAPH_GIB = 0.25
 
 
 @dataclass(frozen=True)
@@ -58,9 +65,11 @@ class Plan:
     weights_gib_per_gpu: float
     kv_bytes_per_token: int  # whole model, all layers
     budget_gib_per_gpu: float
-    activation_gib: float
+    activation_gib: float  # with its margin
+    cuda_graph_gib: float
     non_torch_gib: float
     kv_gib_per_gpu: float
+    kv_cache_bytes: int  # per GPU: what vLLM is told (--kv-cache-memory-bytes)
     kv_tokens: int
     full_length_sequences: float
     decode_ceiling_tok_s: float
@@ -81,6 +90,11 @@ def activation_bytes(spec: ModelSpec, shape: EngineShape, tp: int) -> int:
     per_token = (3 * spec.intermediate // tp + 4 * spec.hidden) * 2
     logits = shape.max_num_seqs * spec.vocab * 4
     return t * per_token + logits
+
+
+def cuda_graph_bytes(spec: ModelSpec, tp: int) -> int:
+    scale = spec.layers * spec.hidden / (80 * 8192) / tp
+    return int(max(MIN_CUDA_GRAPH_GIB, CUDA_GRAPH_GIB_70B * scale) * GiB)
 
 
 def make_plan(
@@ -109,11 +123,12 @@ def make_plan(
     quant = quantization or spec.quant
     weights = spec.weight_bytes(quant)
     shape = EngineShape.for_gpu(gpu)
-    act = activation_bytes(spec, shape, tp)
+    act = int(activation_bytes(spec, shape, tp) * ACTIVATION_MARGIN)
+    graphs = cuda_graph_bytes(spec, tp)
     non_torch = (NON_TORCH_GIB + (NON_TORCH_TP_GIB if tp > 1 else 0)) * GiB
     budget = gpu.memory_gib * GiB * gpu_memory_utilization
     kv_per_token_gpu = spec.kv_bytes_per_token() / min(tp, spec.kv_heads)
-    kv_mem = budget - weights / tp - act - non_torch
+    kv_mem = budget - weights / tp - act - graphs - non_torch
     kv_tokens = max(0, int(kv_mem // kv_per_token_gpu))
     full = kv_tokens / max_model_len
 
@@ -125,7 +140,8 @@ def make_plan(
                   f"({gpu.memory_gib:.1f} GiB × {gpu_memory_utilization})")
     elif kv_tokens < max_model_len:
         fits = False
-        reason = (f"after {weights / tp / GiB:.1f} GiB of weights and {act / GiB:.1f} GiB of activations, "
+        reason = (f"after {weights / tp / GiB:.1f} GiB of weights and {(act + graphs) / GiB:.1f} GiB of activations "
+                  "and CUDA graphs, "
                   f"{max(kv_mem, 0) / GiB:.1f} GiB is left for KV cache = {kv_tokens:,} tokens, "
                   f"fewer than one {max_model_len:,}-token sequence")
     else:
@@ -154,8 +170,10 @@ def make_plan(
         kv_bytes_per_token=spec.kv_bytes_per_token(),
         budget_gib_per_gpu=budget / GiB,
         activation_gib=act / GiB,
+        cuda_graph_gib=graphs / GiB,
         non_torch_gib=non_torch / GiB,
         kv_gib_per_gpu=max(kv_mem, 0) / GiB,
+        kv_cache_bytes=int(max(kv_mem, 0)),
         kv_tokens=kv_tokens,
         full_length_sequences=full,
         decode_ceiling_tok_s=gpu.bandwidth_tbs * 1e12 * tp / weights,

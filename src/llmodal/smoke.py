@@ -3,20 +3,11 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-
 import httpx
 
 from . import _constants as C
+from .checks import Check
 from .client import Endpoint
-
-
-@dataclass
-class Check:
-    name: str
-    ok: bool
-    detail: str
-    seconds: float
 
 
 def _timed(name: str, fn) -> Check:
@@ -25,7 +16,7 @@ def _timed(name: str, fn) -> Check:
         ok, detail = fn()
     except Exception as e:  # a check that raises is a failed check, reported by its type and text
         ok, detail = False, f"{type(e).__name__}: {str(e)[:200]}"
-    return Check(name, ok, detail, time.monotonic() - t0)
+    return Check(name, ok, detail, seconds=time.monotonic() - t0)
 
 
 def run_smoke(ep: Endpoint, *, max_tokens: int = C.GUIDE_MAX_TOKENS, timeout: float = 300.0) -> list[Check]:
@@ -33,7 +24,8 @@ def run_smoke(ep: Endpoint, *, max_tokens: int = C.GUIDE_MAX_TOKENS, timeout: fl
 
     checks: list[Check] = []
     if not ep.api_key:
-        checks.append(Check("api key configured", False, "no key: pass --api-key or set VLLM_API_KEY in .env", 0.0))
+        checks.append(Check("api key configured", False, "no key", "pass --api-key or set VLLM_API_KEY in .env",
+                            seconds=0.0))
     oa = openai.OpenAI(base_url=ep.base_url, api_key=ep.api_key or "EMPTY", timeout=timeout, max_retries=0)
     model = ep.model
 

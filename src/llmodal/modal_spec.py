@@ -1,9 +1,10 @@
 """What the Modal App is made of, computed from llmodal's settings. ``modal_vllm.py`` at the
 repository root declares the App from it; the container runs ``modal_runtime``.
 
-Settings are read where ``modal deploy`` runs (environment and ``.env``) and carried into the
-container as its environment, so the container plans and launches exactly what the deployer saw.
-The server key is not carried this way: it comes from the ``vllm-secrets`` secret.
+Settings are read where ``modal deploy`` runs (environment and ``.env``, or ``--env-file``) and
+carried into the container as one value, ``LLMODAL_SETTINGS``, so the container plans and
+launches exactly what the deployer's dry run showed. The server key is not carried this way:
+it comes from the ``vllm-secrets`` secret.
 """
 
 from __future__ import annotations
@@ -12,13 +13,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import _constants as C
-from .config import Settings
+from .config import Settings, handoff
 
 # vLLM 0.32.0: the release the CPU engine in the test suite runs, so the auth middleware,
 # --middleware loading and --shutdown-timeout draining the tests prove are the container's too.
 VLLM_VERSION = "0.32.0"
 PYTHON_VERSION = "3.12"
-IMAGE_PLATFORM = "manylinux_2_28_x86_64"
 # Everything the container installs, pinned. tests/test_modal_app.py resolves this set for the
 # image's Python and platform, so `modal deploy` cannot fail at image build on a conflict.
 IMAGE_REQUIREMENTS = [
@@ -47,18 +47,9 @@ class AppSpec:
 
 
 def container_env(settings: Settings) -> dict[str, str]:
-    """The deployer's settings as environment variables (secrets excluded)."""
-    env: dict[str, str] = {}
-    for name, field in Settings.model_fields.items():
-        if name in ("server_api_key", "host", "port"):
-            continue
-        value = getattr(settings, name)
-        if value is not None:
-            env[field.validation_alias] = str(value).lower() if isinstance(value, bool) else str(value)
-    env.update({"VLLM_HOST": "0.0.0.0", "VLLM_PORT": str(PORT), "HF_HOME": HF_CACHE_PATH,
-                "VLLM_CACHE_ROOT": VLLM_CACHE_PATH,
-                "PYTHONUNBUFFERED": "1"})
-    return env
+    """The container's environment: the deployer's settings as one value (key excluded), caches."""
+    return {"LLMODAL_SETTINGS": handoff(settings, host="0.0.0.0", port=PORT), "HF_HOME": HF_CACHE_PATH,
+            "VLLM_CACHE_ROOT": VLLM_CACHE_PATH, "PYTHONUNBUFFERED": "1"}
 
 
 def app_spec(settings: Settings) -> AppSpec:

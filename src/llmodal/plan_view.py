@@ -22,9 +22,11 @@ def plan_table(plan: Plan, asked: Plan | None, sugg: list[Suggestion], console: 
     t.add_row("weights per GPU", f"{plan.weights_gib_per_gpu:.1f} GiB ({plan.weights_gib_total * 1.073741824:.1f} GB"
               f" total)")
     t.add_row("usable per GPU", f"{plan.budget_gib_per_gpu:.1f} GiB at utilization {plan.gpu_memory_utilization}")
-    t.add_row("activations + other", f"{plan.activation_gib:.2f} + {plan.non_torch_gib:.2f} GiB")
+    t.add_row("headroom", f"activations {plan.activation_gib:.2f} (with margin) + CUDA graphs "
+              f"{plan.cuda_graph_gib:.2f} + non-torch {plan.non_torch_gib:.2f} GiB")
     t.add_row("KV per token", f"{plan.kv_bytes_per_token / 1024:.0f} KiB (16-bit KV, all layers)")
-    t.add_row("KV cache per GPU", f"{plan.kv_gib_per_gpu:.1f} GiB = {plan.kv_tokens:,} tokens")
+    t.add_row("KV cache per GPU", f"{plan.kv_gib_per_gpu:.1f} GiB = {plan.kv_tokens:,} tokens "
+              f"(--kv-cache-memory-bytes {plan.kv_cache_bytes})")
     t.add_row(f"full {plan.max_model_len:,}-token chats", f"{plan.full_length_sequences:.1f} at once")
     t.add_row("decode ceiling", f"{plan.decode_ceiling_tok_s:.0f} tok/s single stream (bandwidth ÷ weights)")
     t.add_row("cost", f"${plan.price_per_hour:.2f}/h · ${plan.idle_tail_cost:.2f} idle tail per cold start · "

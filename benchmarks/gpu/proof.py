@@ -1,0 +1,110 @@
+"""The 70B AWQ plan on one GPU through llmodal's own launcher and supervisor, start to stop.
+
+    python benchmarks/gpu/proof.py MODEL_DIR OUT_DIR TAG [--sleep] [--bench LEVELS]
+
+One run: plan (KV size from the planner: --kv-cache-memory-bytes), start vLLM (dummy weights),
+time launch → /health, then a full-length prompt (8,100 tokens in) and a load that overfills
+the KV cache (16 × 6,000 in / 1,024 out, ≈ 114k tokens), optionally sleep/wake timings and
+llmodal bench levels, then stop. Everything lands in OUT_DIR/TAG.json and TAG.log.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
+from llmodal.config import load_settings  # noqa: E402
+from llmodal.serving import prepare  # noqa: E402
+from llmodal.supervisor import Supervisor  # noqa: E402
+
+KEY = "gpu-bench-key-0123456789"
+SERVED = "meta-llama/Llama-3.1-70B-Instruct"
+BASE = "http://127.0.0.1:8000"
+KV_LINE = re.compile(r"GPU KV cache size: ([\d,]+) tokens")
+
+
+def gpu_used_mib() -> int:
+    out = subprocess.run(["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits"],
+                         capture_output=True, text=True).stdout
+    return int(out.split()[0])
+
+
+def bench(model: str, out: Path, tag: str, *, levels: str, input_len: int, output_len: int, n: int | None = None) -> dict:
+    argv = [sys.executable, "-m", "llmodal.cli", "bench", "--env-file", "", "--base-url", BASE + "/v1", "--api-key", KEY,
+            "--model", SERVED, "--api", "completions", "--tokenizer", model, "--concurrency", levels,
+            "--input-len", str(input_len), "--output-len", str(output_len), "--warmup", "0",
+            "--price-per-hour", "3.9492", "--out", str(out / f"{tag}.json")]
+    if n:
+        argv += ["--num-prompts", str(n)]
+    t0 = time.monotonic()
+    r = subprocess.run(argv, capture_output=True, text=True)
+    print(r.stdout[-2500:], r.stderr[-1500:], flush=True)
+    doc = json.loads((out / f"{tag}.json").read_text()) if (out / f"{tag}.json").exists() else {}
+    return {"exit": r.returncode, "seconds": time.monotonic() - t0,
+            "levels": [{k: lv[k] for k in ("label", "sent", "completed", "failed", "failures", "output_tok_s",
+                                           "prompt_tokens", "ttft_ms", "itl_ms")} for lv in doc.get("levels", [])]}
+
+
+def main() -> None:
+    model, out, tag = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
+    sleep = "--sleep" in sys.argv
+    levels = sys.argv[sys.argv.index("--bench") + 1] if "--bench" in sys.argv else None
+    out.mkdir(parents=True, exist_ok=True)
+    settings = load_settings(None, model=model, gpu="H100", server_api_key=KEY,
+                             extra_args="--load-format dummy")
+    prep = prepare(settings, gpu=True, sleep_mode=sleep)
+    plan = prep.resolution.chosen
+    rec: dict = {"tag": tag, "command": prep.launch.shell(), "planner_kv_tokens": plan.kv_tokens,
+                 "kv_cache_bytes": plan.kv_cache_bytes, "gpu_mib_before": gpu_used_mib()}
+    print("command:", rec["command"], flush=True)
+    env = {"VLLM_SERVER_DEV_MODE": "1"} if sleep else {}
+    import os
+
+    sup = Supervisor(prep.launch, out / f"{tag}.log", env={**os.environ, **env})
+    sup.start()
+    try:
+        rec["launch_to_health_s"] = round(sup.wait_ready(900), 1)
+        kv = KV_LINE.findall((out / f"{tag}.log").read_text())
+        rec["engine_kv_tokens"] = int(kv[-1].replace(",", "")) if kv else None
+        rec["gpu_mib_serving"] = gpu_used_mib()
+        print(json.dumps(rec), flush=True)
+        h = {"Authorization": f"Bearer {KEY}"}
+        if sleep:
+            c = httpx.Client(base_url=BASE, headers=h, timeout=600)
+            rec["sleep_route_without_key"] = httpx.post(BASE + "/sleep?level=1").status_code
+            t = time.monotonic()
+            rec["sleep_status"] = c.post("/sleep", params={"level": 1}).status_code
+            rec["sleep_s"] = round(time.monotonic() - t, 2)
+            rec["gpu_mib_asleep"] = gpu_used_mib()
+            t = time.monotonic()
+            rec["wake_status"] = c.post("/wake_up").status_code
+            rec["wake_s"] = round(time.monotonic() - t, 2)
+            t = time.monotonic()
+            r = c.post("/v1/completions", json={"model": SERVED, "prompt": "hello", "max_tokens": 1})
+            rec["first_token_after_wake_s"] = round(time.monotonic() - t, 3)
+            rec["first_request_status"] = r.status_code
+            rec["gpu_mib_awake"] = gpu_used_mib()
+        rec["full_length"] = bench(model, out, f"{tag}-8k", levels="1", input_len=8100, output_len=64, n=1)
+        rec["fill_kv"] = bench(model, out, f"{tag}-fill", levels="16", input_len=6000, output_len=1024, n=16)
+        if levels:
+            rec["bench"] = bench(model, out, f"{tag}-bench", levels=levels, input_len=1024, output_len=256)
+        rec["alive_after"] = sup.alive()
+        oom = re.findall(r"out of memory|OutOfMemoryError", (out / f"{tag}.log").read_text(), re.I)
+        rec["oom_lines"] = len(oom)
+    finally:
+        t = time.monotonic()
+        rec["stop_code"] = sup.stop(grace=40)
+        rec["stop_s"] = round(time.monotonic() - t, 1)
+        (out / f"{tag}.json").write_text(json.dumps(rec, indent=2))
+        print(json.dumps({k: v for k, v in rec.items() if k not in ("full_length", "fill_kv", "bench")}), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,125 @@
+"""``llmodal bench`` as a procedure: levels in order, a summary per level, the table, the cost.
+
+``bench`` holds the streaming client and the statistics; this module runs them level after
+level and renders what they found. The CLI only parses flags and calls ``run``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from . import bench as B
+from ._exceptions import ConfigError
+from .client import Endpoint
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    levels: list[float]
+    open_loop: bool  # levels are request rates, not concurrencies
+    input_len: int
+    output_len: int
+    num_prompts: int | None
+    warmup: int
+    api: str
+    tokenizer: str | None
+    ignore_eos: bool
+    price_per_hour: float | None
+    request_timeout: float
+
+
+def parse_levels(text: str, kind: type, flag: str) -> list:
+    try:
+        vals = [kind(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        vals = []
+    if not vals or any(v <= 0 for v in vals):
+        raise ConfigError(f"{flag} {text!r} is invalid: expected positive numbers separated by commas, e.g. 1,8,32")
+    return vals
+
+
+def prompts_per_level(num_prompts: int | None, level: float) -> int:
+    return num_prompts or max(8, int(4 * level))
+
+
+async def _run_levels(ep: Endpoint, cfg: BenchConfig, prompts: B.Prompts, console: Console) -> list[dict]:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    runner = B.Runner(ep, api=cfg.api, output_len=cfg.output_len, ignore_eos=cfg.ignore_eos,
+                      timeout=cfg.request_timeout)
+    rows = []
+    try:
+        # Redrawn on each completion, not by a refresh thread: the client shares the CPU (and
+        # the GIL) with its own timestamps, and on a small machine with the engine too.
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=console, auto_refresh=False) as prog:
+            for lv in cfg.levels:
+                n = prompts_per_level(cfg.num_prompts, lv)
+                conc, rate = (None, lv) if cfg.open_loop else (int(lv), None)
+                label = f"{lv} req/s" if rate else f"c={int(lv)}"
+                if cfg.warmup:
+                    await runner.level(prompts.texts[:cfg.warmup], concurrency=min(cfg.warmup, conc or cfg.warmup),
+                                       rate=None, on_done=lambda: None)
+                task = prog.add_task(label, total=n)
+                res, dur = await runner.level(prompts.texts[cfg.warmup:cfg.warmup + n], concurrency=conc, rate=rate,
+                                              on_done=lambda: (prog.advance(task), prog.refresh()))
+                row = B.summarize(res, dur, n, cfg.price_per_hour)
+                row.update(label=label, concurrency=conc, request_rate=rate)
+                rows.append(row)
+    finally:
+        await runner.aclose()
+    return rows
+
+
+def run(ep: Endpoint, cfg: BenchConfig, console: Console, *, health_wait_s: float) -> dict:
+    """Run every level against a ready endpoint; return the result document (meta + levels)."""
+    tok = cfg.tokenizer or (ep.model if ep.model and Path(ep.model).is_dir() else None)
+    total = max(prompts_per_level(cfg.num_prompts, lv) for lv in cfg.levels) + cfg.warmup
+    prompts = B.make_prompts(total, cfg.input_len, tok)
+    console.print(f"prompt lengths: {prompts.source}")
+    rows = asyncio.run(_run_levels(ep, cfg, prompts, console))
+    meta = {"base_url": ep.base_url, "model": ep.model, "api": cfg.api, "input_len": cfg.input_len,
+            "output_len": cfg.output_len, "ignore_eos": cfg.ignore_eos, "warmup": cfg.warmup,
+            "prompt_lengths": prompts.source, "health_wait_s": health_wait_s, "price_per_hour": cfg.price_per_hour,
+            "started_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    return B.result_doc(meta, rows)
+
+
+def table(rows: list[dict]) -> Table:
+    t = Table("level", "ok/sent", "failed", "out tok/s", "total tok/s", "req/s", "TTFT p50/p99 ms",
+              "ITL p50/p99 ms", "TPOT p50 ms", "E2E p50 ms", "$/1M out")
+    for r in rows:
+        usd = r["usd_per_million_output_tokens"]
+        t.add_row(r["label"], f"{r['completed']}/{r['sent']}",
+                  ", ".join(f"{k}:{v}" for k, v in r["failures"].items()) or "0",
+                  f"{r['output_tok_s']:.1f}", f"{r['total_tok_s']:.1f}", f"{r['requests_s']:.2f}",
+                  f"{r['ttft_ms']['p50']:.0f}/{r['ttft_ms']['p99']:.0f}",
+                  f"{r['itl_ms']['p50']:.1f}/{r['itl_ms']['p99']:.1f}", f"{r['tpot_ms']['p50']:.1f}",
+                  f"{r['e2el_ms']['p50']:.0f}", f"{usd:.2f}" if usd else "-")
+    return t
+
+
+def failed_requests(rows: list[dict]) -> int:
+    return sum(r["failed"] + r.get("unaccounted", 0) for r in rows)
+
+
+def costs_from_file(path: Path, price_per_hour: float) -> list[dict]:
+    """$ per 1M output tokens at each level of a saved bench result, at ``price_per_hour``."""
+    try:
+        data = json.loads(path.read_text())
+        levels = data["levels"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ConfigError(f"--bench {path}: not a llmodal bench result file ({e})") from None
+    rows = []
+    for lv in levels:
+        tps = float(lv.get("output_tok_s") or 0)
+        rows.append({"concurrency": lv.get("concurrency"), "output_tok_s": tps,
+                     "usd_per_million_output_tokens": price_per_hour / (tps * 3600) * 1e6 if tps > 0 else None})
+    return rows
