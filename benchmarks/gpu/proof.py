@@ -25,7 +25,6 @@ from llmodal.serving import prepare  # noqa: E402
 from llmodal.supervisor import Supervisor  # noqa: E402
 
 KEY = "gpu-bench-key-0123456789"
-SERVED = "meta-llama/Llama-3.1-70B-Instruct"
 BASE = "http://127.0.0.1:8000"
 KV_LINE = re.compile(r"GPU KV cache size: ([\d,]+) tokens")
 
@@ -38,7 +37,7 @@ def gpu_used_mib() -> int:
 
 def bench(model: str, out: Path, tag: str, *, levels: str, input_len: int, output_len: int, n: int | None = None) -> dict:
     argv = [sys.executable, "-m", "llmodal.cli", "bench", "--env-file", "", "--base-url", BASE + "/v1", "--api-key", KEY,
-            "--model", SERVED, "--api", "completions", "--tokenizer", model, "--concurrency", levels,
+            "--model", model, "--api", "completions", "--tokenizer", model, "--concurrency", levels,
             "--input-len", str(input_len), "--output-len", str(output_len), "--warmup", "0",
             "--price-per-hour", "3.9492", "--out", str(out / f"{tag}.json")]
     if n:
@@ -87,7 +86,7 @@ def main() -> None:
             rec["wake_status"] = c.post("/wake_up").status_code
             rec["wake_s"] = round(time.monotonic() - t, 2)
             t = time.monotonic()
-            r = c.post("/v1/completions", json={"model": SERVED, "prompt": "hello", "max_tokens": 1})
+            r = c.post("/v1/completions", json={"model": model, "prompt": "hello", "max_tokens": 1})
             rec["first_token_after_wake_s"] = round(time.monotonic() - t, 3)
             rec["first_request_status"] = r.status_code
             rec["gpu_mib_awake"] = gpu_used_mib()
