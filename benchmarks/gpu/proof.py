@@ -21,6 +21,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
 from llmodal.config import load_settings  # noqa: E402
+from llmodal.modal_spec import IMAGE_ENV  # noqa: E402
 from llmodal.serving import prepare  # noqa: E402
 from llmodal.supervisor import Supervisor  # noqa: E402
 
@@ -63,8 +64,11 @@ def main() -> None:
     rec: dict = {"tag": tag, "command": prep.launch.shell(), "planner_kv_tokens": plan.kv_tokens,
                  "kv_cache_bytes": plan.kv_cache_bytes, "gpu_mib_before": gpu_used_mib()}
     print("command:", rec["command"], flush=True)
-    env = {"VLLM_SERVER_DEV_MODE": "1"} if sleep else {}
+    env = {**IMAGE_ENV, **({"VLLM_SERVER_DEV_MODE": "1"} if sleep else {})}
     import os
+
+    def save() -> None:  # after every step: a run cut off by its time limit keeps what it measured
+        (out / f"{tag}.json").write_text(json.dumps(rec, indent=2))
 
     sup = Supervisor(prep.launch, out / f"{tag}.log", env={**os.environ, **env})
     sup.start()
@@ -74,6 +78,7 @@ def main() -> None:
         rec["engine_kv_tokens"] = int(kv[-1].replace(",", "")) if kv else None
         rec["gpu_mib_serving"] = gpu_used_mib()
         print(json.dumps(rec), flush=True)
+        save()
         h = {"Authorization": f"Bearer {KEY}"}
         if sleep:
             c = httpx.Client(base_url=BASE, headers=h, timeout=600)
@@ -90,8 +95,11 @@ def main() -> None:
             rec["first_token_after_wake_s"] = round(time.monotonic() - t, 3)
             rec["first_request_status"] = r.status_code
             rec["gpu_mib_awake"] = gpu_used_mib()
+            save()
         rec["full_length"] = bench(model, out, f"{tag}-8k", levels="1", input_len=8100, output_len=64, n=1)
+        save()
         rec["fill_kv"] = bench(model, out, f"{tag}-fill", levels="16", input_len=6000, output_len=1024, n=16)
+        save()
         if levels:
             rec["bench"] = bench(model, out, f"{tag}-bench", levels=levels, input_len=1024, output_len=256)
         rec["alive_after"] = sup.alive()
@@ -101,7 +109,7 @@ def main() -> None:
         t = time.monotonic()
         rec["stop_code"] = sup.stop(grace=40)
         rec["stop_s"] = round(time.monotonic() - t, 1)
-        (out / f"{tag}.json").write_text(json.dumps(rec, indent=2))
+        save()
         print(json.dumps({k: v for k, v in rec.items() if k not in ("full_length", "fill_kv", "bench")}), flush=True)
 
 
