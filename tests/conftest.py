@@ -5,12 +5,16 @@ from __future__ import annotations
 import os
 import socket
 import sys
+import threading
 from pathlib import Path
+
+import httpx
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_KEY = "test-key-0123456789abcdef"
+SECOND_KEY = "second-key-rotation-9876543210"  # the session server accepts both (key rotation)
 
 
 def free_port() -> int:
@@ -45,16 +49,18 @@ def tiny_model(_isolated_dirs) -> Path:
 
 def start_server(model: Path, port: int, key: str | None = TEST_KEY, extra: list[str] | None = None,
                  log: Path | None = None, **settings_kw):
+    """A supervisor for vLLM on the tiny model, built the way `llmodal serve` builds it."""
+    import shlex
+
     from llmodal.config import load_settings
+    from llmodal.serving import prepare
     from llmodal.supervisor import Supervisor
     from llmodal.tiny_model import SERVED_NAME
-    from llmodal.launch import build_launch
 
-    settings = load_settings(None, model=str(model), max_model_len=2048, gpu_memory_utilization=0.2,
-                             **settings_kw)
-    launch = build_launch(settings, served_model_name=SERVED_NAME, api_key=key or "", port=port,
-                          python=sys.executable, extra=extra)
-    return Supervisor(launch, log or Path(os.environ["LLMODAL_CACHE_DIR"]) / "logs" / f"test-{port}.log")
+    settings = load_settings(None, max_model_len=2048, gpu_memory_utilization=0.2, port=port,
+                             extra_args=shlex.join(extra or []), **settings_kw)
+    prep = prepare(settings, gpu=False, tiny_model=str(model), tiny_name=SERVED_NAME, api_key=key or "")
+    return Supervisor(prep.launch, log or Path(os.environ["LLMODAL_CACHE_DIR"]) / "logs" / f"test-{port}.log")
 
 
 @pytest.fixture(scope="session")
@@ -64,10 +70,67 @@ def server(tiny_model):
     from llmodal.client import Endpoint
     from llmodal.tiny_model import SERVED_NAME
 
-    proc = start_server(tiny_model, free_port())
+    proc = start_server(tiny_model, free_port(), key=f"{TEST_KEY},{SECOND_KEY}")
     proc.start()
     try:
         proc.wait_ready(600)
         yield Endpoint(proc.launch.base_url, TEST_KEY, SERVED_NAME)
     finally:
         proc.stop()
+
+
+def supervised_by(pid: int) -> list:
+    """Every live process a supervisor in process ``pid`` started (found by its environment
+    marker, so an orphan that was reparented still counts)."""
+    import psutil
+
+    from llmodal.supervisor import MARKER_ENV
+
+    found = []
+    for p in psutil.process_iter():
+        try:
+            if p.environ().get(MARKER_ENV, "").startswith(f"{pid}:") and p.status() != psutil.STATUS_ZOMBIE:
+                found.append(p)
+        except psutil.Error:
+            pass
+    return found
+
+
+def engine_core(pid: int):
+    """The EngineCore process under the supervisor in process ``pid``."""
+    import psutil
+
+    for p in supervised_by(pid):
+        try:
+            if "EngineCore" in p.name() or any("EngineCore" in a for a in p.cmdline()):
+                return p
+        except psutil.Error:
+            pass
+    raise AssertionError("no EngineCore process found")
+
+
+class LongStream(threading.Thread):
+    """A 1,900-token streamed chat request in the background; ``first_token`` is set once tokens flow.
+    ``end`` is "done" (finish_reason length and [DONE]), "error" or "error:<exception>"."""
+
+    def __init__(self, root, model="llmodal/tiny-llama", key=TEST_KEY):
+        super().__init__()
+        self.root, self.model, self.key = root, model, key
+        self.first_token, self.end = threading.Event(), None
+
+    def run(self):
+        lines = []
+        body = {"model": self.model, "messages": [{"role": "user", "content": "hello"}], "max_tokens": 1900,
+                "stream": True, "ignore_eos": True}
+        try:
+            with httpx.stream("POST", f"{self.root}/v1/chat/completions", timeout=120, json=body,
+                              headers={"Authorization": f"Bearer {self.key}"}) as r:
+                for line in r.iter_lines():
+                    lines.append(line)
+                    if '"content"' in line:
+                        self.first_token.set()
+            text = "\n".join(lines)
+            self.end = "done" if "[DONE]" in text and '"finish_reason":"length"' in text else "error"
+        except httpx.HTTPError as e:
+            self.end = f"error:{type(e).__name__}"
+        self.first_token.set()

@@ -37,8 +37,26 @@ def test_every_route_needs_the_key(server):
             if path not in OPEN:
                 assert with_key != 401, (method, path)
             no_key = c.request(method, url, json={}).status_code
+            # OPTIONS with no key and no Origin is not a preflight: it needs the key too.
+            opt = c.request("OPTIONS", url, headers={"Access-Control-Request-Method": "POST"}).status_code
+            if path not in OPEN and 200 <= opt < 300:
+                leaks.append(("OPTIONS", path, "-", opt))
             print(f"RECORD route | {method} {path} | {no_key} | {with_key}")
     assert not leaks, leaks
+
+
+@pytest.mark.server
+def test_rotation_keys_and_x_api_key_on_the_real_server(server):
+    from conftest import SECOND_KEY
+
+    with httpx.Client(base_url=server.root, timeout=60) as c:
+        for key, want in ((TEST_KEY, 200), (SECOND_KEY, 200), ("removed-key-0000", 401)):
+            assert c.get("/v1/models", headers={"Authorization": f"Bearer {key}"}).status_code == want, key
+        body = {"model": server.model, "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]}
+        assert c.post("/v1/messages", json=body, headers={"x-api-key": SECOND_KEY}).status_code == 200
+        assert c.post("/v1/messages", json=body, headers={"x-api-key": "wrong"}).status_code == 401
+        assert c.post("/v1/messages", json=body).status_code == 401
+        assert c.post("/v1/chat/completions", json=body, headers={"x-api-key": TEST_KEY}).status_code == 401
 
 
 @pytest.mark.server

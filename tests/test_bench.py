@@ -28,7 +28,7 @@ def test_two_levels_give_complete_json_and_a_plot(server, tiny_model, tmp_path):
     assert doc["meta"]["model"] == server.model and doc["meta"]["prompt_lengths"].startswith("tokenizer")
     assert [lv["concurrency"] for lv in doc["levels"]] == [1, 4]
     for lv in doc["levels"]:
-        assert lv["sent"] == 6 and lv["completed"] + lv["failed"] + lv["lost"] == lv["sent"]
+        assert lv["sent"] == 6 and lv["completed"] + lv["failed"] == lv["sent"] and lv["unaccounted"] == 0
         assert lv["completed"] == 6 and lv["output_tokens"] == 6 * 16  # fixed output length held
         assert lv["prompt_tokens"] >= 6 * 64
         for key in ("ttft_ms", "itl_ms", "tpot_ms", "e2el_ms"):
@@ -41,10 +41,83 @@ def test_two_levels_give_complete_json_and_a_plot(server, tiny_model, tmp_path):
 
 
 @pytest.mark.server
-def test_open_loop_rate(server):
+def test_open_loop_rate(server, tmp_path):
+    out = tmp_path / "r.json"
     r = _bench("--base-url", server.base_url, "--api-key", TEST_KEY, "--request-rate", "20", "--num-prompts", "5",
-               "--input-len", "16", "--output-len", "8", "--api", "completions", "--warmup", "0")
+               "--input-len", "16", "--output-len", "8", "--api", "completions", "--warmup", "0", "--out", str(out))
     assert r.returncode == 0 and "20.0 req/s" in r.stdout, r.stdout + r.stderr
+    lv = json.loads(out.read_text())["levels"][0]
+    assert (lv["sent"], lv["completed"], lv["failed"]) == (5, 5, 0) and lv["achieved_rate"] > 0
+
+
+class FakeSSE:
+    """A tiny HTTP server that streams completions fast, or misbehaves on request: 'reset' sends one
+    chunk then resets the connection; 'garbage' answers with a broken status line."""
+
+    def __init__(self, modes):
+        import asyncio
+
+        self.modes, self.asyncio = list(modes), asyncio
+
+    async def handle(self, reader, writer):
+        import socket
+        import struct
+
+        await reader.readuntil(b"\r\n\r\n")
+        mode = self.modes.pop(0) if self.modes else "ok"
+        if mode == "garbage":
+            writer.write(b"NOT-HTTP nonsense\r\n\r\n")
+            await writer.drain()
+            writer.close()
+            return
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n")
+        chunk = json.dumps({"choices": [{"text": "x"}]}).encode()
+        writer.write(b"data: " + chunk + b"\n\n")
+        await writer.drain()
+        if mode == "reset":
+            sock = writer.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            writer.transport.abort()
+            return
+        writer.write(b"data: " + chunk + b"\n\ndata: [DONE]\n\n")
+        await writer.drain()
+        writer.close()
+
+
+def _run_level(modes, n, **level_kw):
+    import asyncio
+
+    from llmodal.bench import Runner
+    from llmodal.client import Endpoint
+
+    async def go():
+        fake = FakeSSE(modes)
+        srv = await asyncio.start_server(fake.handle, "127.0.0.1", 0)
+        port = srv.sockets[0].getsockname()[1]
+        runner = Runner(Endpoint(f"http://127.0.0.1:{port}/v1", "k", "m"), api="completions", output_len=2,
+                        ignore_eos=True, timeout=10)
+        try:
+            res, dur = await runner.level(["p"] * n, on_done=lambda: None, **level_kw)
+        finally:
+            await runner.aclose()
+            srv.close()
+        return res, dur, runner
+
+    return asyncio.run(go())
+
+
+def test_a_reset_mid_stream_is_counted_not_fatal():
+    res, dur, _ = _run_level(["ok", "reset", "garbage", "ok"], 4, concurrency=1, rate=None)
+    s = summarize(res, dur, sent=4, price_per_hour=None)
+    assert (s["sent"], s["completed"], s["failed"], s["unaccounted"]) == (4, 2, 2, 0), s
+    # The reset reads as a body that ends early; the broken status line as an unexpected client error.
+    assert set(s["failures"]) == {"truncated_stream", "error:ClientResponseError"}, s["failures"]
+
+
+def test_open_loop_sends_at_the_asked_rate():
+    res, dur, runner = _run_level([], 200, concurrency=None, rate=100.0)
+    assert len(res) == 200 and all(r.ok for r in res)
+    assert 75 <= runner.achieved_rate() <= 130, runner.achieved_rate()
 
 
 @pytest.mark.server
@@ -68,7 +141,7 @@ def test_summary_counts_every_request():
     ok = RequestResult(ok=True, ttft=0.1, e2e=1.1, output_tokens=11, prompt_tokens=5, itls=[0.1] * 10)
     res = [ok, RequestResult(ok=False, error="http_500"), RequestResult(ok=False, error="timeout")]
     s = summarize(res, 2.0, sent=4, price_per_hour=3.6)
-    assert (s["completed"], s["failed"], s["lost"]) == (1, 2, 1)
+    assert (s["completed"], s["failed"], s["unaccounted"]) == (1, 2, 1)
     assert s["failures"] == {"http_500": 1, "timeout": 1}
     assert s["output_tok_s"] == 5.5 and s["tpot_ms"]["p50"] == pytest.approx(100.0)
     assert s["usd_per_million_output_tokens"] == pytest.approx(3.6 / (5.5 * 3600) * 1e6)

@@ -1,6 +1,7 @@
 """The Modal App, checked offline through the modal SDK's own objects, and its serve body run here."""
 
 import importlib
+import json
 import os
 import socket
 import subprocess
@@ -11,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TEST_KEY, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 modal = pytest.importorskip("modal")
@@ -49,8 +49,10 @@ def test_default_app_is_the_guides(monkeypatch):
     assert "modal.Secret.from_name('vllm-secrets')" in info.secrets
     assert {p: v.name for p, v in info.volumes.items()} == {
         "/root/.cache/huggingface": "llmodal-hf-cache", "/root/.cache/vllm": "llmodal-vllm-cache"}
-    assert m.spec.container_env["VLLM_MODEL"] == "meta-llama/Llama-3.1-70B-Instruct"
-    assert "VLLM_SERVER_API_KEY" not in m.spec.container_env  # from the secret only
+    handed = json.loads(m.spec.container_env["LLMODAL_SETTINGS"])
+    assert handed["model"] == "meta-llama/Llama-3.1-70B-Instruct" and handed["port"] == 8000
+    assert "server_api_key" not in handed  # from the secret only
+    assert m.spec.container_env["VLLM_USE_FLASHINFER_SAMPLER"] == "0"
     dl_info, _, _, _ = sdk_view(m.download)
     assert dl_info.volumes.keys() == info.volumes.keys()
 
@@ -63,21 +65,42 @@ def test_env_overrides_reach_the_app_and_the_container(monkeypatch):
     assert info.gpus == [("H100", 2)] and autoscale.scaledown_window == 300
     assert info.concurrency_info.max_inputs == 16
     env = m.spec.container_env
-    assert env["VLLM_MODEL"] == "Qwen/Qwen2.5-72B-Instruct" and env["VLLM_MAX_MODEL_LEN"] == "16384"
-    assert env["LLMODAL_GPU_COUNT"] == "2" and env["VLLM_HOST"] == "0.0.0.0"
     assert not any("must-not-travel" in v for v in env.values())
-    # The container reads the same settings back.
-    from llmodal.config import load_settings
+    # The container reads the same settings back from the one value, whatever its own env says.
+    from llmodal.config import from_handoff
 
-    monkeypatch.delenv("VLLM_SERVER_API_KEY")
-    for k, v in env.items():
-        monkeypatch.setenv(k, v)
-    s = load_settings(None)
-    assert (s.model, s.gpu, s.gpu_count, s.tp, s.max_model_len) == ("Qwen/Qwen2.5-72B-Instruct", "H100", 2, 2, 16384)
+    monkeypatch.setenv("VLLM_MODEL", "something-else")
+    monkeypatch.setenv("VLLM_SERVER_API_KEY", "from-the-secret-1234")
+    s = from_handoff(env["LLMODAL_SETTINGS"])
+    assert (s.model, s.gpu, s.gpu_count, s.tp, s.max_model_len, s.host) == (
+        "Qwen/Qwen2.5-72B-Instruct", "H100", 2, 2, 16384, "0.0.0.0")
+    assert s.api_key() == "from-the-secret-1234"
+
+
+def test_every_setting_travels_including_the_deployers_choices(monkeypatch):
+    m = load_app(monkeypatch, LLMODAL_FORCE="true", LLMODAL_PUBLIC="true", LLMODAL_MAX_BODY_BYTES="4096",
+                 LLMODAL_METRICS_PUBLIC="true")
+    from llmodal.config import Settings, from_handoff
+
+    handed = json.loads(m.spec.container_env["LLMODAL_SETTINGS"])
+    assert set(handed) == set(Settings.model_fields) - {"server_api_key"}
+    s = from_handoff(m.spec.container_env["LLMODAL_SETTINGS"])
+    assert (s.force, s.public, s.max_body_bytes, s.metrics_public) == (True, True, 4096, True)
+
+
+@pytest.mark.parametrize("text,needle", [
+    ('{"max_model_len": 3}', "VLLM_MAX_MODEL_LEN"), ("[1]", "JSON object"), ("{nope", "JSON object"),
+    ('{"flux_capacitor": 1}', "unknown fields")])
+def test_a_bad_handoff_fails_with_the_fields_message(text, needle):
+    from llmodal._exceptions import ConfigError
+    from llmodal.config import from_handoff
+
+    with pytest.raises(ConfigError, match=needle):
+        from_handoff(text)
 
 
 def test_image_requirements_resolve_for_the_image_platform(tmp_path):
-    from llmodal.modal_app import IMAGE_REQUIREMENTS, PYTHON_VERSION
+    from llmodal.modal_spec import IMAGE_REQUIREMENTS, PYTHON_VERSION
 
     platforms = [f"--platform=manylinux_2_{n}_x86_64" for n in range(5, 37)]  # bookworm: glibc 2.36
     r = subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet",
@@ -91,31 +114,6 @@ def test_image_requirements_resolve_for_the_image_platform(tmp_path):
     installs = {i["metadata"]["name"].lower(): i["metadata"]["version"]
                 for i in json.loads((tmp_path / "r.json").read_text())["install"]}
     assert installs["vllm"] == "0.32.0" and "torch" in installs
-
-
-@pytest.mark.server
-def test_serve_body_runs_here_and_passes_smoke(tiny_model, monkeypatch):
-    from llmodal.client import Endpoint
-    from llmodal.modal_runtime import start_server
-    from llmodal.server import healthy
-    from llmodal.smoke import run_smoke
-
-    port = free_port()
-    for k, v in dict(VLLM_MODEL=str(tiny_model), VLLM_MAX_MODEL_LEN="2048", VLLM_GPU_MEMORY_UTILIZATION="0.2",
-                     VLLM_HOST="127.0.0.1", VLLM_PORT=str(port), VLLM_SERVER_API_KEY=TEST_KEY,
-                     HF_HOME=str(tiny_model.parent / "hf-home")).items():
-        monkeypatch.setenv(k, v)
-    proc = start_server(exit_on_death=False)
-    try:
-        deadline = time.monotonic() + 600
-        while not healthy(f"http://127.0.0.1:{port}") and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(1)
-        assert proc.poll() is None, "vLLM exited during startup"
-        checks = run_smoke(Endpoint(f"http://127.0.0.1:{port}/v1", TEST_KEY, str(tiny_model)), max_tokens=32)
-        assert all(c.ok for c in checks), [(c.name, c.detail) for c in checks if not c.ok]
-    finally:
-        proc.terminate()
-        proc.wait(60)
 
 
 class Listener:

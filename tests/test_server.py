@@ -44,7 +44,7 @@ def _smoke(*args, env_extra=None):
 def test_smoke_passes_against_the_server(server):
     r = _smoke("--base-url", server.base_url, "--api-key", TEST_KEY)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "5/5 checks passed" in r.stdout
+    assert "7/7 checks passed" in r.stdout
 
 
 def test_smoke_reads_the_client_env(server, tmp_path):
@@ -65,7 +65,7 @@ def test_smoke_fails_with_wrong_key(server):
 
 def test_smoke_fails_against_a_dead_port():
     r = _smoke("--base-url", f"http://127.0.0.1:{free_port()}/v1", "--api-key", "k")
-    assert r.returncode != 0 and "0/5 checks passed" in r.stdout
+    assert r.returncode != 0 and "0/7 checks passed" in r.stdout
 
 
 def test_serve_bad_model_path_exits_with_the_cause(tmp_path):

@@ -122,6 +122,7 @@ class Runner:
         last = None
         res = RequestResult(ok=False)
         chunks = 0
+        done = False
         try:
             async with self._http().post(self.ep.base_url + path, json=self.body(prompt)) as r:
                 if r.status != 200:
@@ -134,6 +135,7 @@ class Runner:
                         continue
                     data = line[5:].strip()
                     if data == b"[DONE]":
+                        done = True
                         break
                     ev = json.loads(data)
                     if ev.get("usage"):
@@ -161,6 +163,9 @@ class Runner:
             res.error = "bad_stream"
             return res
         res.e2e = time.perf_counter() - t0
+        if not done:  # the body ended without [DONE]: the connection closed mid-stream
+            res.error = "truncated_stream"
+            return res
         res.output_tokens = res.output_tokens or chunks
         res.ok = res.output_tokens > 0
         if not res.ok:
@@ -179,12 +184,15 @@ class Runner:
                     on_done: Callable[[], None], seed: int = 0) -> tuple[list[RequestResult], float]:
         results: list[RequestResult] = []
         t0 = time.perf_counter()
+        self.arrivals: list[float] = []
         if rate:  # open loop: Poisson arrivals, no cap on concurrency
             rng = random.Random(seed)
             tasks = []
-            for p in prompts:
+            for i, p in enumerate(prompts):
+                self.arrivals.append(time.perf_counter())
                 tasks.append(asyncio.create_task(self._track(p, results, on_done)))
-                await asyncio.sleep(rng.expovariate(rate))
+                if i + 1 < len(prompts):
+                    await asyncio.sleep(rng.expovariate(rate))
             await asyncio.gather(*tasks)
         else:
             sem = asyncio.Semaphore(concurrency or 1)
@@ -205,6 +213,11 @@ class Runner:
             res = RequestResult(ok=False, error=f"error:{type(e).__name__}")
         results.append(res)
         on_done()
+
+    def achieved_rate(self) -> float | None:
+        """Arrivals per second actually sent in the last open-loop level."""
+        a = getattr(self, "arrivals", [])
+        return (len(a) - 1) / (a[-1] - a[0]) if len(a) > 1 and a[-1] > a[0] else None
 
     async def aclose(self) -> None:
         if self._session is not None:

@@ -71,7 +71,8 @@ async def _run_levels(ep: Endpoint, cfg: BenchConfig, prompts: B.Prompts, consol
                 res, dur = await runner.level(prompts.texts[cfg.warmup:cfg.warmup + n], concurrency=conc, rate=rate,
                                               on_done=lambda: (prog.advance(task), prog.refresh()))
                 row = B.summarize(res, dur, n, cfg.price_per_hour)
-                row.update(label=label, concurrency=conc, request_rate=rate)
+                row.update(label=label, concurrency=conc, request_rate=rate,
+                           achieved_rate=runner.achieved_rate() if rate else None)
                 rows.append(row)
     finally:
         await runner.aclose()

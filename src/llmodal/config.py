@@ -50,6 +50,8 @@ class Settings(BaseSettings):
     tool_call_parser: str = _f("auto", "VLLM_TOOL_CALL_PARSER",
                                "auto (the model family's parser), none, or a parser name vLLM offers")
     reasoning_parser: str = _f("none", "VLLM_REASONING_PARSER", "none or a reasoning parser name vLLM offers")
+    compact_json: bool = _f(True, "LLMODAL_COMPACT_JSON",
+                            "true or false: constrained JSON (tools, response_format) has no free whitespace")
     stream_usage: bool = _f(True, "LLMODAL_STREAM_USAGE", "true or false: every stream ends with token usage")
     extra_args: str = _f("", "VLLM_EXTRA_ARGS", "extra vLLM flags, shell-quoted, none that llmodal sets itself")
     host: str = _f(C.DEFAULT_HOST, "VLLM_HOST", "an address to bind, e.g. 127.0.0.1 or 0.0.0.0")

@@ -73,6 +73,10 @@ FLAGS: tuple[Flag, ...] = (
     Flag("--enable-auto-tool-choice", "VLLM_TOOL_CALL_PARSER", lambda i: bool(i.tool_call_parser), switch=True),
     Flag("--tool-call-parser", "VLLM_TOOL_CALL_PARSER", lambda i: i.tool_call_parser),
     Flag("--reasoning-parser", "VLLM_REASONING_PARSER", lambda i: i.reasoning_parser),
+    # Constrained JSON (tool arguments, response_format) without free whitespace: a weak or random
+    # model otherwise pads with newlines until max_tokens and returns truncated, unparsable JSON.
+    Flag("--structured-outputs-config", "LLMODAL_COMPACT_JSON",
+         lambda i: '{"disable_any_whitespace": true}' if i.settings.compact_json else None),
     Flag("--enable-force-include-usage", "LLMODAL_STREAM_USAGE", _s("stream_usage"), switch=True),
     Flag("--enable-sleep-mode", "LLMODAL_FAST_BOOT", lambda i: i.sleep_mode, switch=True),
     Flag("--host", "VLLM_HOST", lambda i: i.host),

@@ -45,10 +45,10 @@ def prepare_local(settings: Settings, *, model_given: bool, gpu: bool, console: 
         key, key_is_new = ("<generated on first serve>", False) if dry_run else local_api_key()
     tiny = tiny_name = None
     if not gpu and not _model_configured(settings, model_given, env_file):
-        from .tiny_model import SERVED_NAME, TinyShape, default_dir, ensure_tiny_model
+        from .tiny_model import SERVED_NAME, TinyShape, ensure_tiny_model, model_dir
 
         if dry_run:
-            path = default_dir() / f"tiny-llama-{TinyShape().slug}"
+            path = model_dir()
         else:
             with console.status("generating the embedded tiny model (first use only)…"):
                 path = ensure_tiny_model()

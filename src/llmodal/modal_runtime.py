@@ -120,8 +120,14 @@ def start_server(settings: Settings | None = None, *, exit_on_death: bool = True
     return sup
 
 
+_stopping = threading.Event()  # a signal is draining: vLLM's exit is expected, not a death
+
+
 def _drain_on_signals(sup: Supervisor, drain_s: int) -> None:
     def handler(signum, _frame):
+        if _stopping.is_set():
+            return
+        _stopping.set()
         say(f"signal {signal.Signals(signum).name}: draining in-flight requests (up to {drain_s} s)")
         code = sup.stop(grace=drain_s + 3)
         os._exit(0 if code in (0, -signal.SIGTERM, None) else 1)
@@ -132,6 +138,8 @@ def _drain_on_signals(sup: Supervisor, drain_s: int) -> None:
 
 def _watch(sup: Supervisor, exit_on_death: bool) -> None:
     code = sup.wait_exit()
+    if _stopping.is_set():
+        return
     say(f"vLLM exited with code {code}: {sup.diagnosis()}")
     if exit_on_death:
         os._exit(0 if code == 0 else 1)

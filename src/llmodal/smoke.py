@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 import httpx
 
@@ -54,6 +55,28 @@ def run_smoke(ep: Endpoint, *, max_tokens: int = C.GUIDE_MAX_TOKENS, timeout: fl
                 text += ev.choices[0].delta.content
         return chunks > 1 and bool(text), f"{chunks} content chunks"
 
+    def named_tool():
+        # Constrained by vLLM to the schema: holds for any model served with a tool-call parser.
+        tool = {"type": "function", "function": {"name": "get_weather", "parameters": {
+            "type": "object", "properties": {"city": {"type": "string", "enum": ["Paris", "Tokyo"]}},
+            "required": ["city"], "additionalProperties": False}}}
+        r = oa.chat.completions.create(model=model, messages=[{"role": "user", "content": "Weather in Paris?"}],
+                                       tools=[tool], tool_choice={"type": "function", "function": {"name": "get_weather"}},
+                                       max_tokens=64, temperature=0)
+        calls = r.choices[0].message.tool_calls or []
+        args = json.loads(calls[0].function.arguments) if calls else {}
+        ok = bool(calls) and calls[0].function.name == "get_weather" and args.get("city") in ("Paris", "Tokyo")
+        return ok, f"get_weather({calls[0].function.arguments})" if calls else "no tool call"
+
+    def json_schema():
+        schema = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"],
+                  "additionalProperties": False}
+        r = oa.chat.completions.create(model=model, messages=[{"role": "user", "content": "Answer in JSON."}],
+                                       max_tokens=32, temperature=0, response_format={
+                                           "type": "json_schema", "json_schema": {"name": "s", "schema": schema}})
+        data = json.loads(r.choices[0].message.content or "null")
+        return isinstance(data, dict) and isinstance(data.get("ok"), bool), (r.choices[0].message.content or "")[:60]
+
     def status_without(headers: dict[str, str]):
         r = httpx.get(f"{ep.base_url}/models", headers=headers, timeout=30)
         return r.status_code == 401, f"HTTP {r.status_code} (want 401)"
@@ -61,6 +84,8 @@ def run_smoke(ep: Endpoint, *, max_tokens: int = C.GUIDE_MAX_TOKENS, timeout: fl
     checks.append(_timed("GET /v1/models lists the model", models))
     checks.append(_timed("chat completion (guide's request)", chat))
     checks.append(_timed("streamed chat completion", stream))
+    checks.append(_timed("named tool call is schema-valid", named_tool))
+    checks.append(_timed("response_format json_schema", json_schema))
     checks.append(_timed("no key → 401", lambda: status_without({})))
     checks.append(_timed("wrong key → 401",
                          lambda: status_without({"Authorization": "Bearer wrong-" + str(time.time_ns())})))

@@ -17,13 +17,32 @@ from pathlib import Path
 
 from platformdirs import user_cache_dir
 
+# Llama 3.1's specials, <|python_tag|> included: vLLM's llama3_json tool parser requires it.
 SPECIAL_TOKENS = ["<|begin_of_text|>", "<|end_of_text|>", "<|eot_id|>", "<|start_header_id|>",
-                  "<|end_header_id|>"]
+                  "<|end_header_id|>", "<|python_tag|>", "<|eom_id|>"]
+# Llama 3.1's own layout, tools included: tool definitions go in an ipython system turn, the
+# assistant calls a tool as {"name": ..., "parameters": ...} (what vLLM's llama3_json parser reads),
+# results come back in ipython turns. Bump TEMPLATE_VERSION when it changes: cached models are
+# keyed by it.
 CHAT_TEMPLATE = (
-    "{{ bos_token }}{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>\n\n"
-    "{{ m['content'] }}<|eot_id|>{% endfor %}{% if add_generation_prompt %}"
-    "<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}"
+    "{{ bos_token }}"
+    "{%- if tools %}<|start_header_id|>system<|end_header_id|>\n\nEnvironment: ipython\n"
+    "You can call these functions. To call one, answer with JSON "
+    "{\"name\": function name, \"parameters\": an object of its arguments}.\n"
+    "{% for t in tools %}{{ t | tojson }}\n{% endfor %}<|eot_id|>{% endif %}"
+    "{%- for m in messages %}"
+    "{%- if m['role'] == 'assistant' and m.get('tool_calls') %}<|start_header_id|>assistant<|end_header_id|>\n\n"
+    "{% for tc in m['tool_calls'] %}{\"name\": \"{{ tc['function']['name'] }}\", \"parameters\": "
+    "{{ tc['function']['arguments'] if tc['function']['arguments'] is string "
+    "else tc['function']['arguments'] | tojson }}}{% endfor %}<|eot_id|>"
+    "{%- elif m['role'] in ('tool', 'ipython') %}<|start_header_id|>ipython<|end_header_id|>\n\n"
+    "{{ m['content'] if m['content'] is string else m['content'] | tojson }}<|eot_id|>"
+    "{%- else %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>\n\n"
+    "{{ m['content'] if m['content'] is string else m['content'] | map(attribute='text') | join('') }}<|eot_id|>"
+    "{%- endif %}{%- endfor %}"
+    "{%- if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}"
 )
+TEMPLATE_VERSION = 2
 SERVED_NAME = "llmodal/tiny-llama"
 _CORPUS = (
     "llmodal serves your own open model behind a private OpenAI-compatible endpoint. "
@@ -48,6 +67,10 @@ class TinyShape:
     @property
     def slug(self) -> str:
         return f"l{self.layers}-h{self.hidden}-a{self.heads}-kv{self.kv_heads}-d{self.head_dim}-v{self.vocab}"
+
+
+def model_dir(shape: TinyShape = TinyShape(), root: Path | None = None) -> Path:
+    return (root or default_dir()) / f"tiny-llama-{shape.slug}-t{TEMPLATE_VERSION}"
 
 
 def default_dir() -> Path:
@@ -113,7 +136,7 @@ def write_model(out: Path, shape: TinyShape = TinyShape(), seed: int = 0) -> Pat
 
 def ensure_tiny_model(shape: TinyShape = TinyShape(), root: Path | None = None) -> Path:
     """The cached tiny model's directory, generating it on first use."""
-    out = (root or default_dir()) / f"tiny-llama-{shape.slug}"
+    out = model_dir(shape, root)
     if (out / "config.json").is_file() and (out / "model.safetensors").is_file():
         return out
     return write_model(out, shape)
