@@ -167,11 +167,82 @@ def test_deploy_refuses_before_sending_anything(tmp_path, extra, needle):
     assert listener.connections == 0
 
 
-def test_deploy_with_preflight_passing_runs_modal_deploy(tmp_path):
+
+
+# --- the real `modal deploy` against a fake control plane (tests/fake_modal.py) ---
+
+def _deploy_via_fake(tmp_path, argv, **env_extra):
+    from fake_modal import FakeModalServer
+
+    srv = FakeModalServer()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VLLM_", "MODAL_", "LLMODAL_S"))}
+    env.update(HOME=str(tmp_path), MODAL_SERVER_URL=srv.url, **TOKEN, **env_extra)
+    r = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+    return r, srv.servicer.calls
+
+
+def _sent_functions(calls):
+    out = {}
+    for c in calls["FunctionCreate"]:
+        out[c.function.function_name] = c.function
+    return out
+
+
+def test_modal_deploy_sends_the_guides_app(tmp_path):
+    r, calls = _deploy_via_fake(tmp_path, [sys.executable, "-m", "modal", "deploy", "modal_vllm.py"], **KEY)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "https://acme--vllm-llama70b-serve-vllm.modal.run" in r.stdout
+    assert [c.description for c in calls["AppCreate"]] == ["vllm-llama70b"]
+    fns = _sent_functions(calls)
+    serve = fns["serve_vllm"]
+    assert serve.resources.gpu_config.gpu_type == "A100-80GB" and serve.resources.gpu_config.count == 1
+    assert serve.timeout_secs == 86400 and serve.autoscaler_settings.scaledown_window == 900
+    assert (serve.autoscaler_settings.min_containers, serve.autoscaler_settings.max_containers) == (0, 1)
+    assert serve.webhook_config.web_server_port == 8000 and serve.webhook_config.web_server_startup_timeout == 1200
+    assert serve.max_concurrent_inputs == 64
+    secrets = {c.deployment_name: c for c in calls["SecretGetOrCreate"]}
+    assert "vllm-secrets" in secrets and not secrets["vllm-secrets"].env_dict  # by name only
+    vols = {c.deployment_name for c in calls["VolumeGetOrCreate"]}
+    assert vols == {"llmodal-hf-cache", "llmodal-vllm-cache"}
+    assert sorted(v.mount_path for v in serve.volume_mounts) == ["/root/.cache/huggingface", "/root/.cache/vllm"]
+    pip = " ".join(cmd for c in calls["ImageGetOrCreate"] for cmd in c.image.dockerfile_commands)
+    assert "vllm==0.32.0" in pip and "python:3.12" in pip
+    uploaded = {f.filename for c in calls["MountGetOrCreate"] for f in c.files}
+    assert any(f.endswith("llmodal/serving.py") for f in uploaded), sorted(uploaded)[:5]
+    envs = [dict(c.env_dict) for c in calls["SecretGetOrCreate"] if "LLMODAL_SETTINGS" in c.env_dict]
+    assert envs and json.loads(envs[0]["LLMODAL_SETTINGS"])["model"] == "meta-llama/Llama-3.1-70B-Instruct"
+    everything = r.stdout + r.stderr + "".join(str(c) for v in calls.values() for c in v)
+    assert KEY["VLLM_SERVER_API_KEY"] not in everything  # the key was never sent, only the secret's name
+
+
+def test_llmodal_deploy_prints_the_url_and_client_env(tmp_path):
+    r, calls = _deploy_via_fake(tmp_path, [sys.executable, "-m", "llmodal.cli", "deploy", "--env-file", ""], **KEY)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "VLLM_BASE_URL=https://acme--vllm-llama70b-serve-vllm.modal.run/v1" in r.stdout
+    assert "VLLM_MODEL=meta-llama/Llama-3.1-70B-Instruct" in r.stdout and "0123456789" not in r.stdout
+
+
+def test_deploy_force_and_env_file_travel(tmp_path):
+    envf = tmp_path / "deploy.env"
+    envf.write_text("VLLM_QUANTIZATION=none\nVLLM_MAX_MODEL_LEN=4096\n")
+    r, calls = _deploy_via_fake(tmp_path, [sys.executable, "-m", "llmodal.cli", "deploy", "--env-file", str(envf),
+                                           "--force"], **KEY)
+    assert r.returncode == 0, r.stdout + r.stderr
+    handed = [json.loads(c.env_dict["LLMODAL_SETTINGS"]) for c in calls["SecretGetOrCreate"]
+              if "LLMODAL_SETTINGS" in c.env_dict][0]
+    assert (handed["quantization"], handed["max_model_len"], handed["force"]) == ("none", 4096, True)
+
+
+def test_deploy_dry_run_json_sends_nothing(tmp_path):
     listener = Listener()
-    r = _deploy(tmp_path, listener, {**TOKEN, **KEY})
-    time.sleep(0.3)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VLLM_", "MODAL_"))}
+    env.update(HOME=str(tmp_path), MODAL_SERVER_URL=listener.url, **KEY)
+    r = subprocess.run([sys.executable, "-m", "llmodal.cli", "deploy", "--env-file", "", "--dry-run", "--json"],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     listener.stop = True
-    assert "plan: hugging-quants/Meta-Llama-3.1-70B-Instruct-AWQ-INT4" in r.stdout
-    assert listener.connections > 0  # the real `modal deploy modal_vllm.py` reached for Modal's API
-    assert r.returncode != 0 and "server-key-0123456789" not in r.stdout + r.stderr
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["app"] == "vllm-llama70b" and doc["url"] == "https://WORKSPACE--vllm-llama70b-serve-vllm.modal.run/v1"
+    assert doc["secrets"] == ["vllm-secrets"] and doc["timeout"] == 86400 and doc["gpu"] == "A100-80GB"
+    assert "--kv-cache-memory-bytes" in doc["command"] and "--tool-call-parser llama3_json" in doc["command"]
+    assert "0123456789" not in r.stdout and listener.connections == 0

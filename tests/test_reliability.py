@@ -30,6 +30,8 @@ def bad_inputs(model):
         ("prompt longer than max_model_len", "/v1/chat/completions",
          dict(json=chat(model, "word " * 5000), headers=AUTH), 400),
         ("max_tokens past the context", "/v1/chat/completions", dict(json=chat(model, max_tokens=10**6), headers=AUTH), 400),
+        ("n = 1000 (above LLMODAL_MAX_N, 8 here)", "/v1/chat/completions",
+         dict(json=chat(model, n=1000), headers=AUTH), 400),
         ("negative temperature", "/v1/chat/completions", dict(json=chat(model, temperature=-1), headers=AUTH), 400),
         ("unknown model", "/v1/chat/completions", dict(json=chat("no-such-model"), headers=AUTH), 404),
         ("oversized body (17 MiB)", "/v1/chat/completions",
@@ -49,6 +51,8 @@ def test_bad_input_table(server):
             msg = r.json()["error"]["message"] if r.headers.get("content-type", "").startswith("application/json") \
                 else r.text
             assert len(msg) > 10, (name, msg)
+            if name.startswith("n = 1000"):
+                assert "VLLM_MAX_N_SEQUENCES" in msg or "8" in msg, msg
             assert c.get("/health").status_code == 200, f"server unhealthy after {name}"
             print(f"RECORD bad-input | {name} | {r.status_code} | {msg[:90]} | 200")
 

@@ -49,6 +49,9 @@ class Settings(BaseSettings):
                                           "one Bearer key, or several separated by commas (rotation)")
     tool_call_parser: str = _f("auto", "VLLM_TOOL_CALL_PARSER",
                                "auto (the model family's parser), none, or a parser name vLLM offers")
+    tool_strict_level: str = _f("parameter", "VLLM_TOOL_STRICT_LEVEL",
+                                "one of auto, function, parameter (how strictly vLLM constrains tool calls)",
+                                pattern=r"^(auto|function|parameter)$")
     reasoning_parser: str = _f("none", "VLLM_REASONING_PARSER", "none or a reasoning parser name vLLM offers")
     compact_json: bool = _f(True, "LLMODAL_COMPACT_JSON",
                             "true or false: constrained JSON (tools, response_format) has no free whitespace")
@@ -62,6 +65,10 @@ class Settings(BaseSettings):
     metrics_public: bool = _f(False, "LLMODAL_METRICS_PUBLIC", "true or false: serve /metrics without a key")
     max_body_bytes: int = _f(C.MAX_BODY_BYTES, "LLMODAL_MAX_BODY_BYTES", "bytes from 1024 to 1073741824",
                              ge=1024, le=1 << 30)
+    max_n: int | None = _f(None, "LLMODAL_MAX_N",
+                           "an integer from 1 to 256: most sequences (n) one request may ask for "
+                           "(default: half the full-length sequences the plan's KV cache holds, at least 1; 8 on the CPU)",
+                           ge=1, le=256)
     force: bool = _f(False, "LLMODAL_FORCE", "true or false: start even if the plan does not fit")
     public: bool = _f(False, "LLMODAL_PUBLIC", "true or false: a deployment may run without a server key")
 

@@ -33,6 +33,7 @@ class Inputs:
     tensor_parallel_size: int = 1
     max_num_seqs: int | None = None
     max_num_batched_tokens: int | None = None
+    max_n: int | None = None
     kv_cache_dtype: str | None = None
     dtype: str | None = None
     tool_call_parser: str | None = None
@@ -49,7 +50,8 @@ class Flag:
     owner: str  # the env variable of the setting that decides it, PLANNER or LLMODAL
     value: Callable[[Inputs], Any]  # None or False: the flag is left out
     switch: bool = False  # rendered as the bare flag when the value is true
-    env: str | None = None  # a secret: travels in the child's environment under this name, never argv
+    env: str | None = None  # travels in the child's environment under this name instead of argv
+    secret: bool = False  # masked wherever it is shown
     aliases: tuple[str, ...] = ()  # vLLM's short spellings of the same flag
 
 
@@ -72,11 +74,17 @@ FLAGS: tuple[Flag, ...] = (
     Flag("--max-num-batched-tokens", PLANNER, lambda i: i.max_num_batched_tokens),
     Flag("--enable-auto-tool-choice", "VLLM_TOOL_CALL_PARSER", lambda i: bool(i.tool_call_parser), switch=True),
     Flag("--tool-call-parser", "VLLM_TOOL_CALL_PARSER", lambda i: i.tool_call_parser),
+    # parameter: a forced call's arguments always match the tool's schema, `strict: true` or not
+    # (vLLM's default, auto, pins them only for tools marked strict).
+    Flag("--tool-strict-level", "VLLM_TOOL_STRICT_LEVEL",
+         lambda i: i.settings.tool_strict_level if i.tool_call_parser else None),
     Flag("--reasoning-parser", "VLLM_REASONING_PARSER", lambda i: i.reasoning_parser),
     # Constrained JSON (tool arguments, response_format) without free whitespace: a weak or random
     # model otherwise pads with newlines until max_tokens and returns truncated, unparsable JSON.
+    # vLLM allows that switch only with a named backend; xgrammar is what "auto" picks for tool calls
+    # (llguidance refuses tool_choice=required: "Invalid grammar specification: triggers").
     Flag("--structured-outputs-config", "LLMODAL_COMPACT_JSON",
-         lambda i: '{"disable_any_whitespace": true}' if i.settings.compact_json else None),
+         lambda i: '{"backend": "xgrammar", "disable_any_whitespace": true}' if i.settings.compact_json else None),
     Flag("--enable-force-include-usage", "LLMODAL_STREAM_USAGE", _s("stream_usage"), switch=True),
     Flag("--enable-sleep-mode", "LLMODAL_FAST_BOOT", lambda i: i.sleep_mode, switch=True),
     Flag("--host", "VLLM_HOST", lambda i: i.host),
@@ -85,7 +93,10 @@ FLAGS: tuple[Flag, ...] = (
     Flag("--shutdown-timeout", "LLMODAL_DRAIN_TIMEOUT", _s("drain_timeout_s")),
     # vLLM's own --api-key takes one key from its environment and guards /v1 only; the middleware
     # guards every route and accepts each of several keys (rotation), so the keys go to it alone.
-    Flag("--api-key", "VLLM_SERVER_API_KEY", lambda i: ",".join(i.settings.api_keys()), env="LLMODAL_API_KEYS"),
+    Flag("--api-key", "VLLM_SERVER_API_KEY", lambda i: ",".join(i.settings.api_keys()), env="LLMODAL_API_KEYS",
+         secret=True),
+    # vLLM takes n up to 16,384 per request: one request could claim the whole KV cache.
+    Flag("", "LLMODAL_MAX_N", lambda i: i.max_n, env="VLLM_MAX_N_SEQUENCES"),
 )
 
 # Flags llmodal never sets but may not be set behind its back: a YAML file of flags (could set any
@@ -103,14 +114,14 @@ def _norm(flag: str) -> str:
 
 def reserved() -> dict[str, str]:
     """Every flag llmodal sets itself, in every spelling vLLM accepts → the setting that owns it."""
-    out = {f.flag: f.owner for f in FLAGS}
+    out = {f.flag: f.owner for f in FLAGS if f.flag}
     out.update({a: f.owner for f in FLAGS for a in f.aliases})
     out.update(_ALSO_RESERVED)
     return out
 
 
 def secret_env_names() -> set[str]:
-    return {f.env for f in FLAGS if f.env}
+    return {f.env for f in FLAGS if f.env and f.secret}
 
 
 def check_extra_args(text: str) -> list[str]:

@@ -18,6 +18,7 @@ from . import flags
 from .config import Settings
 
 AUTH_MIDDLEWARE = "llmodal.auth.BearerAuthMiddleware"
+CPU_MAX_N = 8  # n cap where no plan sizes it
 # The client's names: a .env written for a client must not configure the server it starts.
 _CLIENT_ENV = ("VLLM_BASE_URL", "VLLM_API_KEY")
 
@@ -69,6 +70,7 @@ def build_launch(
     tool_call_parser: str | None = None,
     reasoning_parser: str | None = None,
     sleep_mode: bool = False,
+    max_n: int | None = None,
     api_key: str | None = None,
     host: str | None = None,
     port: int | None = None,
@@ -90,6 +92,7 @@ def build_launch(
         served_model_name=served_model_name or settings.model, quantization=quantization, revision=rev,
         kv_cache_bytes=kv_cache_bytes, tensor_parallel_size=settings.tp,
         tool_call_parser=tool_call_parser, reasoning_parser=reasoning_parser, sleep_mode=sleep_mode,
+        max_n=settings.max_n or max_n or CPU_MAX_N,
         host=host or settings.host, port=port or settings.port, middleware=AUTH_MIDDLEWARE,
     )
     args, env = flags.render(inputs)

@@ -62,7 +62,7 @@ def run_smoke(ep: Endpoint, *, max_tokens: int = C.GUIDE_MAX_TOKENS, timeout: fl
             "required": ["city"], "additionalProperties": False}}}
         r = oa.chat.completions.create(model=model, messages=[{"role": "user", "content": "Weather in Paris?"}],
                                        tools=[tool], tool_choice={"type": "function", "function": {"name": "get_weather"}},
-                                       max_tokens=64, temperature=0)
+                                       max_tokens=200, temperature=1.0, seed=7)
         calls = r.choices[0].message.tool_calls or []
         args = json.loads(calls[0].function.arguments) if calls else {}
         ok = bool(calls) and calls[0].function.name == "get_weather" and args.get("city") in ("Paris", "Tokyo")

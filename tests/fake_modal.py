@@ -1,0 +1,164 @@
+"""A fake Modal control plane: just enough of Modal's gRPC API for the real `modal deploy`.
+
+Built on the SDK's own test helper (``modal._utils.grpc_testing.patch_mock_servicer``): every
+method we do not implement answers UNIMPLEMENTED, so a new call the SDK starts making shows up
+as a clear failure. Every request is recorded (``calls``) so tests assert on what was *sent*.
+It answers with plausible ids and the web URL Modal would give, so `llmodal deploy` prints the
+URL and the client `.env` lines as it would for real.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from collections import defaultdict
+
+from google.protobuf.empty_pb2 import Empty
+from grpclib.server import Server
+from modal._utils.grpc_testing import patch_mock_servicer
+from modal_proto import api_grpc, api_pb2
+
+WORKSPACE = "acme"
+
+
+@patch_mock_servicer
+class FakeModal(api_grpc.ModalClientBase):
+    def __init__(self) -> None:
+        self.calls: dict[str, list] = defaultdict(list)
+        self.app_name = ""
+        self._n = 0
+
+    def _id(self, prefix: str) -> str:
+        self._n += 1
+        return f"{prefix}-{self._n:06d}"
+
+    async def _rec(self, stream, name):
+        req = await stream.recv_message()
+        self.calls[name].append(req)
+        return req
+
+    async def ClientHello(self, stream):
+        await self._rec(stream, "ClientHello")
+        await stream.send_message(api_pb2.ClientHelloResponse())
+
+    async def AppGetByDeploymentName(self, stream):
+        await self._rec(stream, "AppGetByDeploymentName")
+        await stream.send_message(api_pb2.AppGetByDeploymentNameResponse())  # not deployed yet
+
+    async def AppCreate(self, stream):
+        req = await self._rec(stream, "AppCreate")
+        self.app_name = req.description
+        await stream.send_message(api_pb2.AppCreateResponse(app_id=self._id("ap"),
+                                                            app_page_url=f"https://modal.com/apps/{WORKSPACE}"))
+
+    async def EnvironmentGetOrCreate(self, stream):
+        await self._rec(stream, "EnvironmentGetOrCreate")
+        await stream.send_message(api_pb2.EnvironmentGetOrCreateResponse(
+            environment_id=self._id("en"), metadata=api_pb2.EnvironmentMetadata(
+                name="main", settings=api_pb2.EnvironmentSettings(image_builder_version="2025.06",
+                                                                  webhook_suffix="modal.run"))))
+
+    async def AppGetOrCreate(self, stream):
+        req = await self._rec(stream, "AppGetOrCreate")
+        self.app_name = req.app_name
+        await stream.send_message(api_pb2.AppGetOrCreateResponse(app_id=self._id("ap")))
+
+    async def AppGetLayout(self, stream):
+        await self._rec(stream, "AppGetLayout")
+        await stream.send_message(api_pb2.AppGetLayoutResponse())
+
+    async def AppHeartbeat(self, stream):
+        await self._rec(stream, "AppHeartbeat")
+        await stream.send_message(Empty())
+
+    async def AppPublish(self, stream):
+        await self._rec(stream, "AppPublish")
+        await stream.send_message(api_pb2.AppPublishResponse(
+            url=f"https://modal.com/apps/{WORKSPACE}/main/deployed/{self.app_name}"))
+
+    async def SecretGetOrCreate(self, stream):
+        await self._rec(stream, "SecretGetOrCreate")
+        await stream.send_message(api_pb2.SecretGetOrCreateResponse(secret_id=self._id("st")))
+
+    async def VolumeGetOrCreate(self, stream):
+        await self._rec(stream, "VolumeGetOrCreate")
+        await stream.send_message(api_pb2.VolumeGetOrCreateResponse(volume_id=self._id("vo"),
+                                                                    version=api_pb2.VOLUME_FS_VERSION_V2))
+
+    async def ImageGetOrCreate(self, stream):
+        await self._rec(stream, "ImageGetOrCreate")
+        await stream.send_message(api_pb2.ImageGetOrCreateResponse(
+            image_id=self._id("im"), result=api_pb2.GenericResult(status=api_pb2.GenericResult.GENERIC_STATUS_SUCCESS)))
+
+    async def MountGetOrCreate(self, stream):
+        await self._rec(stream, "MountGetOrCreate")
+        await stream.send_message(api_pb2.MountGetOrCreateResponse(mount_id=self._id("mo"),
+                                                                   handle_metadata=api_pb2.MountHandleMetadata()))
+
+    async def MountBatchedCheckExistence(self, stream):
+        req = await self._rec(stream, "MountBatchedCheckExistence")
+        self.uploaded_hashes = getattr(self, "uploaded_hashes", set())
+        await stream.send_message(api_pb2.MountBatchedCheckExistenceResponse(
+            missing_sha256_hex_hashes=[h for h in req.sha256_hex_hashes]))
+
+    async def MountPutFile(self, stream):
+        await self._rec(stream, "MountPutFile")
+        await stream.send_message(api_pb2.MountPutFileResponse(exists=True))
+
+    async def FunctionPrecreate(self, stream):
+        req = await self._rec(stream, "FunctionPrecreate")
+        await stream.send_message(api_pb2.FunctionPrecreateResponse(
+            function_id=self._id("fu"), handle_metadata=self._meta(req.function_name, req.webhook_config)))
+
+    async def FunctionCreate(self, stream):
+        req = await self._rec(stream, "FunctionCreate")
+        data = api_pb2.FunctionData()
+        if req.HasField("function_data"):
+            data.CopyFrom(req.function_data)
+        if not data.ranked_functions and req.HasField("function"):
+            data.ranked_functions.add(rank=0, function=req.function)
+        fn = data.ranked_functions[0].function
+        await stream.send_message(api_pb2.FunctionCreateResponse(
+            function_id=req.existing_function_id or self._id("fu"), function_data=data,
+            handle_metadata=self._meta(fn.function_name, fn.webhook_config)))
+
+    def _meta(self, name: str, webhook) -> api_pb2.FunctionHandleMetadata:
+        url = ""
+        if webhook and webhook.type:
+            label = name.replace("_", "-")
+            url = f"https://{WORKSPACE}--{self.app_name}-{label}.modal.run"
+        return api_pb2.FunctionHandleMetadata(function_name=name, web_url=url)
+
+    async def AppSetObjects(self, stream):
+        await self._rec(stream, "AppSetObjects")
+        await stream.send_message(Empty())
+
+    async def AppClientDisconnect(self, stream):
+        await self._rec(stream, "AppClientDisconnect")
+        await stream.send_message(Empty())
+
+
+class FakeModalServer:
+    """Runs FakeModal on a free port in a background thread; ``url`` goes into MODAL_SERVER_URL."""
+
+    def __init__(self) -> None:
+        self.servicer = FakeModal()
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self._ready = threading.Event()
+        self._loop = asyncio.new_event_loop()
+        threading.Thread(target=self._run, daemon=True).start()
+        self._ready.wait(10)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        server = Server([self.servicer])
+        self._loop.run_until_complete(server.start("127.0.0.1", self.port))
+        self._ready.set()
+        self._loop.run_forever()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
