@@ -29,13 +29,39 @@ image, volumes, secrets = resources(settings)
 app = modal.App(spec.app_name)
 
 
-@app.function(image=image, secrets=secrets, volumes=volumes, env=spec.container_env, **spec.function_kwargs)
-@modal.concurrent(max_inputs=spec.concurrent_inputs)
-@modal.web_server(port=spec.web_port, startup_timeout=spec.startup_timeout)
-def serve_vllm():
-    from llmodal.modal_runtime import start_server
+if settings.fast_boot == "snapshot":
+    # LLMODAL_FAST_BOOT=snapshot: vLLM starts, warms up and sleeps before Modal snapshots the
+    # container (CPU and GPU memory); a restored container only wakes it. Same URL, via the label.
+    @app.cls(image=image, secrets=secrets, volumes=volumes, env=spec.container_env, enable_memory_snapshot=True,
+             experimental_options={"enable_gpu_snapshot": True}, **spec.function_kwargs)
+    @modal.concurrent(max_inputs=spec.concurrent_inputs)
+    class Server:
+        @modal.enter(snap=True)
+        def start(self):
+            from llmodal.modal_runtime import start_fast_boot
 
-    start_server()
+            self.boot = start_fast_boot()
+
+        @modal.enter(snap=False)
+        def wake(self):
+            self.boot.restore()
+
+        @modal.web_server(port=spec.web_port, startup_timeout=spec.startup_timeout, label=spec.web_label)
+        def serve_vllm(self):
+            pass
+
+        @modal.exit()
+        def stop(self):
+            self.boot.stop()
+
+else:
+    @app.function(image=image, secrets=secrets, volumes=volumes, env=spec.container_env, **spec.function_kwargs)
+    @modal.concurrent(max_inputs=spec.concurrent_inputs)
+    @modal.web_server(port=spec.web_port, startup_timeout=spec.startup_timeout)
+    def serve_vllm():
+        from llmodal.modal_runtime import start_server
+
+        start_server()
 
 
 @app.function(image=image, secrets=secrets, volumes=volumes, env=spec.container_env, timeout=2 * 60 * 60)

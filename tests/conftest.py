@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import socket
-import sys
 import threading
 from pathlib import Path
 
@@ -79,19 +78,25 @@ def server(tiny_model):
         proc.stop()
 
 
-def supervised_by(pid: int) -> list:
-    """Every live process a supervisor in process ``pid`` started (found by its environment
-    marker, so an orphan that was reparented still counts)."""
+def server_sessions(pid: int) -> set[int]:
+    """The sessions of the vLLM servers that the supervisor in process ``pid`` started: each runs
+    in a session of its own (``start_new_session``), whose id is the server's pid."""
     import psutil
 
-    from llmodal.supervisor import MARKER_ENV
+    return {c.pid for c in psutil.Process(pid).children() if os.getsid(c.pid) == c.pid}
+
+
+def in_sessions(sids: set[int]) -> list:
+    """Every live process in those sessions, orphans included: a reparented engine keeps its session.
+    (Not an environment marker: vLLM's setproctitle overwrites /proc/PID/environ.)"""
+    import psutil
 
     found = []
     for p in psutil.process_iter():
         try:
-            if p.environ().get(MARKER_ENV, "").startswith(f"{pid}:") and p.status() != psutil.STATUS_ZOMBIE:
+            if os.getsid(p.pid) in sids and p.status() != psutil.STATUS_ZOMBIE:
                 found.append(p)
-        except psutil.Error:
+        except (psutil.Error, ProcessLookupError, PermissionError):
             pass
     return found
 
@@ -100,7 +105,7 @@ def engine_core(pid: int):
     """The EngineCore process under the supervisor in process ``pid``."""
     import psutil
 
-    for p in supervised_by(pid):
+    for p in in_sessions(server_sessions(pid)):
         try:
             if "EngineCore" in p.name() or any("EngineCore" in a for a in p.cmdline()):
                 return p
@@ -134,3 +139,29 @@ class LongStream(threading.Thread):
         except httpx.HTTPError as e:
             self.end = f"error:{type(e).__name__}"
         self.first_token.set()
+
+
+class Listener:
+    """A TCP port standing in for a remote API (Modal's, the hub's): counts who connects."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.sock.settimeout(0.2)
+        self.connections = 0
+        self.stop = False
+        threading.Thread(target=self._loop, daemon=True).start()
+
+    def _loop(self):
+        while not self.stop:
+            try:
+                c, _ = self.sock.accept()
+                self.connections += 1
+                c.close()
+            except OSError:
+                pass
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.sock.getsockname()[1]}"

@@ -126,9 +126,17 @@ class FakeModal(api_grpc.ModalClientBase):
     def _meta(self, name: str, webhook) -> api_pb2.FunctionHandleMetadata:
         url = ""
         if webhook and webhook.type:
+            if webhook.requested_suffix:  # a label: https://WS--LABEL.modal.run
+                return api_pb2.FunctionHandleMetadata(
+                    function_name=name, web_url=f"https://{WORKSPACE}--{webhook.requested_suffix}.modal.run")
             label = name.replace("_", "-")
             url = f"https://{WORKSPACE}--{self.app_name}-{label}.modal.run"
         return api_pb2.FunctionHandleMetadata(function_name=name, web_url=url)
+
+    async def ClassCreate(self, stream):
+        await self._rec(stream, "ClassCreate")
+        await stream.send_message(api_pb2.ClassCreateResponse(class_id=self._id("cs"),
+                                                              handle_metadata=api_pb2.ClassHandleMetadata()))
 
     async def AppSetObjects(self, stream):
         await self._rec(stream, "AppSetObjects")

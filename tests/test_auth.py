@@ -121,3 +121,14 @@ def test_x_api_key_only_on_messages_routes(monkeypatch):
     assert _call(env, monkeypatch, "/v1/messages", [(b"x-api-key", b"wrong")], method="POST") == 401
     assert _call(env, monkeypatch, "/v1/messages", [], method="POST") == 401
     assert _call(env, monkeypatch, "/v1/chat/completions", [(b"x-api-key", b"k1")], method="POST") == 401
+
+
+def test_sleep_routes_answer_only_the_containers_control_key(monkeypatch):
+    env = {"LLMODAL_API_KEYS": "client", "LLMODAL_CONTROL_KEY": "control"}
+    for path in ("/sleep", "/wake_up", "/is_sleeping"):
+        assert _call(env, monkeypatch, path, [(b"authorization", b"Bearer client")], method="POST") == 401
+        assert _call(env, monkeypatch, path, [(b"authorization", b"Bearer control")], method="POST") == "app"
+    # Closed even on a public (keyless) deployment, and with no control key configured at all.
+    monkeypatch.delenv("LLMODAL_CONTROL_KEY")
+    assert _call({"LLMODAL_API_KEYS": ""}, monkeypatch, "/sleep", [], method="POST") == 401
+    assert _call({"LLMODAL_API_KEYS": ""}, monkeypatch, "/v1/models", []) == "app"

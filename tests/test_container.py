@@ -9,47 +9,20 @@ Rows of docs/RELIABILITY.md come from the RECORD lines.
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import TEST_KEY, LongStream, engine_core, free_port, supervised_by
+from conftest import TEST_KEY, Listener, LongStream, engine_core, free_port, in_sessions, server_sessions
 
 pytestmark = pytest.mark.server
 ROOT = Path(__file__).resolve().parents[1]
 
 
-class HubListener:
-    """Stands in for the Hugging Face hub (HF_ENDPOINT): counts who connects."""
-
-    def __init__(self):
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(8)
-        self.sock.settimeout(0.2)
-        self.connections = 0
-        threading.Thread(target=self._loop, daemon=True).start()
-
-    def _loop(self):
-        while True:
-            try:
-                c, _ = self.sock.accept()
-                self.connections += 1
-                c.close()
-            except OSError:
-                pass
-
-    @property
-    def url(self):
-        return f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-
-
-def container_env(tiny_model, port, volumes: Path, hub: HubListener, secret: dict) -> dict:
+def container_env(tiny_model, port, volumes: Path, hub: Listener, secret: dict) -> dict:
     """What Modal gives the container: the App's env (from modal_spec, as deployed) + the secret."""
     from llmodal.config import load_settings
     from llmodal.modal_spec import HF_CACHE_PATH, VLLM_CACHE_PATH, container_env as app_env
@@ -75,6 +48,7 @@ class Container:
         self.t0 = time.monotonic()
         self.proc = subprocess.Popen([sys.executable, "-m", "llmodal.modal_runtime"], env=env, cwd=ROOT,
                                      stdout=self.f, stderr=subprocess.STDOUT)
+        self.sids: set[int] = set()
 
     def text(self):
         return self.log.read_text()
@@ -84,7 +58,9 @@ class Container:
         from llmodal.health import wait_healthy
 
         try:
-            return wait_healthy(f"http://127.0.0.1:{port}/health", timeout, alive=lambda: self.proc.poll() is None)
+            took = wait_healthy(f"http://127.0.0.1:{port}/health", timeout, alive=lambda: self.proc.poll() is None)
+            self.sids = server_sessions(self.proc.pid)
+            return took
         except EndpointError as e:
             raise AssertionError(f"{e}\n{self.text()[-3000:]}") from None
 
@@ -92,7 +68,7 @@ class Container:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(30)
-        for p in supervised_by(self.proc.pid):
+        for p in in_sessions(self.sids):
             p.kill()
 
 
@@ -104,6 +80,13 @@ def volumes(tmp_path_factory):
 SECRET = {"VLLM_SERVER_API_KEY": TEST_KEY, "HUGGING_FACE_HUB_TOKEN": "hf_rehearsal_dummy"}
 
 
+def _healthy_container(tiny_model, volumes, tmp_path):
+    port = free_port()
+    c = Container(container_env(tiny_model, port, volumes, Listener(), SECRET), tmp_path / "container.log")
+    c.wait_healthy(port)
+    return c, port
+
+
 def _smoke(port, model):
     from llmodal.client import Endpoint
     from llmodal.smoke import run_smoke
@@ -113,7 +96,7 @@ def _smoke(port, model):
 
 @pytest.mark.parametrize("phase", ["cold", "warm"])
 def test_cold_then_warm_start_pass_smoke_without_the_hub(tiny_model, volumes, tmp_path, phase):
-    hub = HubListener()
+    hub = Listener()
     port = free_port()
     c = Container(container_env(tiny_model, port, volumes, hub, SECRET), tmp_path / "container.log")
     try:
@@ -129,10 +112,8 @@ def test_cold_then_warm_start_pass_smoke_without_the_hub(tiny_model, volumes, tm
 
 
 def test_sigint_during_a_stream_drains_and_exits_in_time(tiny_model, volumes, tmp_path):
-    port = free_port()
-    c = Container(container_env(tiny_model, port, volumes, HubListener(), SECRET), tmp_path / "container.log")
+    c, port = _healthy_container(tiny_model, volumes, tmp_path)
     try:
-        c.wait_healthy(port)
         s = LongStream(f"http://127.0.0.1:{port}", model=str(tiny_model))
         s.start()
         assert s.first_token.wait(60)
@@ -144,17 +125,15 @@ def test_sigint_during_a_stream_drains_and_exits_in_time(tiny_model, volumes, tm
         assert took < 25, took
         assert s.end in ("done", "error") and not s.end.startswith("error:"), s.end  # ended, not hung or reset
         assert code == 0, c.text()[-2000:]
-        assert supervised_by(c.proc.pid) == []
+        assert in_sessions(c.sids) == []  # no vLLM process outlived the container
         print(f"RECORD container-sigint | exited {code} after {took:.1f} s | in-flight stream: {s.end}")
     finally:
         c.kill()
 
 
 def test_engine_death_exits_nonzero_with_one_line(tiny_model, volumes, tmp_path):
-    port = free_port()
-    c = Container(container_env(tiny_model, port, volumes, HubListener(), SECRET), tmp_path / "container.log")
+    c, _ = _healthy_container(tiny_model, volumes, tmp_path)
     try:
-        c.wait_healthy(port)
         engine_core(c.proc.pid).kill()
         t0 = time.monotonic()
         code = c.proc.wait(timeout=60)
@@ -167,10 +146,43 @@ def test_engine_death_exits_nonzero_with_one_line(tiny_model, volumes, tmp_path)
 
 def test_a_keyless_secret_refuses_to_start_with_the_fix(tiny_model, volumes, tmp_path):
     port = free_port()
-    c = Container(container_env(tiny_model, port, volumes, HubListener(), {"HUGGING_FACE_HUB_TOKEN": "hf_x"}),
+    c = Container(container_env(tiny_model, port, volumes, Listener(), {"HUGGING_FACE_HUB_TOKEN": "hf_x"}),
                   tmp_path / "container.log")
     code = c.proc.wait(timeout=120)
     text = c.text()
     assert code != 0 and "refusing to start" in text and "modal secret create vllm-secrets" in text, text
     assert "VLLM_SERVER_API_KEY=" in text and "command:" not in text
     print(f"RECORD container-keyless | exit {code} | vLLM never started")
+
+
+def test_fast_boot_hooks_run_in_order_and_serve(tiny_model, volumes, tmp_path):
+    """The snapshot-side steps then the restore-side steps, as Modal runs them, on the CPU engine
+    (no sleep mode there: the hook says so and carries on)."""
+    port = free_port()
+    env = container_env(tiny_model, port, volumes, Listener(), SECRET)
+    log = tmp_path / "container.log"
+    with log.open("w") as f:
+        proc = subprocess.Popen([sys.executable, "-m", "llmodal.modal_runtime", "--fast-boot"], env=env, cwd=ROOT,
+                                stdout=f, stderr=subprocess.STDOUT)
+    c = Container.__new__(Container)
+    c.log, c.proc, c.sids = log, proc, set()
+    try:
+        c.wait_healthy(port)
+        deadline = time.monotonic() + 60
+        while "health_after_restore" not in c.text() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        text = c.text()
+        steps = [s for s in ("start_to_health", "warm_up", "sleep skipped", "health_after_restore") if s in text]
+        assert steps == ["start_to_health", "warm_up", "sleep skipped", "health_after_restore"], text[-2000:]
+        assert "LLMODAL_CONTROL_KEY=<set, hidden>" not in text or TEST_KEY not in text
+        checks = _smoke(port, str(tiny_model))
+        assert all(x.ok for x in checks), [(x.name, x.detail) for x in checks if not x.ok]
+        import httpx
+
+        assert httpx.post(f"http://127.0.0.1:{port}/sleep", headers={"Authorization": f"Bearer {TEST_KEY}"},
+                          timeout=10).status_code == 401  # a client's key never reaches the control routes
+        timings = {ln.split(": ")[2]: ln.split(": ")[3] for ln in text.splitlines() if ln.startswith("llmodal: fast boot:")
+                   and ln.count(": ") >= 3}
+        print(f"RECORD container-fast-boot | steps {' → '.join(steps)} | {timings}")
+    finally:
+        c.kill()

@@ -15,8 +15,18 @@ CASES = [
      "of tokens that can be stored in KV cache", "out_of_memory"),
     ("ValueError: Unknown quantization method: int3. Must be one of ['awq', ...]", "unsupported_quantization"),
     ("Value error, Invalid repository ID or local directory specified: '/tmp/x'.", "bad_model"),
-    ("RuntimeError: Engine core initialization failed. See root cause above.", "engine_error"),
+    ("RuntimeError: Engine core initialization failed. See root cause above.", "engine_died"),
+    ("vllm.v1.engine.exceptions.EngineDeadError: EngineCore encountered an issue. See stack trace (above)",
+     "engine_died"),
 ]
+
+
+def test_the_root_cause_wins_over_the_wrapper():
+    # Seen on the H100 with vLLM 0.32.0: the wrapper line came last, the cause above it.
+    log = ("(EngineCore pid=1) ERROR [core.py:1] ModuleNotFoundError: No module named 'flashinfer'\n"
+           "RuntimeError: Engine core initialization failed. See root cause above. Failed core proc(s): {}\n")
+    d = diagnose(log)
+    assert d.kind == "engine_error" and "flashinfer" in d.message
 
 
 @pytest.mark.parametrize("line,kind", CASES)

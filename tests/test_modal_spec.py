@@ -3,15 +3,14 @@
 import importlib
 import json
 import os
-import socket
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import pytest
 
+
+from conftest import Listener
 
 ROOT = Path(__file__).resolve().parents[1]
 modal = pytest.importorskip("modal")
@@ -114,32 +113,6 @@ def test_image_requirements_resolve_for_the_image_platform(tmp_path):
     installs = {i["metadata"]["name"].lower(): i["metadata"]["version"]
                 for i in json.loads((tmp_path / "r.json").read_text())["install"]}
     assert installs["vllm"] == "0.32.0" and "torch" in installs
-
-
-class Listener:
-    """A TCP port standing in for Modal's API: counts who connects."""
-
-    def __init__(self):
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(8)
-        self.sock.settimeout(0.2)
-        self.connections = 0
-        self.stop = False
-        threading.Thread(target=self._loop, daemon=True).start()
-
-    def _loop(self):
-        while not self.stop:
-            try:
-                c, _ = self.sock.accept()
-                self.connections += 1
-                c.close()
-            except OSError:
-                pass
-
-    @property
-    def url(self):
-        return f"http://127.0.0.1:{self.sock.getsockname()[1]}"
 
 
 def _deploy(tmp_path, listener, extra_env, *args):
@@ -246,3 +219,25 @@ def test_deploy_dry_run_json_sends_nothing(tmp_path):
     assert doc["secrets"] == ["vllm-secrets"] and doc["timeout"] == 86400 and doc["gpu"] == "A100-80GB"
     assert "--kv-cache-memory-bytes" in doc["command"] and "--tool-call-parser llama3_json" in doc["command"]
     assert "0123456789" not in r.stdout and listener.connections == 0
+
+
+def test_fast_boot_deploy_sends_snapshot_options_and_keeps_the_url(tmp_path):
+    r, calls = _deploy_via_fake(tmp_path, [sys.executable, "-m", "modal", "deploy", "modal_vllm.py"],
+                                LLMODAL_FAST_BOOT="snapshot", **KEY)
+    assert r.returncode == 0, r.stdout + r.stderr
+    server = _sent_functions(calls)["Server.*"]
+    assert server.is_class and server.checkpointing_enabled  # enable_memory_snapshot
+    assert dict(server.experimental_options) == {"enable_gpu_snapshot": "True"}
+    web = server.method_definitions["serve_vllm"].webhook_config
+    assert web.requested_suffix == "vllm-llama70b-serve-vllm" and web.web_server_port == 8000  # WS--vllm-llama70b-serve-vllm
+    assert server.resources.gpu_config.gpu_type == "A100-80GB" and server.timeout_secs == 86400
+
+
+def test_fast_boot_refuses_multi_gpu(monkeypatch):
+    from llmodal._exceptions import ConfigError
+    from llmodal.config import load_settings
+
+    monkeypatch.setenv("LLMODAL_FAST_BOOT", "snapshot")
+    monkeypatch.setenv("LLMODAL_GPU_COUNT", "2")
+    with pytest.raises(ConfigError, match="LLMODAL_FAST_BOOT.*single-GPU"):
+        load_settings(None)

@@ -27,8 +27,9 @@ VLLM_CACHE_VOLUME = "llmodal-vllm-cache"
 
 SCALEDOWN_WINDOW_S = 15 * 60
 TIMEOUT_S = 24 * 60 * 60
-# A 70B cold start measured 147 s on an H100 with dummy weights; real weights and a
-# first compile add minutes, so the web server gets 20 minutes to come up.
+# A 70B cold start measured 201 s on an H100 with dummy weights and vLLM 0.32.0
+# (benchmarks/results/h100-vllm0.32/cold.json); real weights add their Volume read, so the web
+# server gets 20 minutes to come up.
 STARTUP_TIMEOUT_S = 20 * 60
 MAX_CONCURRENT_INPUTS = 64
 

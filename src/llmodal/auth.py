@@ -25,6 +25,10 @@ from ._constants import OPEN_PATHS
 
 log = logging.getLogger("llmodal.auth")
 
+# vLLM's sleep-mode routes (development mode, used by fast boot): only the container's own control
+# key opens them, never a client's key, and never "no key configured".
+CONTROL_ROUTES = ("/sleep", "/wake_up", "/is_sleeping")
+
 
 def _error(status: int, message: str, kind: str) -> bytes:
     return json.dumps({"error": {"message": message, "type": kind, "code": status}}).encode()
@@ -56,6 +60,12 @@ def _is_preflight(scope) -> bool:
     return b"origin" in headers and b"access-control-request-method" in headers
 
 
+def _bearer(scope) -> bytes:
+    auth = dict(scope.get("headers") or []).get(b"authorization", b"")
+    scheme, _, token = auth.partition(b" ")
+    return token if scheme.lower() == b"bearer" else b""
+
+
 class _TooLarge(Exception):
     pass
 
@@ -66,7 +76,9 @@ class BearerAuthMiddleware:
     def __init__(self, app) -> None:
         self.app = app
         keys = [k.encode() for k in os.environ.get("LLMODAL_API_KEYS", "").split(",") if k]
-        self._keys = keys
+        control = os.environ.get("LLMODAL_CONTROL_KEY", "").encode()
+        self._control = [control] if control else []
+        self._keys = keys + self._control
         self._key = keys[0] if keys else None
         self._metrics_public = os.environ.get("LLMODAL_METRICS_PUBLIC", "0").lower() in ("1", "true", "yes")
         self._max_body = int(os.environ.get("LLMODAL_MAX_BODY_BYTES") or DEFAULT_MAX_BODY)
@@ -77,23 +89,25 @@ class BearerAuthMiddleware:
 
     def _allowed(self, scope) -> bool:
         path = scope.get("path", "")
+        if path in CONTROL_ROUTES:
+            return self._matches(_bearer(scope), self._control)
         if path in OPEN_PATHS:
             return True
         if self._metrics_public and (path == "/metrics" or path.startswith("/metrics/")):
             return True
-        headers = dict(scope.get("headers") or [])
-        auth = headers.get(b"authorization", b"")
-        scheme, _, token = auth.partition(b" ")
-        if scheme.lower() != b"bearer" or not token:
+        token = _bearer(scope)
+        if not token and path.startswith("/v1/messages"):
             # The Anthropic SDK sends its key as x-api-key; accept it on the Anthropic-style routes only.
-            token = headers.get(b"x-api-key", b"") if path.startswith("/v1/messages") else b""
-            if not token:
-                return False
+            token = dict(scope.get("headers") or []).get(b"x-api-key", b"")
+        return self._matches(token, self._keys)
+
+    @staticmethod
+    def _matches(token: bytes, keys: list[bytes]) -> bool:
         # Compare with every key, always all of them: the time taken says nothing about which matched.
         ok = False
-        for key in self._keys:
+        for key in keys:
             ok |= hmac.compare_digest(token, key)
-        return ok
+        return bool(token) and ok
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -103,7 +117,8 @@ class BearerAuthMiddleware:
             # Answered here, never passed on: a preflight reaches no handler, with or without a key.
             await _respond(send, 204, b"", _PREFLIGHT_HEADERS)
             return
-        if self._key is not None and not self._allowed(scope):
+        guarded = self._key is not None or scope.get("path", "") in CONTROL_ROUTES
+        if guarded and not self._allowed(scope):
             if scope["type"] == "websocket":
                 await send({"type": "websocket.close", "code": 1008})
             else:

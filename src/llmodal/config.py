@@ -69,6 +69,9 @@ class Settings(BaseSettings):
                            "an integer from 1 to 256: most sequences (n) one request may ask for "
                            "(default: half the full-length sequences the plan's KV cache holds, at least 1; 8 on the CPU)",
                            ge=1, le=256)
+    fast_boot: str = _f("off", "LLMODAL_FAST_BOOT",
+                        "off or snapshot (Modal GPU memory snapshot with vLLM sleep mode; one GPU only)",
+                        pattern=r"^(off|snapshot)$")
     force: bool = _f(False, "LLMODAL_FORCE", "true or false: start even if the plan does not fit")
     public: bool = _f(False, "LLMODAL_PUBLIC", "true or false: a deployment may run without a server key")
 
@@ -147,6 +150,8 @@ class Settings(BaseSettings):
             raise ValueError("tensor_parallel_size_gt_gpu_count")
         if self.min_containers > self.max_containers:
             raise ValueError("min_containers_gt_max_containers")
+        if self.fast_boot == "snapshot" and self.gpu_count > 1:
+            raise ValueError("fast_boot_multi_gpu")
         return self
 
     # --- derived ---
@@ -170,6 +175,8 @@ class Settings(BaseSettings):
 _MODEL_ERRORS = {
     "tensor_parallel_size_gt_gpu_count": ("VLLM_TENSOR_PARALLEL_SIZE", "at most LLMODAL_GPU_COUNT"),
     "min_containers_gt_max_containers": ("LLMODAL_MIN_CONTAINERS", "at most LLMODAL_MAX_CONTAINERS"),
+    "fast_boot_multi_gpu": ("LLMODAL_FAST_BOOT", "off when LLMODAL_GPU_COUNT > 1 (Modal's GPU memory snapshots "
+                                                 "are single-GPU only)"),
 }
 
 

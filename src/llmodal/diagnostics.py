@@ -37,6 +37,8 @@ _RULES: list[tuple[str, re.Pattern[str], str]] = [
      "the model could not be loaded: check VLLM_MODEL (a Hugging Face id or a directory with config.json)"),
 ]
 _ERROR_LINE = re.compile(r"(\w+(Error|Exception)): (.+)")
+# Wrappers that point elsewhere for their cause: the line they point at says more.
+_WRAPPER = re.compile(r"See root cause above|See stack trace \(above\)|Engine core initialization failed", re.I)
 
 
 def _clean(line: str) -> str:
@@ -54,7 +56,10 @@ def diagnose(log_text: str) -> Diagnosis:
                 return Diagnosis(kind, f"{advice} (vLLM: {_clean(ln)})")
     for ln in reversed(lines):
         m = _ERROR_LINE.search(ln)
-        if m and "Traceback" not in ln:
+        if m and "Traceback" not in ln and not _WRAPPER.search(ln):
             return Diagnosis("engine_error", f"vLLM failed: {_clean(m.group(0))}")
+    for ln in reversed(lines):
+        if "EngineDeadError" in ln or _WRAPPER.search(ln):
+            return Diagnosis("engine_died", f"the engine process died (killed, or out of host memory): {_clean(ln)}")
     tail = _clean(lines[-1]) if lines else "no output"
     return Diagnosis("unknown", f"vLLM exited during startup; last line: {tail}")

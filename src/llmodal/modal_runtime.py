@@ -20,6 +20,7 @@ from .config import Settings, from_handoff
 from .gpus import has_gpu
 from .plan import Plan, plan_for_settings
 from .serving import Prepared, dry_run_lines, prepare
+from .fast_boot import FastBoot
 from .supervisor import Supervisor
 
 PINS_FILE = "llmodal-pins.json"
@@ -74,7 +75,7 @@ def resolve(settings: Settings) -> Plan:
     return res.chosen
 
 
-def container_prepare(settings: Settings, *, gpu: bool | None = None) -> Prepared:
+def container_prepare(settings: Settings, *, gpu: bool | None = None, sleep_mode: bool = False) -> Prepared:
     """The container's launch: the same ``serving.prepare`` as ``llmodal serve``, with the revision
     ``download`` pinned (then the hub is not contacted at all). Refuses a keyless start unless public."""
     if settings.api_key() is None and not settings.public:
@@ -91,7 +92,7 @@ def container_prepare(settings: Settings, *, gpu: bool | None = None) -> Prepare
     else:
         say(f"{plan.checkpoint} is not in the volume yet; vLLM will download it "
             "(run `modal run modal_vllm.py::download` once to make cold starts load-only)")
-    return prepare(settings, gpu=True, revision=revision)
+    return prepare(settings, gpu=True, revision=revision, sleep_mode=sleep_mode)
 
 
 def start_server(settings: Settings | None = None, *, exit_on_death: bool = True) -> Supervisor:
@@ -142,13 +143,36 @@ def _watch(sup: Supervisor, exit_on_death: bool) -> None:
         return
     say(f"vLLM exited with code {code}: {sup.diagnosis()}")
     if exit_on_death:
-        os._exit(0 if code == 0 else 1)
+        os._exit(1)  # nobody asked it to stop: a death, whatever its code
+
+
+def start_fast_boot(settings: Settings | None = None) -> FastBoot:
+    """``@modal.enter(snap=True)`` of the fast-boot server: start asleep-ready, warm up, sleep."""
+    _token_env()
+    try:
+        settings = settings or container_settings()
+        gpu = has_gpu()
+        boot = FastBoot(container_prepare(settings, gpu=gpu, sleep_mode=gpu), gpu=gpu)
+    except LlmodalError as e:
+        say(str(e))
+        os._exit(e.exit_code)
+    for line in dry_run_lines(boot.prep):
+        say(line)
+    boot.prepare_snapshot(settings.startup_timeout_s)
+    threading.Thread(target=_watch, args=(boot.sup, True), daemon=True).start()
+    return boot
 
 
 def main() -> None:
-    """``python -m llmodal.modal_runtime``: the container's serve body as a foreground process
-    (what the rehearsal runs): start, then wait until vLLM exits or a signal drains it."""
-    start_server()
+    """``python -m llmodal.modal_runtime [--fast-boot]``: the container's serve body as a foreground
+    process (what the rehearsal runs): start (with --fast-boot: the snapshot steps, then the restore
+    steps), then wait until vLLM exits or a signal drains it."""
+    if "--fast-boot" in sys.argv:
+        boot = start_fast_boot()
+        boot.restore()
+        _drain_on_signals(boot.sup, boot.prep.settings.drain_timeout_s)
+    else:
+        start_server()
     while True:
         time.sleep(3600)
 

@@ -47,6 +47,7 @@ class AppSpec:
     web_port: int
     startup_timeout: int
     container_env: dict[str, str]
+    web_label: str  # the guide's URL, also for the class-based fast-boot server
 
 
 def container_env(settings: Settings) -> dict[str, str]:
@@ -71,6 +72,7 @@ def app_spec(settings: Settings) -> AppSpec:
         web_port=PORT,
         startup_timeout=settings.startup_timeout_s,
         container_env=container_env(settings),
+        web_label=f"{settings.app_name}-{C.WEB_LABEL}",
     )
 
 
