@@ -17,7 +17,7 @@ def free_port() -> int:
 
 
 @contextmanager
-def local_server(model: Path, *, served: str, max_model_len: int = 2048, extra: list[str] | None = None, **kw):
+def local_server(model: Path, *, served: str, max_model_len: int = 2048, kv_cache_bytes: int | None = None, **kw):
     from llmodal.config import load_settings
     from llmodal.supervisor import Supervisor
     from llmodal.state import cache_dir
@@ -26,7 +26,7 @@ def local_server(model: Path, *, served: str, max_model_len: int = 2048, extra: 
     settings = load_settings(None, model=str(model), max_model_len=max_model_len, gpu_memory_utilization=0.2, **kw)
     port = free_port()
     launch = build_launch(settings, served_model_name=served, api_key=KEY, port=port, python=sys.executable,
-                          extra=extra)
+                          kv_cache_bytes=kv_cache_bytes)
     proc = Supervisor(launch, cache_dir() / "logs" / f"bench-{port}.log")
     proc.start()
     try:

@@ -19,8 +19,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _local import local_server  # noqa: E402
 
 from llmodal.catalog import lookup  # noqa: E402
-from llmodal.gpus import get_gpu  # noqa: E402
-from llmodal.plan import make_plan  # noqa: E402
 from llmodal.tiny_model import TinyShape, ensure_tiny_model  # noqa: E402
 
 KV_BYTES = 256 * 1024**2
@@ -37,8 +35,7 @@ def measure(shape: TinyShape) -> tuple[int, int]:
     model = ensure_tiny_model(shape)
     spec = lookup(str(model))
     predicted = KV_BYTES // spec.kv_bytes_per_token()
-    with local_server(model, served="shape", max_model_len=1024,
-                      extra=["--kv-cache-memory-bytes", str(KV_BYTES)]) as srv:
+    with local_server(model, served="shape", max_model_len=1024, kv_cache_bytes=KV_BYTES) as srv:
         m = _TOKENS.search(srv.tail()) or _TOKENS.search(srv.log_path.read_text())
     if not m:
         raise SystemExit(f"no 'KV cache size' line for {shape.slug}")
@@ -53,12 +50,11 @@ def main() -> None:
         per = lookup(str(ensure_tiny_model(shape))).kv_bytes_per_token()
         print(f"| CPU, {KV_BYTES >> 20} MiB KV | {shape.layers}/{shape.heads}/{shape.kv_heads}/{shape.head_dim} | "
               f"{per:,} | {pred:,} | {got:,} | {100 * (pred / got - 1):+.2f} % |", flush=True)
-    rec = json.loads((Path(__file__).parent / "results" / "h100-llama70b-awq.json").read_text())
-    p = make_plan(lookup(rec["model"]), get_gpu(rec["gpu"]), quantization="awq", max_model_len=rec["max_model_len"],
-                  gpu_memory_utilization=rec["gpu_memory_utilization"])
-    print(f"| H100 (recorded, vLLM 0.26.0), whole budget at {rec['gpu_memory_utilization']} | 80/64/8/128, AWQ INT4 | "
-          f"{p.kv_bytes_per_token:,} | {p.kv_tokens:,} | {rec['kv_tokens']:,} | "
-          f"{100 * (p.kv_tokens / rec['kv_tokens'] - 1):+.2f} % |")
+    for start in ("cold", "warm"):
+        rec = json.loads((Path(__file__).parent / "results" / "h100-vllm0.32" / f"{start}.json").read_text())
+        print(f"| H100 (recorded, vLLM 0.32.0, {start} start), planner's KV bytes | 80/64/8/128, AWQ INT4 | 327,680 | "
+              f"{rec['planner_kv_tokens']:,} | {rec['engine_kv_tokens']:,} | "
+              f"{100 * (rec['planner_kv_tokens'] / rec['engine_kv_tokens'] - 1):+.2f} % |")
 
 
 if __name__ == "__main__":

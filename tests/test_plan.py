@@ -11,7 +11,8 @@ from llmodal.cli import app
 from llmodal.gpus import get_gpu
 from llmodal.plan import choose, make_plan
 
-RECORDED = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "h100-llama70b-awq.json"
+RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+RECORDED = RESULTS / "h100-llama70b-awq.json"
 L70 = "meta-llama/Llama-3.1-70B-Instruct"
 
 
@@ -49,13 +50,25 @@ def test_suggestions_fit_and_are_cheapest_first():
     assert res.suggestions[0].label.startswith("AWQ")
 
 
-def test_prediction_within_10_percent_of_recorded_h100_run():
+def test_budget_and_weights_match_the_recorded_h100_run():
     rec = json.loads(RECORDED.read_text())
     p = make_plan(lookup(L70), get_gpu(rec["gpu"]), quantization="awq",
                   max_model_len=rec["max_model_len"], gpu_memory_utilization=rec["gpu_memory_utilization"])
     assert abs(p.budget_gib_per_gpu - rec["budget_gib"]) < 0.05
     assert abs(p.weights_gib_per_gpu - rec["weights_gib"]) / rec["weights_gib"] < 0.05
-    assert abs(p.kv_tokens - rec["kv_tokens"]) / rec["kv_tokens"] < 0.10
+    # vLLM 0.26's own profile gave KV everything its profile did not see; the planner holds back
+    # a margin for activations and CUDA graphs, so it plans less, never more.
+    assert p.kv_tokens < rec["kv_tokens"]
+
+
+@pytest.mark.parametrize("start", ["cold", "warm"])
+def test_engine_kv_equals_the_planners_on_every_recorded_start(start):
+    """benchmarks/results/h100-vllm0.32: vLLM 0.32.0 given the planner's --kv-cache-memory-bytes."""
+    rec = json.loads((RESULTS / "h100-vllm0.32" / f"{start}.json").read_text())
+    p = make_plan(lookup(L70), get_gpu("H100"), quantization="awq", max_model_len=8192, gpu_memory_utilization=0.95)
+    assert f"--kv-cache-memory-bytes {p.kv_cache_bytes}" in rec["command"]  # today's planner, the run's number
+    assert abs(rec["engine_kv_tokens"] - rec["planner_kv_tokens"]) / rec["planner_kv_tokens"] < 0.05
+    assert rec["oom_lines"] == 0 and rec["gpu_mib_serving"] < 79.18 * 1024
 
 
 def test_cost_numbers():

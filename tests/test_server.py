@@ -85,14 +85,32 @@ def test_serve_refuses_a_port_in_use(server):
     assert r.returncode != 0 and "already in use" in r.stderr
 
 
-@pytest.mark.parametrize("extra,needle", [
-    ("--kv-cache-memory-bytes 65536", "out of memory: run `llmodal plan`"),
-    ("--quantization awq", "quantization is not supported here"),
+@pytest.mark.parametrize("env_extra,needle", [
+    ({"VLLM_GPU_MEMORY_UTILIZATION": "0.00001"}, "out of memory: run `llmodal plan`"),
 ])
-def test_serve_startup_failures_are_classified(tiny_model, extra, needle):
-    env = dict(os.environ, HF_HUB_OFFLINE="1", VLLM_EXTRA_ARGS=extra)
+def test_serve_startup_failures_are_classified(tiny_model, env_extra, needle):
+    env = dict(os.environ, HF_HUB_OFFLINE="1", **env_extra)
     r = subprocess.run([*LLMODAL, "serve", "--env-file", "", "--model", str(tiny_model), "--max-model-len", "2048",
                         "--port", str(free_port()), "--max-restarts", "0"], capture_output=True, text=True,
                        timeout=300, env=env)
     assert r.returncode != 0 and needle in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) <= 4  # one cause, not a traceback
+
+
+def test_extra_args_that_override_the_plan_are_refused_before_start(tiny_model):
+    env = dict(os.environ, VLLM_EXTRA_ARGS="--max_model_len=4096")
+    r = subprocess.run([*LLMODAL, "serve", "--env-file", "", "--dry-run"], capture_output=True, text=True,
+                       timeout=120, env=env)
+    assert r.returncode == 2 and "VLLM_EXTRA_ARGS" in r.stderr and "VLLM_MAX_MODEL_LEN" in r.stderr, r.stderr
+
+
+def test_dry_run_prints_the_command_and_masks_the_key(tiny_model):
+    env = dict(os.environ, VLLM_SERVER_API_KEY="dry-run-key-0123456789")
+    r = subprocess.run([*LLMODAL, "serve", "--env-file", "", "--dry-run"], capture_output=True, text=True,
+                       timeout=120, env=env)
+    assert r.returncode == 0, r.stderr
+    assert "vllm.entrypoints.openai.api_server" in r.stdout and "--tool-call-parser llama3_json" in r.stdout
+    assert "LLMODAL_API_KEYS=<set, hidden>" in r.stdout and "0123456789" not in r.stdout
+    r = subprocess.run([*LLMODAL, "serve", "--env-file", "", "--dry-run", "--gpu"], capture_output=True, text=True,
+                       timeout=120, env=env)
+    assert r.returncode == 0 and "--kv-cache-memory-bytes" in r.stdout and "fits" in r.stdout, r.stdout + r.stderr

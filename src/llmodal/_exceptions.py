@@ -30,10 +30,9 @@ class DoesNotFit(LlmodalError):
 class ServerStartError(LlmodalError):
     """vLLM did not come up. ``cause`` is one line taken from its output."""
 
-    def __init__(self, cause: str, log_tail: str = "") -> None:
+    def __init__(self, cause: str) -> None:
         super().__init__(cause)
         self.cause = cause
-        self.log_tail = log_tail
 
 
 class EndpointError(LlmodalError):

@@ -92,7 +92,10 @@ CATALOG: dict[str, ModelSpec] = {
         _llama("meta-llama/Llama-3.1-405B-Instruct", 126, 16384, 128, 53248, {
             "awq": _HQ.format(size="405B", fmt="AWQ"), "gptq": _HQ.format(size="405B", fmt="GPTQ"),
             "fp8": "meta-llama/Llama-3.1-405B-Instruct-FP8"}),
+        # AWQ build: named in this project's issue 17 as a public AWQ INT4 build of Llama 3.3 70B
+        # (not re-checked against the hub from here: no network).
         _llama("meta-llama/Llama-3.3-70B-Instruct", 80, 8192, 64, 28672, {
+            "awq": "kosbu/Llama-3.3-70B-Instruct-AWQ",
             "fp8": "neuralmagic/Llama-3.3-70B-Instruct-FP8-dynamic"}),
         ModelSpec("Qwen/Qwen2.5-7B-Instruct", 28, 3584, 28, 4, 128, 18944, 152064, max_position=32768,
                   checkpoints={"awq": "Qwen/Qwen2.5-7B-Instruct-AWQ", "gptq": "Qwen/Qwen2.5-7B-Instruct-GPTQ-Int4"}),
