@@ -37,3 +37,13 @@ def test_each_class(line, kind):
 
 def test_nothing_useful():
     assert diagnose("").kind == "unknown"
+
+
+def test_a_warning_that_quotes_an_error_is_not_the_cause():
+    log = ("(APIServer pid=1) WARNING 11-24 15:32:27 [system_utils.py:255] Found ulimit of 20000 … fd limit errors like "
+           "`OSError: [Errno 24] Too many open files`. Consider increasing with ulimit -n\n"
+           "(APIServer pid=1) ERROR 11-24 16:20:43 [async_llm.py:906] vllm.v1.engine.exceptions.EngineDeadError: "
+           "EngineCore encountered an issue. See stack trace (above) for the root cause.\n"
+           "INFO:     Finished server process [1]\n")
+    d = diagnose(log)
+    assert d.kind == "engine_died" and "Errno 24" not in d.message, d

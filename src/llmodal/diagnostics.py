@@ -49,7 +49,9 @@ def _clean(line: str) -> str:
 
 def diagnose(log_text: str) -> Diagnosis:
     """Classify a failed start. Always returns one line, never the whole log."""
-    lines = [ln for ln in log_text.splitlines() if ln.strip()]
+    # vLLM's WARNING lines can quote errors it merely fears ("… like `OSError: [Errno 24] Too many
+    # open files`. Consider increasing with ulimit -n"): they are never the cause.
+    lines = [ln for ln in log_text.splitlines() if ln.strip() and not re.search(r"\bWARNING\b", ln)]
     for kind, pattern, advice in _RULES:
         for ln in reversed(lines):
             if pattern.search(ln):
