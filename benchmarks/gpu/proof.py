@@ -1,6 +1,7 @@
 """The 70B AWQ plan on one GPU through llmodal's own launcher and supervisor, start to stop.
 
-    python benchmarks/gpu/proof.py MODEL_DIR OUT_DIR TAG [--sleep] [--bench LEVELS]
+    python benchmarks/gpu/proof.py MODEL_DIR OUT_DIR TAG [--sleep | --fast-boot] [--profile P]
+                                   [--levels 1,8,32,64,128] [--vllm-levels 1,64] [--no-fill]
 
 One run: plan (KV size from the planner: --kv-cache-memory-bytes), start vLLM (dummy weights),
 time launch → /health, then a full-length prompt (8,100 tokens in) and a load that overfills
@@ -52,13 +53,38 @@ def bench(model: str, out: Path, tag: str, *, levels: str, input_len: int, outpu
                                            "prompt_tokens", "ttft_ms", "itl_ms")} for lv in doc.get("levels", [])]}
 
 
+def vllm_bench(model: str, out: Path, tag: str, c: int) -> dict:
+    """vLLM's own benchmark at concurrency ``c`` (random 1024 in / 256 out, ignore_eos, 2 × c prompts)."""
+    n = max(4, 2 * c)
+    code = ("import sys; from vllm.utils.argparse_utils import FlexibleArgumentParser; "
+            "from vllm.benchmarks.serve import add_cli_args, main; p = FlexibleArgumentParser(); add_cli_args(p); "
+            "main(p.parse_args(sys.argv[1:]))")
+    argv = [sys.executable, "-c", code, "--backend", "vllm", "--base-url", BASE, "--model", model, "--tokenizer", model,
+            "--dataset-name", "random", "--random-input-len", "1024", "--random-output-len", "256", "--ignore-eos",
+            "--num-prompts", str(n), "--max-concurrency", str(c), "--percentile-metrics", "ttft,tpot,itl,e2el",
+            "--metric-percentiles", "50,99", "--save-result", "--result-dir", str(out),
+            "--result-filename", f"{tag}-vllm-c{c}.json"]
+    r = subprocess.run(argv, capture_output=True, text=True, env={**__import__("os").environ, "OPENAI_API_KEY": KEY})
+    f = out / f"{tag}-vllm-c{c}.json"
+    doc = json.loads(f.read_text()) if f.exists() else {}
+    print(f"vllm bench c={c}: {doc.get('output_throughput')} tok/s; exit {r.returncode} {r.stderr[-300:]}", flush=True)
+    return {k: doc.get(k) for k in ("completed", "failed", "output_throughput", "mean_ttft_ms", "p99_ttft_ms",
+                                    "mean_tpot_ms", "p99_itl_ms")}
+
+
+def _arg(name: str, default: str | None = None) -> str | None:
+    return sys.argv[sys.argv.index(name) + 1] if name in sys.argv else default
+
+
 def main() -> None:
     model, out, tag = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
     sleep = "--sleep" in sys.argv
-    levels = sys.argv[sys.argv.index("--bench") + 1] if "--bench" in sys.argv else None
+    levels = _arg("--levels")
     out.mkdir(parents=True, exist_ok=True)
     settings = load_settings(None, model=model, gpu="H100", server_api_key=KEY,
-                             extra_args="--load-format dummy")
+                             extra_args="--load-format dummy", profile=_arg("--profile", "balanced"))
+    if "--fast-boot" in sys.argv:
+        return fast_boot(settings, out, tag)
     prep = prepare(settings, gpu=True, sleep_mode=sleep)
     plan = prep.resolution.chosen
     rec: dict = {"tag": tag, "command": prep.launch.shell(), "planner_kv_tokens": plan.kv_tokens,
@@ -98,10 +124,18 @@ def main() -> None:
             save()
         rec["full_length"] = bench(model, out, f"{tag}-8k", levels="1", input_len=8100, output_len=64, n=1)
         save()
-        rec["fill_kv"] = bench(model, out, f"{tag}-fill", levels="16", input_len=6000, output_len=1024, n=16)
-        save()
-        if levels:
-            rec["bench"] = bench(model, out, f"{tag}-bench", levels=levels, input_len=1024, output_len=256)
+        if "--no-fill" not in sys.argv:
+            rec["fill_kv"] = bench(model, out, f"{tag}-fill", levels="16", input_len=6000, output_len=1024, n=16)
+            save()
+        for lv in (levels.split(",") if levels else []):
+            c = int(lv)
+            rec.setdefault("bench", {})[f"c{c}"] = bench(model, out, f"{tag}-c{c}", levels=lv, input_len=1024,
+                                                         output_len=256, n=max(4, 2 * c))["levels"]
+            save()
+        for lv in (_arg("--vllm-levels") or "").split(","):
+            if lv:
+                rec.setdefault("vllm_bench", {})[f"c{lv}"] = vllm_bench(model, out, tag, int(lv))
+                save()
         rec["alive_after"] = sup.alive()
         oom = re.findall(r"out of memory|OutOfMemoryError", (out / f"{tag}.log").read_text(), re.I)
         rec["oom_lines"] = len(oom)
@@ -111,6 +145,44 @@ def main() -> None:
         rec["stop_s"] = round(time.monotonic() - t, 1)
         save()
         print(json.dumps({k: v for k, v in rec.items() if k not in ("full_length", "fill_kv", "bench")}), flush=True)
+
+
+def fast_boot(settings, out: Path, tag: str) -> None:
+    """The fast-boot steps on this GPU through llmodal's own FastBoot: start with sleep mode, warm
+    up, sleep (what the snapshot holds), wake, first token, decode speed."""
+    from llmodal.fast_boot import FastBoot
+
+    prep = prepare(settings, gpu=True, sleep_mode=True)
+    boot = FastBoot(prep, gpu=True)
+    boot.sup.log_path = out / f"{tag}.log"
+    rec: dict = {"tag": tag, "command": prep.launch.shell(), "planner_kv_tokens": prep.resolution.chosen.kv_tokens}
+    try:
+        boot.prepare_snapshot(900)
+        rec["gpu_mib_asleep"] = gpu_used_mib()
+        rec["host_rss_gib_asleep"] = round(sum(p.memory_info().rss for p in _tree(boot.sup.proc.pid)) / 2**30, 2)
+        boot.restore()
+        rec["gpu_mib_awake"] = gpu_used_mib()
+        t = time.monotonic()
+        r = httpx.post(BASE + "/v1/completions", headers={"Authorization": f"Bearer {KEY}"}, timeout=120,
+                       json={"model": prep.served_name, "prompt": "hello", "max_tokens": 1})
+        rec["first_token_after_wake_s"] = round(time.monotonic() - t, 3)
+        rec["first_request_status"] = r.status_code
+        rec["timings"] = boot.timings
+        kv = KV_LINE.findall((out / f"{tag}.log").read_text())
+        rec["engine_kv_tokens"] = int(kv[-1].replace(",", "")) if kv else None
+        rec["after_wake"] = bench(prep.launch.argv[prep.launch.argv.index("--model") + 1], out, f"{tag}-c1",
+                                  levels="1", input_len=1024, output_len=256, n=4)["levels"]
+    finally:
+        boot.stop()
+        (out / f"{tag}.json").write_text(json.dumps(rec, indent=2))
+        print(json.dumps({k: v for k, v in rec.items() if k != "after_wake"}), flush=True)
+
+
+def _tree(pid: int) -> list:
+    import psutil
+
+    p = psutil.Process(pid)
+    return [p, *p.children(recursive=True)]
 
 
 if __name__ == "__main__":

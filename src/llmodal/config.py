@@ -69,6 +69,9 @@ class Settings(BaseSettings):
                            "an integer from 1 to 256: most sequences (n) one request may ask for "
                            "(default: half the full-length sequences the plan's KV cache holds, at least 1; 8 on the CPU)",
                            ge=1, le=256)
+    profile: str = _f("balanced", "LLMODAL_PROFILE",
+                      "latency, balanced or throughput (kernel, batching, KV dtype, Modal concurrency)",
+                      pattern=r"^(latency|balanced|throughput)$")
     fast_boot: str = _f("off", "LLMODAL_FAST_BOOT",
                         "off or snapshot (Modal GPU memory snapshot with vLLM sleep mode; one GPU only)",
                         pattern=r"^(off|snapshot)$")

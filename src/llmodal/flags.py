@@ -34,6 +34,7 @@ class Inputs:
     max_num_seqs: int | None = None
     max_num_batched_tokens: int | None = None
     max_n: int | None = None
+    disabled_kernels: str | None = None
     kv_cache_dtype: str | None = None
     dtype: str | None = None
     tool_call_parser: str | None = None
@@ -69,9 +70,10 @@ FLAGS: tuple[Flag, ...] = (
     Flag("--tensor-parallel-size", "VLLM_TENSOR_PARALLEL_SIZE", lambda i: i.tensor_parallel_size, aliases=("-tp",)),
     Flag("--quantization", "VLLM_QUANTIZATION", lambda i: i.quantization, aliases=("-q",)),
     Flag("--dtype", "VLLM_DTYPE", lambda i: i.dtype or i.settings.dtype),
-    Flag("--kv-cache-dtype", PLANNER, lambda i: i.kv_cache_dtype),
-    Flag("--max-num-seqs", PLANNER, lambda i: i.max_num_seqs),
-    Flag("--max-num-batched-tokens", PLANNER, lambda i: i.max_num_batched_tokens),
+    Flag("--kv-cache-dtype", "LLMODAL_PROFILE", lambda i: i.kv_cache_dtype),
+    Flag("--max-num-seqs", "LLMODAL_PROFILE", lambda i: i.max_num_seqs),
+    Flag("--max-num-batched-tokens", "LLMODAL_PROFILE", lambda i: i.max_num_batched_tokens),
+    Flag("", "LLMODAL_PROFILE", lambda i: i.disabled_kernels, env="VLLM_DISABLED_KERNELS"),
     Flag("--enable-auto-tool-choice", "VLLM_TOOL_CALL_PARSER", lambda i: bool(i.tool_call_parser), switch=True),
     Flag("--tool-call-parser", "VLLM_TOOL_CALL_PARSER", lambda i: i.tool_call_parser),
     # parameter: a forced call's arguments always match the tool's schema, `strict: true` or not

@@ -71,6 +71,7 @@ def build_launch(
     reasoning_parser: str | None = None,
     sleep_mode: bool = False,
     max_n: int | None = None,
+    profile: object | None = None,  # profiles.ProfileFlags: the plan's batching, KV dtype, kernel
     api_key: str | None = None,
     host: str | None = None,
     port: int | None = None,
@@ -93,6 +94,10 @@ def build_launch(
         kv_cache_bytes=kv_cache_bytes, tensor_parallel_size=settings.tp,
         tool_call_parser=tool_call_parser, reasoning_parser=reasoning_parser, sleep_mode=sleep_mode,
         max_n=settings.max_n or max_n or CPU_MAX_N,
+        max_num_seqs=getattr(profile, "max_num_seqs", None),
+        max_num_batched_tokens=getattr(profile, "max_num_batched_tokens", None),
+        kv_cache_dtype=getattr(profile, "kv_cache_dtype", None), dtype=getattr(profile, "dtype", None),
+        disabled_kernels=getattr(profile, "disabled_kernels", None),
         host=host or settings.host, port=port or settings.port, middleware=AUTH_MIDDLEWARE,
     )
     args, env = flags.render(inputs)

@@ -56,6 +56,15 @@ def container_env(settings: Settings) -> dict[str, str]:
             "VLLM_CACHE_ROOT": VLLM_CACHE_PATH, "PYTHONUNBUFFERED": "1", **IMAGE_ENV}
 
 
+def concurrent_inputs(settings: Settings) -> int:
+    """LLMODAL_MAX_CONCURRENT_INPUTS when set, else the profile's."""
+    from .profiles import PROFILES
+
+    if "max_concurrent_inputs" in settings.model_fields_set:
+        return settings.max_concurrent_inputs
+    return PROFILES[settings.profile].concurrent_inputs
+
+
 def app_spec(settings: Settings) -> AppSpec:
     gpu = settings.gpu if settings.gpu_count == 1 else f"{settings.gpu}:{settings.gpu_count}"
     return AppSpec(
@@ -68,7 +77,7 @@ def app_spec(settings: Settings) -> AppSpec:
             min_containers=settings.min_containers,
             max_containers=settings.max_containers,
         ),
-        concurrent_inputs=settings.max_concurrent_inputs,
+        concurrent_inputs=concurrent_inputs(settings),
         web_port=PORT,
         startup_timeout=settings.startup_timeout_s,
         container_env=container_env(settings),

@@ -24,6 +24,8 @@ from dataclasses import asdict, dataclass, field, replace
 from ._exceptions import PlanError
 from .catalog import ModelSpec
 from .gpus import GPU, GiB
+from .profiles import ProfileFlags
+from .profiles import apply as apply_profile
 
 NON_TORCH_GIB = 0.25  # CUDA context, allocator slack; measured 0.22 GiB on one H100
 NON_TORCH_TP_GIB = 0.5  # NCCL buffers once there is more than one GPU
@@ -40,7 +42,14 @@ class EngineShape:
     max_num_seqs: int
 
     @classmethod
-    def for_gpu(cls, gpu: GPU) -> EngineShape:
+    def for_gpu(cls, gpu: GPU, flags: ProfileFlags | None = None) -> EngineShape:
+        base = cls._default(gpu)
+        if flags is None:
+            return base
+        return cls(flags.max_num_batched_tokens or base.max_num_batched_tokens, flags.max_num_seqs or base.max_num_seqs)
+
+    @classmethod
+    def _default(cls, gpu: GPU) -> EngineShape:
         # Mirrors vLLM's EngineArgs defaults (A100s keep the small batch on purpose).
         if gpu.memory_gib >= 160:
             return cls(16384, 1024)
@@ -63,7 +72,7 @@ class Plan:
     params_b: float
     weights_gib_total: float
     weights_gib_per_gpu: float
-    kv_bytes_per_token: int  # whole model, all layers
+    kv_bytes_per_token: int  # whole model, all layers, at the profile's KV dtype
     budget_gib_per_gpu: float
     activation_gib: float  # with its margin
     cuda_graph_gib: float
@@ -80,6 +89,8 @@ class Plan:
     fits: bool
     reason: str
     notes: list[str] = field(default_factory=list)
+    profile: str = "balanced"
+    flags: ProfileFlags | None = None  # what the profile puts on vLLM's command line
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -110,6 +121,7 @@ def make_plan(
     served_name: str | None = None,
     scaledown_window_s: int = 900,
     price_per_hour: float | None = None,
+    profile: str = "balanced",
 ) -> Plan:
     """Plan one configuration. ``quantization`` None means the checkpoint's own precision."""
     if max_model_len <= 0:
@@ -122,12 +134,14 @@ def make_plan(
     notes: list[str] = []
     quant = quantization or spec.quant
     weights = spec.weight_bytes(quant)
-    shape = EngineShape.for_gpu(gpu)
+    flags = apply_profile(profile, gpu, quant)
+    shape = EngineShape.for_gpu(gpu, flags)
     act = int(activation_bytes(spec, shape, tp) * ACTIVATION_MARGIN)
     graphs = cuda_graph_bytes(spec, tp)
     non_torch = (NON_TORCH_GIB + (NON_TORCH_TP_GIB if tp > 1 else 0)) * GiB
     budget = gpu.memory_gib * GiB * gpu_memory_utilization
-    kv_per_token_gpu = spec.kv_bytes_per_token() / min(tp, spec.kv_heads)
+    kv_per_token = spec.kv_bytes_per_token(flags.kv_dtype_bytes)
+    kv_per_token_gpu = kv_per_token / min(tp, spec.kv_heads)
     kv_mem = budget - weights / tp - act - graphs - non_torch
     kv_tokens = max(0, int(kv_mem // kv_per_token_gpu))
     full = kv_tokens / max_model_len
@@ -167,7 +181,7 @@ def make_plan(
         params_b=spec.params / 1e9,
         weights_gib_total=weights / GiB,
         weights_gib_per_gpu=weights / tp / GiB,
-        kv_bytes_per_token=spec.kv_bytes_per_token(),
+        kv_bytes_per_token=kv_per_token,
         budget_gib_per_gpu=budget / GiB,
         activation_gib=act / GiB,
         cuda_graph_gib=graphs / GiB,
@@ -184,6 +198,8 @@ def make_plan(
         fits=fits,
         reason=reason,
         notes=notes,
+        profile=profile,
+        flags=flags,
     )
 
 
@@ -247,7 +263,7 @@ def choose(spec: ModelSpec, gpu: GPU, quantization: str, **kw) -> Resolution:
                             "checkpoint instead")
         ckpt = spec.checkpoints.get(quantization) if quantization != spec.quant else None
         base = make_plan(spec, gpu, quantization=quantization, checkpoint=ckpt, **kw)
-    keep = ("gpu_memory_utilization", "scaledown_window_s", "price_per_hour")
+    keep = ("gpu_memory_utilization", "scaledown_window_s", "price_per_hour", "profile")
     sugg = suggestions(spec, gpu, base, **{k: v for k, v in kw.items() if k in keep})
     if quantization == "auto" and not base.fits:
         # auto only swaps the checkpoint: more GPUs or a shorter context are the user's call.
@@ -278,4 +294,5 @@ def plan_for_settings(settings, *, gpu: str | None = None, gpu_count: int | None
         served_name=model,
         scaledown_window_s=settings.scaledown_window_s,
         price_per_hour=settings.gpu_price_per_hour,
+        profile=settings.profile,
     )

@@ -24,7 +24,13 @@ def plan_table(plan: Plan, asked: Plan | None, sugg: list[Suggestion], console: 
     t.add_row("usable per GPU", f"{plan.budget_gib_per_gpu:.1f} GiB at utilization {plan.gpu_memory_utilization}")
     t.add_row("headroom", f"activations {plan.activation_gib:.2f} (with margin) + CUDA graphs "
               f"{plan.cuda_graph_gib:.2f} + non-torch {plan.non_torch_gib:.2f} GiB")
-    t.add_row("KV per token", f"{plan.kv_bytes_per_token / 1024:.0f} KiB (16-bit KV, all layers)")
+    kv_bits = 8 if plan.flags and plan.flags.kv_cache_dtype == "fp8" else 16
+    t.add_row("KV per token", f"{plan.kv_bytes_per_token / 1024:.0f} KiB ({kv_bits}-bit KV, all layers)")
+    f = plan.flags
+    if f:
+        shown = {"--max-num-seqs": f.max_num_seqs, "--max-num-batched-tokens": f.max_num_batched_tokens,
+                 "--kv-cache-dtype": f.kv_cache_dtype, "--dtype": f.dtype, "VLLM_DISABLED_KERNELS": f.disabled_kernels}
+        t.add_row(f"profile {plan.profile}", " ".join(f"{k} {v}" for k, v in shown.items() if v) or "vLLM's defaults")
     t.add_row("KV cache per GPU", f"{plan.kv_gib_per_gpu:.1f} GiB = {plan.kv_tokens:,} tokens "
               f"(--kv-cache-memory-bytes {plan.kv_cache_bytes})")
     t.add_row(f"full {plan.max_model_len:,}-token chats", f"{plan.full_length_sequences:.1f} at once")

@@ -87,8 +87,9 @@ def prepare(settings: Settings, *, gpu: bool, tiny_model: str | None = None, tin
     launch = build_launch(settings, checkpoint=p.checkpoint, served_model_name=settings.model,
                           quantization=p.vllm_quantization, revision=revision, api_key=api_key,
                           kv_cache_bytes=p.kv_cache_bytes or None, tool_call_parser=tool, reasoning_parser=reasoning,
-                          sleep_mode=sleep_mode, max_n=max(1, int(p.full_length_sequences // 2)))
-    summary = (f"{settings.model} from {p.checkpoint} on {p.gpu_count}× {p.gpu}: "
+                          sleep_mode=sleep_mode, max_n=max(1, int(p.full_length_sequences // 2)),
+                          profile=p.flags)
+    summary = (f"{settings.model} from {p.checkpoint} on {p.gpu_count}× {p.gpu}, profile {p.profile}: "
                f"{'fits' if p.fits else 'DOES NOT FIT'} — {p.reason}")
     return Prepared(launch, settings.model, summary, res, settings)
 
