@@ -41,3 +41,21 @@ def test_env_for_modal_writes_the_guides_three_lines(monkeypatch, tmp_path):
                            "VLLM_API_KEY": "server-key-0123456789abcdef"}
     shown = CliRunner().invoke(app, ["env", "--env-file", "", "--workspace", "acme"])
     assert "VLLM_API_KEY=****cdef" in shown.output and "0123456789" not in shown.output
+
+
+def test_status_makes_no_request_to_the_app_without_probe(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from conftest import Listener
+
+    app, modal_api = Listener(), Listener()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VLLM_", "MODAL_"))}
+    env.update(HOME=str(tmp_path), MODAL_SERVER_URL=modal_api.url, MODAL_TOKEN_ID="ak-x", MODAL_TOKEN_SECRET="as-x")
+    argv = [sys.executable, "-m", "llmodal.cli", "status", "--env-file", "", "--base-url", app.url + "/v1",
+            "--api-key", "k"]
+    subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
+    assert app.connections == 0  # a scaled-to-zero app is not woken (and billed) by `status`
+    subprocess.run([*argv, "--probe"], env=env, capture_output=True, text=True, timeout=120)
+    assert app.connections > 0
