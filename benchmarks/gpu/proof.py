@@ -149,17 +149,38 @@ def main() -> None:
 
 def fast_boot(settings, out: Path, tag: str) -> None:
     """The fast-boot steps on this GPU through llmodal's own FastBoot: start with sleep mode, warm
-    up, sleep (what the snapshot holds), wake, first token, decode speed."""
+    up, decode speed before sleeping (the fresh start), sleep (what the snapshot holds), wake,
+    first token, decode speed after waking. Saved after every step."""
     from llmodal.fast_boot import FastBoot
 
     prep = prepare(settings, gpu=True, sleep_mode=True)
     boot = FastBoot(prep, gpu=True)
     boot.sup.log_path = out / f"{tag}.log"
-    rec: dict = {"tag": tag, "command": prep.launch.shell(), "planner_kv_tokens": prep.resolution.chosen.kv_tokens}
+    model = prep.launch.argv[prep.launch.argv.index("--model") + 1]
+    rec: dict = {"tag": tag, "command": prep.launch.shell(), "planner_kv_tokens": prep.resolution.chosen.kv_tokens,
+                 "gpu_mib_before": gpu_used_mib()}
+
+    def save() -> None:
+        rec["timings"] = boot.timings
+        (out / f"{tag}.json").write_text(json.dumps(rec, indent=2))
+
+    def c1(name: str) -> list:
+        return bench(model, out, f"{tag}-{name}", levels="1", input_len=1024, output_len=256, n=4)["levels"]
+
+    warm_up = boot.warm_up
+
+    def warm_then_measure() -> None:  # the fresh start's decode speed, same process, before the sleep
+        warm_up()
+        rec["gpu_mib_serving"] = gpu_used_mib()
+        rec["before_sleep"] = c1("fresh")
+        save()
+
+    boot.warm_up = warm_then_measure
     try:
         boot.prepare_snapshot(900)
         rec["gpu_mib_asleep"] = gpu_used_mib()
         rec["host_rss_gib_asleep"] = round(sum(p.memory_info().rss for p in _tree(boot.sup.proc.pid)) / 2**30, 2)
+        save()
         boot.restore()
         rec["gpu_mib_awake"] = gpu_used_mib()
         t = time.monotonic()
@@ -167,15 +188,16 @@ def fast_boot(settings, out: Path, tag: str) -> None:
                        json={"model": prep.served_name, "prompt": "hello", "max_tokens": 1})
         rec["first_token_after_wake_s"] = round(time.monotonic() - t, 3)
         rec["first_request_status"] = r.status_code
-        rec["timings"] = boot.timings
+        rec["post_restore_s"] = round(boot.timings.get("wake", 0) + boot.timings["health_after_restore"]
+                                      + rec["first_token_after_wake_s"], 3)
         kv = KV_LINE.findall((out / f"{tag}.log").read_text())
         rec["engine_kv_tokens"] = int(kv[-1].replace(",", "")) if kv else None
-        rec["after_wake"] = bench(prep.launch.argv[prep.launch.argv.index("--model") + 1], out, f"{tag}-c1",
-                                  levels="1", input_len=1024, output_len=256, n=4)["levels"]
+        save()
+        rec["after_wake"] = c1("woken")
     finally:
         boot.stop()
-        (out / f"{tag}.json").write_text(json.dumps(rec, indent=2))
-        print(json.dumps({k: v for k, v in rec.items() if k != "after_wake"}), flush=True)
+        save()
+        print(json.dumps({k: v for k, v in rec.items() if k not in ("after_wake", "before_sleep")}), flush=True)
 
 
 def _tree(pid: int) -> list:
