@@ -151,8 +151,11 @@ def fast_boot(settings, out: Path, tag: str) -> None:
     """The fast-boot steps on this GPU through llmodal's own FastBoot: start with sleep mode, warm
     up, decode speed before sleeping (the fresh start), sleep (what the snapshot holds), wake,
     first token, decode speed after waking. Saved after every step."""
+    import os
+
     from llmodal.fast_boot import FastBoot
 
+    os.environ.update(IMAGE_ENV)  # in Modal these are the image's environment
     prep = prepare(settings, gpu=True, sleep_mode=True)
     boot = FastBoot(prep, gpu=True)
     boot.sup.log_path = out / f"{tag}.log"
