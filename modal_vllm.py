@@ -29,11 +29,11 @@ image, volumes, secrets = resources(settings)
 app = modal.App(spec.app_name)
 
 
-if settings.fast_boot == "snapshot":
-    # LLMODAL_FAST_BOOT=snapshot: vLLM starts, warms up and sleeps before Modal snapshots the
+if settings.snapshot:
+    # Fast boot (LLMODAL_FAST_BOOT, the default on one GPU): vLLM starts, warms up and sleeps before Modal snapshots the
     # container (CPU and GPU memory); a restored container only wakes it. Same URL, via the label.
-    @app.cls(image=image, secrets=secrets, volumes=volumes, env=spec.container_env, enable_memory_snapshot=True,
-             experimental_options={"enable_gpu_snapshot": True}, **spec.function_kwargs)
+    @app.cls(image=image, secrets=secrets, volumes=volumes, env=spec.container_env, **spec.snapshot_kwargs,
+             **spec.function_kwargs)
     @modal.concurrent(max_inputs=spec.concurrent_inputs)
     class Server:
         @modal.enter(snap=True)

@@ -109,7 +109,8 @@ class FakeModal(api_grpc.ModalClientBase):
     async def FunctionPrecreate(self, stream):
         req = await self._rec(stream, "FunctionPrecreate")
         await stream.send_message(api_pb2.FunctionPrecreateResponse(
-            function_id=self._id("fu"), handle_metadata=self._meta(req.function_name, req.webhook_config)))
+            function_id=self._id("fu"), handle_metadata=self._meta(req.function_name, req.webhook_config,
+                                                                   req.method_definitions)))
 
     async def FunctionCreate(self, stream):
         req = await self._rec(stream, "FunctionCreate")
@@ -119,11 +120,22 @@ class FakeModal(api_grpc.ModalClientBase):
         if not data.ranked_functions and req.HasField("function"):
             data.ranked_functions.add(rank=0, function=req.function)
         fn = data.ranked_functions[0].function
+        meta = self._meta(fn.function_name, fn.webhook_config, fn.method_definitions)
+        shown = api_pb2.Function()  # what the CLI prints URLs from: a class's web methods carry theirs
+        if req.HasField("function"):
+            shown.CopyFrom(req.function)
+            for m, d in shown.method_definitions.items():
+                d.web_url = meta.method_handle_metadata[m].web_url
         await stream.send_message(api_pb2.FunctionCreateResponse(
-            function_id=req.existing_function_id or self._id("fu"), function_data=data,
-            handle_metadata=self._meta(fn.function_name, fn.webhook_config)))
+            function_id=req.existing_function_id or self._id("fu"), function_data=data, function=shown,
+            handle_metadata=meta))
 
-    def _meta(self, name: str, webhook) -> api_pb2.FunctionHandleMetadata:
+    def _meta(self, name: str, webhook, methods=None) -> api_pb2.FunctionHandleMetadata:
+        if methods:  # a class: each web method gets its own URL, like a function would
+            meta = api_pb2.FunctionHandleMetadata(function_name=name)
+            for m, d in methods.items():
+                meta.method_handle_metadata[m].CopyFrom(self._meta(f"{name[:-2]}.{m}", d.webhook_config))
+            return meta
         url = ""
         if webhook and webhook.type:
             if webhook.requested_suffix:  # a label: https://WS--LABEL.modal.run

@@ -35,9 +35,16 @@ def sdk_view(fn):
     return fn.info(), impl._webhook_config, closure["autoscaler_settings"], closure
 
 
-def test_default_app_is_the_guides(monkeypatch):
+def test_default_on_one_gpu_is_the_fast_boot_class(monkeypatch):
     m = load_app(monkeypatch)
-    assert m.app.name == "vllm-llama70b"
+    assert m.settings.snapshot and hasattr(m, "Server") and not hasattr(m, "serve_vllm")
+    assert m.spec.snapshot_kwargs == {"enable_memory_snapshot": True,
+                                      "experimental_options": {"enable_gpu_snapshot": True}}
+
+
+def test_function_server_is_the_guides(monkeypatch):
+    m = load_app(monkeypatch, LLMODAL_FAST_BOOT="off")
+    assert m.app.name == "vllm-llama70b" and m.spec.snapshot_kwargs == {}
     info, web, autoscale, raw = sdk_view(m.serve_vllm)
     assert raw["tag"] == "serve_vllm"  # URL label serve-vllm: https://WS--vllm-llama70b-serve-vllm.modal.run
     assert info.gpus == [("A100-80GB", 1)]
@@ -77,7 +84,7 @@ def test_env_overrides_reach_the_app_and_the_container(monkeypatch):
 
 
 def test_every_setting_travels_including_the_deployers_choices(monkeypatch):
-    m = load_app(monkeypatch, LLMODAL_FORCE="true", LLMODAL_PUBLIC="true", LLMODAL_MAX_BODY_BYTES="4096",
+    m = load_app(monkeypatch, LLMODAL_FAST_BOOT="off", LLMODAL_FORCE="true", LLMODAL_PUBLIC="true", LLMODAL_MAX_BODY_BYTES="4096",
                  LLMODAL_METRICS_PUBLIC="true")
     from llmodal.config import Settings, from_handoff
 
@@ -161,17 +168,27 @@ def _sent_functions(calls):
     return out
 
 
-def test_modal_deploy_sends_the_guides_app(tmp_path):
-    r, calls = _deploy_via_fake(tmp_path, [sys.executable, "-m", "modal", "deploy", "modal_vllm.py"], **KEY)
+@pytest.mark.parametrize("fast_boot", ["auto", "off"])
+def test_modal_deploy_sends_the_guides_app(tmp_path, fast_boot):
+    r, calls = _deploy_via_fake(tmp_path, [sys.executable, "-m", "modal", "deploy", "modal_vllm.py"],
+                                LLMODAL_FAST_BOOT=fast_boot, **KEY)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "https://acme--vllm-llama70b-serve-vllm.modal.run" in r.stdout
     assert [c.description for c in calls["AppCreate"]] == ["vllm-llama70b"]
     fns = _sent_functions(calls)
-    serve = fns["serve_vllm"]
+    if fast_boot == "auto":  # the default on one GPU: the snapshot class, same URL label
+        serve = fns["Server.*"]
+        assert serve.checkpointing_enabled and dict(serve.experimental_options) == {"enable_gpu_snapshot": "True"}
+        web = serve.method_definitions["serve_vllm"].webhook_config
+        assert web.requested_suffix == "vllm-llama70b-serve-vllm"
+    else:
+        serve = fns["serve_vllm"]
+        assert not serve.checkpointing_enabled and not serve.experimental_options
+        web = serve.webhook_config
     assert serve.resources.gpu_config.gpu_type == "A100-80GB" and serve.resources.gpu_config.count == 1
     assert serve.timeout_secs == 86400 and serve.autoscaler_settings.scaledown_window == 900
     assert (serve.autoscaler_settings.min_containers, serve.autoscaler_settings.max_containers) == (0, 1)
-    assert serve.webhook_config.web_server_port == 8000 and serve.webhook_config.web_server_startup_timeout == 1200
+    assert web.web_server_port == 8000 and web.web_server_startup_timeout == 1200
     assert serve.max_concurrent_inputs == 64
     secrets = {c.deployment_name: c for c in calls["SecretGetOrCreate"]}
     assert "vllm-secrets" in secrets and not secrets["vllm-secrets"].env_dict  # by name only
@@ -217,6 +234,9 @@ def test_deploy_dry_run_json_sends_nothing(tmp_path):
     doc = json.loads(r.stdout)
     assert doc["app"] == "vllm-llama70b" and doc["url"] == "https://WORKSPACE--vllm-llama70b-serve-vllm.modal.run/v1"
     assert doc["secrets"] == ["vllm-secrets"] and doc["timeout"] == 86400 and doc["gpu"] == "A100-80GB"
+    assert doc["function"] == "Server.serve_vllm" and doc["fast_boot"] == {
+        "mode": "auto", "snapshot": True, "enable_memory_snapshot": True,
+        "experimental_options": {"enable_gpu_snapshot": True}}
     assert "--kv-cache-memory-bytes" in doc["command"] and "--tool-call-parser llama3_json" in doc["command"]
     assert "0123456789" not in r.stdout and listener.connections == 0
 

@@ -26,8 +26,6 @@ from .client import Endpoint
 from .health import HealthTimeout, async_wait_healthy, health_url
 
 PERCENTILES = (50, 90, 99)
-_WORDS = ("time person year way day thing man world life hand part child eye woman place work week case point "
-          "government company number group problem fact").split()
 
 
 @dataclass
@@ -44,27 +42,26 @@ class RequestResult:
 @dataclass
 class Prompts:
     texts: list[str]
-    source: str  # how lengths were made: the model's tokenizer, or an approximation
+    source: str  # how lengths were made: the model's tokenizer or the server's count
+    calibration: dict | None = None  # how the server's count was matched (no local tokenizer)
 
 
-def make_prompts(n: int, input_len: int, tokenizer_path: str | None, seed: int = 0) -> Prompts:
-    """``n`` distinct prompts of ``input_len`` tokens. Exact with the model's tokenizer, else ~1 word/token."""
+def make_prompts(n: int, input_len: int, tokenizer_path: str, seed: int = 0) -> Prompts:
+    """``n`` distinct prompts of exactly ``input_len`` tokens by the model's own tokenizer. Without
+    one, ``prompt_lengths.calibrate`` asks the server to count."""
+    from transformers import AutoTokenizer
+
     rng = random.Random(seed)
-    if tokenizer_path:
-        from transformers import AutoTokenizer
-
-        tok = AutoTokenizer.from_pretrained(tokenizer_path)
-        special = set(tok.all_special_ids)
-        vocab = [i for i in range(len(tok)) if i not in special]
-        texts = []
-        for _ in range(n):
-            ids = [rng.choice(vocab) for _ in range(input_len)]
-            text = tok.decode(ids)
-            ids = tok.encode(text, add_special_tokens=False)[:input_len]  # re-tokenization may merge or split
-            texts.append(tok.decode(ids))
-        return Prompts(texts, f"tokenizer {tokenizer_path}")
-    texts = [" ".join(rng.choice(_WORDS) for _ in range(input_len)) for _ in range(n)]
-    return Prompts(texts, "approximation: one common English word per token (no local tokenizer)")
+    tok = AutoTokenizer.from_pretrained(tokenizer_path)
+    special = set(tok.all_special_ids)
+    vocab = [i for i in range(len(tok)) if i not in special]
+    texts = []
+    for _ in range(n):
+        ids = [rng.choice(vocab) for _ in range(input_len)]
+        text = tok.decode(ids)
+        ids = tok.encode(text, add_special_tokens=False)[:input_len]  # re-tokenization may merge or split
+        texts.append(tok.decode(ids))
+    return Prompts(texts, f"tokenizer {tokenizer_path}")
 
 
 def _pct(xs: list[float], p: float) -> float:

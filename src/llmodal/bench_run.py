@@ -18,6 +18,7 @@ from rich.table import Table
 from . import bench as B
 from ._exceptions import ConfigError
 from .client import Endpoint
+from .prompt_lengths import Counter, calibrate, check_lengths
 
 
 @dataclass(frozen=True)
@@ -81,16 +82,35 @@ async def _run_levels(ep: Endpoint, cfg: BenchConfig, prompts: B.Prompts, consol
 
 def run(ep: Endpoint, cfg: BenchConfig, console: Console, *, health_wait_s: float) -> dict:
     """Run every level against a ready endpoint; return the result document (meta + levels)."""
-    tok = cfg.tokenizer or (ep.model if ep.model and Path(ep.model).is_dir() else None)
     total = max(prompts_per_level(cfg.num_prompts, lv) for lv in cfg.levels) + cfg.warmup
-    prompts = B.make_prompts(total, cfg.input_len, tok)
+    prompts = make_prompts(ep, cfg, total)
     console.print(f"prompt lengths: {prompts.source}")
     rows = asyncio.run(_run_levels(ep, cfg, prompts, console))
-    meta = {"base_url": ep.base_url, "model": ep.model, "api": cfg.api, "input_len": cfg.input_len,
+    check = check_lengths(rows, cfg.input_len)
+    if check and check["warning"]:
+        console.print(f"[yellow]warning[/]: the server counted {check['server_mean']:.0f} prompt tokens per request, "
+                      f"{check['deviation']:+.1%} from --input-len {cfg.input_len}: latency and $/1M figures are "
+                      "for that length (pass --tokenizer DIR for exact prompts)")
+    meta = {"prompt_calibration": prompts.calibration, "prompt_check": check, "base_url": ep.base_url, "model": ep.model, "api": cfg.api, "input_len": cfg.input_len,
             "output_len": cfg.output_len, "ignore_eos": cfg.ignore_eos, "warmup": cfg.warmup,
             "prompt_lengths": prompts.source, "health_wait_s": health_wait_s, "price_per_hour": cfg.price_per_hour,
             "started_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
     return B.result_doc(meta, rows)
+
+
+def make_prompts(ep: Endpoint, cfg: BenchConfig, n: int) -> B.Prompts:
+    """Exact lengths from a local tokenizer when there is one; else the server counts them."""
+    tok = cfg.tokenizer or (ep.model if ep.model and Path(ep.model).is_dir() else None)
+    if tok:
+        return B.make_prompts(n, cfg.input_len, tok)
+    counter = Counter(ep, cfg.api)
+    try:
+        texts, rec = calibrate(counter, n, cfg.input_len)
+    finally:
+        counter.close()
+    how = "/tokenize" if rec["method"] == "tokenize" else "usage.prompt_tokens"
+    return B.Prompts(texts, f"the server's count ({how}): {rec['counted_mean']:.0f} tokens "
+                            f"({rec['deviation']:+.1%}) for --input-len {cfg.input_len}", rec)
 
 
 def table(rows: list[dict]) -> Table:

@@ -127,7 +127,7 @@ def plan(
     """Will it fit, how much KV cache, how many users, what it costs — before anyone pays."""
     from .bench_run import costs_from_file
     from .plan import plan_for_settings
-    from .plan_view import plan_table
+    from .plan_view import fast_boot_row, plan_table
 
     try:
         settings = load_settings(env_file, model=model, gpu=gpu, gpu_count=gpus, max_model_len=max_model_len,
@@ -138,12 +138,13 @@ def plan(
         fail(e)
     if as_json:
         out = {"plan": res.chosen.to_dict(), "as_configured": res.asked.to_dict(),
-               "suggestions": [{"label": s.label, "plan": s.plan.to_dict()} for s in res.suggestions]}
+               "suggestions": [{"label": s.label, "plan": s.plan.to_dict()} for s in res.suggestions],
+               "fast_boot": fast_boot_row(res.chosen, settings.snapshot)}
         if costs is not None:
             out["cost_per_million_output_tokens"] = costs
         print(json.dumps(out, indent=2))
     else:
-        plan_table(res.chosen, res.asked, res.suggestions, console)
+        plan_table(res.chosen, res.asked, res.suggestions, console, snapshot=settings.snapshot)
         for row in costs or []:
             console.print(f"at concurrency {row['concurrency']}: {row['output_tok_s']:.0f} output tok/s → "
                           f"${row['usd_per_million_output_tokens']:.2f} per 1M output tokens")

@@ -79,7 +79,9 @@ def rehearse(settings: Settings) -> dict:
                    else "")
     p = prep.resolution.chosen if prep.resolution else None
     return {
-        "app": spec.app_name, "function": "serve_vllm", "web_label": WEB_LABEL,
+        "app": spec.app_name, "function": "Server.serve_vllm" if settings.snapshot else "serve_vllm",
+        "web_label": WEB_LABEL,
+        "fast_boot": {"mode": settings.fast_boot, "snapshot": settings.snapshot, **spec.snapshot_kwargs},
         "url": modal_url(settings, "WORKSPACE"), "gpu": spec.gpu, **{k: v for k, v in spec.function_kwargs.items()
                                                                      if k != "gpu"},
         "startup_timeout": spec.startup_timeout, "max_concurrent_inputs": spec.concurrent_inputs,

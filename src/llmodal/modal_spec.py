@@ -48,6 +48,7 @@ class AppSpec:
     startup_timeout: int
     container_env: dict[str, str]
     web_label: str  # the guide's URL, also for the class-based fast-boot server
+    snapshot_kwargs: dict[str, Any]  # empty when fast boot is off: the plain function server
 
 
 def container_env(settings: Settings) -> dict[str, str]:
@@ -82,6 +83,8 @@ def app_spec(settings: Settings) -> AppSpec:
         startup_timeout=settings.startup_timeout_s,
         container_env=container_env(settings),
         web_label=f"{settings.app_name}-{C.WEB_LABEL}",
+        snapshot_kwargs=dict(enable_memory_snapshot=True, experimental_options={"enable_gpu_snapshot": True})
+        if settings.snapshot else {},
     )
 
 

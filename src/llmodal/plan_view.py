@@ -8,7 +8,15 @@ from rich.table import Table
 from .plan import Plan, Suggestion
 
 
-def plan_table(plan: Plan, asked: Plan | None, sugg: list[Suggestion], console: Console) -> None:
+def fast_boot_row(plan: Plan, snapshot: bool) -> dict:
+    """KV tokens with and without fast boot. The planner sets the KV size (--kv-cache-memory-bytes),
+    so vLLM's sleep mode cannot shrink it: an H100 gave 106,672 KV tokens with and without it."""
+    return {"snapshot": snapshot, "kv_tokens_with": plan.kv_tokens, "kv_tokens_without": plan.kv_tokens,
+            "host_gib_asleep_at_least": round(plan.weights_gib_per_gpu, 1)}
+
+
+def plan_table(plan: Plan, asked: Plan | None, sugg: list[Suggestion], console: Console,
+               snapshot: bool = False) -> None:
     if asked is not None and asked.checkpoint != plan.checkpoint:
         console.print(f"[bold]As configured[/] ({asked.checkpoint}, {asked.quantization}): "
                       f"[red]does not fit[/] — {asked.reason}.")
@@ -33,6 +41,10 @@ def plan_table(plan: Plan, asked: Plan | None, sugg: list[Suggestion], console: 
         t.add_row(f"profile {plan.profile}", " ".join(f"{k} {v}" for k, v in shown.items() if v) or "vLLM's defaults")
     t.add_row("KV cache per GPU", f"{plan.kv_gib_per_gpu:.1f} GiB = {plan.kv_tokens:,} tokens "
               f"(--kv-cache-memory-bytes {plan.kv_cache_bytes})")
+    fb = fast_boot_row(plan, snapshot and plan.gpu_count == 1)
+    t.add_row("fast boot", f"{'snapshot' if fb['snapshot'] else 'off'}: {fb['kv_tokens_with']:,} KV tokens with it, "
+              f"{fb['kv_tokens_without']:,} without (KV size set, not profiled); asleep it holds ≥ "
+              f"{fb['host_gib_asleep_at_least']:.1f} GiB of host memory")
     t.add_row(f"full {plan.max_model_len:,}-token chats", f"{plan.full_length_sequences:.1f} at once")
     t.add_row("decode ceiling", f"{plan.decode_ceiling_tok_s:.0f} tok/s single stream (bandwidth ÷ weights)")
     t.add_row("cost", f"${plan.price_per_hour:.2f}/h · ${plan.idle_tail_cost:.2f} idle tail per cold start · "
