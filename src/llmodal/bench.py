@@ -286,6 +286,15 @@ def plot(result: dict, path: Path) -> None:
         ax.plot(x, ys, style, label=label)
     for lv, xi in zip(levels, x):
         ax.annotate(lv["label"], (xi, lv["ttft_ms"]["p50"]), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    slo = result.get("slo")
+    if slo:  # each term's own series against its limit, and the knee
+        from .slo import parse
+
+        for t in parse(",".join(slo["terms"])):
+            line = ax.plot(x, [t.value(lv) for lv in levels], "x-", label=f"{t.metric} {t.stat}")[0]
+            ax.axhline(t.limit_ms, color=line.get_color(), linestyle="--", linewidth=1, label=f"SLO {t}")
+        if slo["knee"]:
+            ax.axvline(slo["knee"]["output_tok_s"], color="gray", linestyle=":", label=f"knee {slo['knee']['label']}")
     m = result["meta"]
     ax.set_xlabel("output tokens / s")
     ax.set_ylabel("latency (ms)")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,7 +51,9 @@ def prompts_per_level(num_prompts: int | None, level: float) -> int:
     return num_prompts or max(8, int(4 * level))
 
 
-async def _run_levels(ep: Endpoint, cfg: BenchConfig, prompts: B.Prompts, console: Console) -> list[dict]:
+async def _run_levels(ep: Endpoint, cfg: BenchConfig, prompts: B.Prompts, console: Console,
+                      until: Callable[[dict], bool] | None = None) -> list[dict]:
+    """Each level in order; stop after the first level for which ``until(row)`` is true."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     runner = B.Runner(ep, api=cfg.api, output_len=cfg.output_len, ignore_eos=cfg.ignore_eos,
@@ -61,38 +64,46 @@ async def _run_levels(ep: Endpoint, cfg: BenchConfig, prompts: B.Prompts, consol
         # the GIL) with its own timestamps, and on a small machine with the engine too.
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=console, auto_refresh=False) as prog:
+            at = 0  # every level gets prompts of its own: a reused prompt would hit vLLM's prefix cache
             for lv in cfg.levels:
                 n = prompts_per_level(cfg.num_prompts, lv)
                 conc, rate = (None, lv) if cfg.open_loop else (int(lv), None)
                 label = f"{lv} req/s" if rate else f"c={int(lv)}"
                 if cfg.warmup:
-                    await runner.level(prompts.texts[:cfg.warmup], concurrency=min(cfg.warmup, conc or cfg.warmup),
-                                       rate=None, on_done=lambda: None)
+                    await runner.level(prompts.texts[at:at + cfg.warmup],
+                                       concurrency=min(cfg.warmup, conc or cfg.warmup), rate=None, on_done=lambda: None)
+                    at += cfg.warmup
                 task = prog.add_task(label, total=n)
-                res, dur = await runner.level(prompts.texts[cfg.warmup:cfg.warmup + n], concurrency=conc, rate=rate,
+                res, dur = await runner.level(prompts.texts[at:at + n], concurrency=conc, rate=rate,
                                               on_done=lambda: (prog.advance(task), prog.refresh()))
+                at += n
                 row = B.summarize(res, dur, n, cfg.price_per_hour)
                 row.update(label=label, concurrency=conc, request_rate=rate,
                            achieved_rate=runner.achieved_rate() if rate else None)
                 rows.append(row)
+                if until and until(row):
+                    break
     finally:
         await runner.aclose()
     return rows
 
 
-def run(ep: Endpoint, cfg: BenchConfig, console: Console, *, health_wait_s: float) -> dict:
-    """Run every level against a ready endpoint; return the result document (meta + levels)."""
-    total = max(prompts_per_level(cfg.num_prompts, lv) for lv in cfg.levels) + cfg.warmup
-    prompts = make_prompts(ep, cfg, total)
+def run(ep: Endpoint, cfg: BenchConfig, console: Console, *, health_wait_s: float,
+        until: Callable[[dict], bool] | None = None) -> dict:
+    """Run the levels against a ready endpoint (stopping after one that ``until`` rejects);
+    return the result document (meta + levels)."""
+    total = sum(prompts_per_level(cfg.num_prompts, lv) + cfg.warmup for lv in cfg.levels)
+    with console.status(f"making {total} prompts of {cfg.input_len} tokens…"):
+        prompts = make_prompts(ep, cfg, total)
     console.print(f"prompt lengths: {prompts.source}")
-    rows = asyncio.run(_run_levels(ep, cfg, prompts, console))
+    rows = asyncio.run(_run_levels(ep, cfg, prompts, console, until))
     check = check_lengths(rows, cfg.input_len)
     if check and check["warning"]:
         console.print(f"[yellow]warning[/]: the server counted {check['server_mean']:.0f} prompt tokens per request, "
                       f"{check['deviation']:+.1%} from --input-len {cfg.input_len}: latency and $/1M figures are "
                       "for that length (pass --tokenizer DIR for exact prompts)")
-    meta = {"prompt_calibration": prompts.calibration, "prompt_check": check, "base_url": ep.base_url, "model": ep.model, "api": cfg.api, "input_len": cfg.input_len,
-            "output_len": cfg.output_len, "ignore_eos": cfg.ignore_eos, "warmup": cfg.warmup,
+    meta = {"base_url": ep.base_url, "model": ep.model, "api": cfg.api, "input_len": cfg.input_len,
+            "prompt_calibration": prompts.calibration, "prompt_check": check, "output_len": cfg.output_len, "ignore_eos": cfg.ignore_eos, "warmup": cfg.warmup,
             "prompt_lengths": prompts.source, "health_wait_s": health_wait_s, "price_per_hour": cfg.price_per_hour,
             "started_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
     return B.result_doc(meta, rows)
@@ -125,6 +136,18 @@ def table(rows: list[dict]) -> Table:
                   f"{r['itl_ms']['p50']:.1f}/{r['itl_ms']['p99']:.1f}", f"{r['tpot_ms']['p50']:.1f}",
                   f"{r['e2el_ms']['p50']:.0f}", f"{usd:.2f}" if usd else "-")
     return t
+
+
+def slo_summary(s: dict) -> str:
+    k = s["knee"]
+    head = f"SLO {', '.join(s['terms'])}: "
+    if k is None:
+        return head + f"not met even at {s['first_failing']} ({'; '.join(s['why'])})"
+    usd = k["usd_per_million_output_tokens"]
+    tail = (f"; {s['first_failing']} broke it ({'; '.join(s['why'])})" if s["first_failing"]
+            else " (the highest level tried: raise --max-concurrency to look further)")
+    return (head + f"knee at {k['label']}: {k['requests_s']:.2f} req/s, {k['output_tok_s']:.0f} output tok/s"
+            + (f", ${usd:.2f} per 1M output tokens" if usd else "") + tail)
 
 
 def failed_requests(rows: list[dict]) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import signal
+from dataclasses import asdict
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -16,7 +17,7 @@ import typer
 
 from . import _constants as C
 from ._cli_common import EnvFile, app, console, err, fail
-from ._exceptions import LlmodalError
+from ._exceptions import ConfigError, LlmodalError
 from .config import load_settings
 
 
@@ -121,6 +122,8 @@ def plan(
     gpu_memory_utilization: Annotated[Optional[float], typer.Option(help="in (0, 1]")] = None,
     quantization: Annotated[Optional[str], typer.Option(help="auto, none, fp8, int8, awq or gptq")] = None,
     bench: Annotated[Optional[Path], typer.Option(help="a `llmodal bench --out` file: add $ per 1M output tokens")] = None,
+    rps: Annotated[Optional[float], typer.Option(
+        min=0.001, help="with --bench: containers and $/day for this many requests/s, beside a public API")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
     env_file: EnvFile = ".env",
 ) -> None:
@@ -134,6 +137,9 @@ def plan(
                                  gpu_memory_utilization=gpu_memory_utilization, quantization=quantization)
         res = plan_for_settings(settings)
         costs = costs_from_file(bench, res.chosen.price_per_hour) if bench else None
+        if rps is not None and bench is None:
+            raise ConfigError("--rps needs --bench FILE (a `llmodal bench --slo … --out FILE` result)")
+        cap = _capacity(bench, rps, res.chosen.price_per_hour, settings.model) if rps else None
     except LlmodalError as e:
         fail(e)
     if as_json:
@@ -142,12 +148,16 @@ def plan(
                "fast_boot": fast_boot_row(res.chosen, settings.snapshot)}
         if costs is not None:
             out["cost_per_million_output_tokens"] = costs
+        if cap is not None:
+            out["capacity"] = asdict(cap)
         print(json.dumps(out, indent=2))
     else:
         plan_table(res.chosen, res.asked, res.suggestions, console, snapshot=settings.snapshot)
         for row in costs or []:
             console.print(f"at concurrency {row['concurrency']}: {row['output_tok_s']:.0f} output tok/s → "
                           f"${row['usd_per_million_output_tokens']:.2f} per 1M output tokens")
+        if cap is not None:
+            console.print(_capacity_text(cap), markup=False)
     raise typer.Exit(0 if res.chosen.fits else 3)
 
 
@@ -169,6 +179,13 @@ def bench(
     price_per_hour: Annotated[Optional[float], typer.Option(help="$/h for $/1M tokens (default: the plan's)")] = None,
     health_timeout: Annotated[float, typer.Option(help="seconds to wait for a cold endpoint's /health")] = 900.0,
     request_timeout: Annotated[float, typer.Option(help="seconds per request")] = 600.0,
+    slo: Annotated[Optional[str], typer.Option(
+        help="find the highest concurrency meeting e.g. \"ttft_p99<=2s,itl_p99<=100ms\" (1, 2, 4, …)")] = None,
+    max_concurrency: Annotated[int, typer.Option(min=1, max=4096, help="where --slo stops raising")] = 256,
+    cold: Annotated[bool, typer.Option(
+        help="time the first request after the endpoint scaled to zero (waits --idle first)")] = False,
+    idle: Annotated[Optional[float], typer.Option(
+        min=0, help="--cold: seconds to send nothing first (default: scale-down window + 60 s)")] = None,
     out: Annotated[Optional[Path], typer.Option(help="write results as JSON")] = None,
     plot: Annotated[Optional[Path], typer.Option(help="write a PNG of throughput vs latency")] = None,
     env_file: EnvFile = ".env",
@@ -178,15 +195,27 @@ def bench(
 
     from . import bench as B
     from . import bench_run as R
-    from ._exceptions import ConfigError
     from .client import resolve_endpoint
+
+    from . import slo as S
 
     try:
         if api not in ("chat", "completions"):
             raise ConfigError(f"--api {api!r} is invalid: expected chat or completions")
-        levels = R.parse_levels(request_rate, float, "--request-rate") if request_rate else \
+        terms = S.parse(slo) if slo is not None else None
+        if terms and request_rate:
+            raise ConfigError("--slo raises concurrency (closed loop): drop --request-rate")
+        levels = S.sweep_levels(max_concurrency) if terms else \
+            R.parse_levels(request_rate, float, "--request-rate") if request_rate else \
             R.parse_levels(concurrency, int, "--concurrency")
         ep = resolve_endpoint(base_url, api_key, model, env_file)
+        if cold:
+            from .cold import cold_start
+
+            idle_s = idle if idle is not None else load_settings(env_file).scaledown_window_s + 60
+            doc = cold_start(ep, idle_s, output_len, request_timeout, console)
+            _write(doc, out)
+            raise typer.Exit(0 if doc["ok"] else 1)
         if price_per_hour is None:
             price_per_hour = _plan_price(env_file)
         with console.status(f"waiting for {ep.root}/health…"):
@@ -197,18 +226,55 @@ def bench(
                   f"api {api}")
     cfg = R.BenchConfig(levels, bool(request_rate), input_len, output_len, num_prompts, warmup, api, tokenizer,
                         ignore_eos, price_per_hour, request_timeout)
-    doc = R.run(ep, cfg, console, health_wait_s=waited)
+    doc = R.run(ep, cfg, console, health_wait_s=waited, until=(lambda row: bool(S.broken(row, terms))) if terms
+                else None)
     console.print(R.table(doc["levels"]))
-    if out:
-        B.dump(doc, out)
-        console.print(f"results: {out}")
+    if terms:
+        doc["slo"] = S.knee(doc["levels"], terms)
+        console.print(R.slo_summary(doc["slo"]))
+    _write(doc, out)
     if plot:
         B.plot(doc, plot)
         console.print(f"plot: {plot}")
-    failed = R.failed_requests(doc["levels"])
+    failed = R.failed_requests(doc["levels"]) if not terms else 0  # a sweep ends by breaking the SLO
+    if terms and doc["slo"]["knee"] is None:
+        err.print("[red]error:[/] not even concurrency 1 meets the SLO")
+        raise typer.Exit(1)
     if failed:
         err.print(f"[red]error:[/] {failed} request(s) failed; see the failures column")
         raise typer.Exit(1)
+
+
+def _capacity(bench: Path, rps: float, price_per_hour: float, model: str):
+    from .api_prices import cheapest
+    from .slo import capacity
+
+    try:
+        result = json.loads(bench.read_text())
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"--bench {bench}: not a llmodal bench result file ({e})") from None
+    return capacity(result, rps, price_per_hour, cheapest(model))
+
+
+def _capacity_text(c) -> str:
+    text = (f"{c.rps:g} req/s needs {c.containers} container(s) kept up at {c.per_container_rps:.2f} req/s each "
+            f"(the bench's SLO knee, or its best level without --slo): ${c.usd_per_day:,.2f} per day")
+    if c.api_usd_per_day is None:
+        return text + "\nno public API price is listed for this model"
+    cheaper = "self-hosting" if c.usd_per_day < c.api_usd_per_day else "the API"
+    return (text + f"\nthe same requests at a public API: ${c.api_usd_per_day:,.2f} per day ({c.api_source})"
+            f"\nbreak-even: one always-on container costs what the API does at {c.breakeven_rps:.2f} req/s"
+            + (f" — more than one container holds ({c.per_container_rps:.2f}), so at this token mix the API stays"
+               " cheaper" if c.breakeven_rps > c.per_container_rps else "")
+            + f"; at {c.rps:g} req/s {cheaper} is cheaper")
+
+
+def _write(doc: dict, out: Optional[Path]) -> None:
+    if out:
+        from .bench import dump
+
+        dump(doc, out)
+        console.print(f"results: {out}")
 
 
 def _plan_price(env_file: str) -> Optional[float]:
