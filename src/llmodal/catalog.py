@@ -7,7 +7,6 @@ checkpoints the planner may swap in (the served model name stays what the user a
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -21,8 +20,9 @@ BYTES_PER_PARAM = {
     "int8": 1.0,
     "awq": 0.5 + 2 / 128 + 0.5 / 128,
     "gptq": 0.5 + 2 / 128 + 0.5 / 128,
+    "w4a16": 0.5 + 2 / 128 + 0.5 / 128,  # compressed-tensors 4-bit weights, group 128
 }
-QUANTIZATIONS = ("auto", "none", "fp8", "int8", "awq", "gptq")
+QUANTIZATIONS = ("auto", "none", "fp8", "int8", "awq", "gptq", "w4a16")
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,8 @@ class ModelSpec:
     checkpoints: dict[str, str] = field(default_factory=dict)  # quantization -> repo id
     source: str = "catalog"
     max_position: int = 131072
+    experts: int = 1  # MoE: every expert's MLP is in memory
+    arch: str = ""  # config.json's architectures[0], when read from one
 
     @property
     def linear_params(self) -> int:
@@ -49,7 +51,7 @@ class ModelSpec:
         q = self.hidden * self.heads * self.head_dim
         kv = 2 * self.hidden * self.kv_heads * self.head_dim
         o = self.heads * self.head_dim * self.hidden
-        mlp = 3 * self.hidden * self.intermediate
+        mlp = 3 * self.hidden * self.intermediate * self.experts
         return self.layers * (q + kv + o + mlp)
 
     @property
@@ -79,7 +81,15 @@ def _llama(name, layers, hidden, heads, intermediate, checkpoints, kv_heads=8, v
                      checkpoints=checkpoints)
 
 
+# Shapes: each model's config.json as its maker publishes it. Builds: the publisher's hub page
+# (hugging-quants, neuralmagic/RedHatAI, Qwen, TheBloke, casperhansen, kosbu); listed from the
+# hub's model pages, not re-checked from this machine (it has no network): `llmodal plan
+# --discover` reads the hub's model tree when reachable, and the container's download fails
+# loudly on a repo that does not exist.
 _HQ = "hugging-quants/Meta-Llama-3.1-{size}-Instruct-{fmt}-INT4"
+_NM = "neuralmagic/{name}"
+_QWEN25 = dict(vocab=152064, max_position=32768)
+_QWEN3 = dict(vocab=151936, max_position=40960)
 CATALOG: dict[str, ModelSpec] = {
     m.name: m
     for m in (
@@ -92,16 +102,42 @@ CATALOG: dict[str, ModelSpec] = {
         _llama("meta-llama/Llama-3.1-405B-Instruct", 126, 16384, 128, 53248, {
             "awq": _HQ.format(size="405B", fmt="AWQ"), "gptq": _HQ.format(size="405B", fmt="GPTQ"),
             "fp8": "meta-llama/Llama-3.1-405B-Instruct-FP8"}),
-        # AWQ build: named in this project's issue 17 as a public AWQ INT4 build of Llama 3.3 70B
-        # (not re-checked against the hub from here: no network).
+        # AWQ build: named in this project's issue 17 as a public AWQ INT4 build of Llama 3.3 70B.
         _llama("meta-llama/Llama-3.3-70B-Instruct", 80, 8192, 64, 28672, {
             "awq": "kosbu/Llama-3.3-70B-Instruct-AWQ",
             "fp8": "neuralmagic/Llama-3.3-70B-Instruct-FP8-dynamic"}),
-        ModelSpec("Qwen/Qwen2.5-7B-Instruct", 28, 3584, 28, 4, 128, 18944, 152064, max_position=32768,
+        _llama("deepseek-ai/DeepSeek-R1-Distill-Llama-70B", 80, 8192, 64, 28672, {
+            "awq": "casperhansen/deepseek-r1-distill-llama-70b-awq",
+            "fp8": _NM.format(name="DeepSeek-R1-Distill-Llama-70B-FP8-dynamic")}),
+        _llama("deepseek-ai/DeepSeek-R1-Distill-Llama-8B", 32, 4096, 32, 14336, {
+            "fp8": _NM.format(name="DeepSeek-R1-Distill-Llama-8B-FP8-dynamic")}),
+        ModelSpec("Qwen/Qwen2.5-7B-Instruct", 28, 3584, 28, 4, 128, 18944, **_QWEN25,
                   checkpoints={"awq": "Qwen/Qwen2.5-7B-Instruct-AWQ", "gptq": "Qwen/Qwen2.5-7B-Instruct-GPTQ-Int4"}),
-        ModelSpec("Qwen/Qwen2.5-72B-Instruct", 80, 8192, 64, 8, 128, 29568, 152064, max_position=32768,
+        ModelSpec("Qwen/Qwen2.5-14B-Instruct", 48, 5120, 40, 8, 128, 13824, **_QWEN25,
+                  checkpoints={"awq": "Qwen/Qwen2.5-14B-Instruct-AWQ", "gptq": "Qwen/Qwen2.5-14B-Instruct-GPTQ-Int4"}),
+        ModelSpec("Qwen/Qwen2.5-32B-Instruct", 64, 5120, 40, 8, 128, 27648, **_QWEN25,
+                  checkpoints={"awq": "Qwen/Qwen2.5-32B-Instruct-AWQ", "gptq": "Qwen/Qwen2.5-32B-Instruct-GPTQ-Int4"}),
+        ModelSpec("Qwen/Qwen2.5-72B-Instruct", 80, 8192, 64, 8, 128, 29568, **_QWEN25,
                   checkpoints={"awq": "Qwen/Qwen2.5-72B-Instruct-AWQ", "gptq": "Qwen/Qwen2.5-72B-Instruct-GPTQ-Int4"}),
+        ModelSpec("deepseek-ai/DeepSeek-R1-Distill-Qwen-32B", 64, 5120, 40, 8, 128, 27648, **_QWEN25,
+                  checkpoints={"awq": "casperhansen/deepseek-r1-distill-qwen-32b-awq"}),
+        ModelSpec("Qwen/Qwen3-8B", 36, 4096, 32, 8, 128, 12288, **_QWEN3,
+                  checkpoints={"awq": "Qwen/Qwen3-8B-AWQ", "fp8": "Qwen/Qwen3-8B-FP8"}),
+        ModelSpec("Qwen/Qwen3-14B", 40, 5120, 40, 8, 128, 17408, **_QWEN3,
+                  checkpoints={"awq": "Qwen/Qwen3-14B-AWQ", "fp8": "Qwen/Qwen3-14B-FP8"}),
+        ModelSpec("Qwen/Qwen3-32B", 64, 5120, 64, 8, 128, 25600, **_QWEN3,
+                  checkpoints={"awq": "Qwen/Qwen3-32B-AWQ", "fp8": "Qwen/Qwen3-32B-FP8"}),
         ModelSpec("mistralai/Mistral-7B-Instruct-v0.3", 32, 4096, 32, 8, 128, 14336, 32768, max_position=32768),
+        ModelSpec("mistralai/Mistral-Small-24B-Instruct-2501", 40, 5120, 32, 8, 128, 32768, 131072,
+                  max_position=32768),
+        ModelSpec("mistralai/Mistral-Large-Instruct-2411", 88, 12288, 96, 8, 128, 28672, 32768),
+        ModelSpec("mistralai/Mixtral-8x7B-Instruct-v0.1", 32, 4096, 32, 8, 128, 14336, 32000, max_position=32768,
+                  experts=8, checkpoints={"awq": "TheBloke/Mixtral-8x7B-Instruct-v0.1-AWQ",
+                                          "fp8": _NM.format(name="Mixtral-8x7B-Instruct-v0.1-FP8")}),
+        ModelSpec("google/gemma-2-9b-it", 42, 3584, 16, 8, 256, 14336, 256000, tied_embeddings=True,
+                  max_position=8192),
+        ModelSpec("google/gemma-2-27b-it", 46, 4608, 32, 16, 128, 36864, 256000, tied_embeddings=True,
+                  max_position=8192),
     )
 }
 # Names people also write for the same weights.
@@ -112,21 +148,31 @@ _ALIASES = {
 }
 
 
-def _quant_of(cfg: dict) -> str:
-    qc = cfg.get("quantization_config") or {}
+def quant_of(cfg: dict) -> str:
+    """How a checkpoint's ``config.json`` says its linear weights are stored."""
+    qc = cfg.get("quantization_config") or cfg.get("compression_config") or {}
     method = str(qc.get("quant_method", "")).lower()
     if method in ("awq", "gptq") and int(qc.get("bits", 4)) == 4:
         return method
-    if method in ("fp8", "compressed-tensors", "fbgemm_fp8"):
+    if method == "compressed-tensors":
+        weights = [g.get("weights") or {} for g in (qc.get("config_groups") or {}).values()]
+        bits = {int(w.get("num_bits", 0)) for w in weights}
+        kinds = {str(w.get("type", "")) for w in weights}
+        if bits == {4}:
+            return "w4a16"
+        if bits == {8}:
+            return "fp8" if kinds == {"float"} else "int8"
+        return "unknown"
+    if method in ("fp8", "fbgemm_fp8"):
         return "fp8"
     if method == "bitsandbytes" or int(qc.get("bits", 16)) == 8:
         return "int8"
-    return "bf16"
+    return "bf16" if not method else "unknown"
 
 
 def spec_from_config(cfg: dict, name: str, source: str) -> ModelSpec:
     """Build a spec from a Hugging Face ``config.json`` dict."""
-    cfg = cfg.get("text_config", cfg)
+    outer, cfg = cfg, cfg.get("text_config", cfg)
     try:
         heads = int(cfg["num_attention_heads"])
         hidden = int(cfg["hidden_size"])
@@ -140,28 +186,24 @@ def spec_from_config(cfg: dict, name: str, source: str) -> ModelSpec:
             intermediate=int(cfg["intermediate_size"]),
             vocab=int(cfg["vocab_size"]),
             tied_embeddings=bool(cfg.get("tie_word_embeddings", False)),
-            quant=_quant_of(cfg),
+            quant=quant_of(cfg),
             source=source,
             max_position=int(cfg.get("max_position_embeddings", 131072)),
+            experts=int(cfg.get("num_local_experts") or cfg.get("num_experts") or 1),
+            arch=str((cfg.get("architectures") or outer.get("architectures") or [""])[0]),
         )
     except (KeyError, TypeError, ValueError) as e:
         raise PlanError(f"{source}: not a decoder config llmodal can plan ({e!r} missing or invalid)") from e
 
 
 def _from_hub(model: str, revision: str | None) -> dict | None:
-    """One quick attempt at the hub (no retries: an offline machine should answer in seconds)."""
-    if os.environ.get("HF_HUB_OFFLINE") == "1":
-        return None
-    import httpx
+    from .hub import fetch_config
 
-    token = os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN")
-    url = f"https://huggingface.co/{model}/resolve/{revision or 'main'}/config.json"
-    try:
-        r = httpx.get(url, headers={"Authorization": f"Bearer {token}"} if token else {}, timeout=5,
-                      follow_redirects=True)
-        return r.json() if r.status_code == 200 else None
-    except (httpx.HTTPError, ValueError):
-        return None
+    return fetch_config(model, revision)
+
+
+def canonical(model: str) -> str:
+    return _ALIASES.get(model, model)
 
 
 def lookup(model: str, revision: str | None = None) -> ModelSpec:

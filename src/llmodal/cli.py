@@ -124,6 +124,8 @@ def plan(
     bench: Annotated[Optional[Path], typer.Option(help="a `llmodal bench --out` file: add $ per 1M output tokens")] = None,
     rps: Annotated[Optional[float], typer.Option(
         min=0.001, help="with --bench: containers and $/day for this many requests/s, beside a public API")] = None,
+    discover: Annotated[bool, typer.Option(
+        help="read the hub's model tree for quantized builds even when the catalog knows the model")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
     env_file: EnvFile = ".env",
 ) -> None:
@@ -135,7 +137,7 @@ def plan(
     try:
         settings = load_settings(env_file, model=model, gpu=gpu, gpu_count=gpus, max_model_len=max_model_len,
                                  gpu_memory_utilization=gpu_memory_utilization, quantization=quantization)
-        res = plan_for_settings(settings)
+        res = plan_for_settings(settings, discover=discover)
         costs = costs_from_file(bench, res.chosen.price_per_hour) if bench else None
         if rps is not None and bench is None:
             raise ConfigError("--rps needs --bench FILE (a `llmodal bench --slo … --out FILE` result)")
@@ -145,14 +147,17 @@ def plan(
     if as_json:
         out = {"plan": res.chosen.to_dict(), "as_configured": res.asked.to_dict(),
                "suggestions": [{"label": s.label, "plan": s.plan.to_dict()} for s in res.suggestions],
-               "fast_boot": fast_boot_row(res.chosen, settings.snapshot)}
+               "fast_boot": fast_boot_row(res.chosen, settings.snapshot),
+               "hub": None if res.discovery is None else {
+                   "ranked": [asdict(c) for c in res.discovery.ranked],
+                   "rejected": [{"repo": r, "why": w} for r, w in res.discovery.rejected]}}
         if costs is not None:
             out["cost_per_million_output_tokens"] = costs
         if cap is not None:
             out["capacity"] = asdict(cap)
         print(json.dumps(out, indent=2))
     else:
-        plan_table(res.chosen, res.asked, res.suggestions, console, snapshot=settings.snapshot)
+        plan_table(res.chosen, res.asked, res.suggestions, console, snapshot=settings.snapshot, found=res.discovery)
         for row in costs or []:
             console.print(f"at concurrency {row['concurrency']}: {row['output_tok_s']:.0f} output tok/s → "
                           f"${row['usd_per_million_output_tokens']:.2f} per 1M output tokens")

@@ -54,6 +54,9 @@ def deploy(
     # two choices made on this command line.
     env = {"LLMODAL_ENV_FILE": env_file or "", **({"LLMODAL_FORCE": "true"} if force else {}),
            **({"LLMODAL_PUBLIC": "true"} if public else {})}
+    if res is not None and res.discovery is not None and not settings.checkpoint:
+        # A build found on the hub is pinned for the container: it plans what this preflight showed.
+        env["VLLM_CHECKPOINT"] = res.chosen.checkpoint
     code, out = run_streaming(modal_cli("deploy", "modal_vllm.py"), console.print, cwd=str(_repo_root()), env=env)
     if code != 0:
         err.print(f"[red]error:[/] modal deploy failed (exit {code})")

@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     model: str = _f(C.DEFAULT_MODEL, "VLLM_MODEL", "a Hugging Face repo id or a local model directory",
                     min_length=1)
     model_revision: str | None = _f(None, "VLLM_MODEL_REVISION", "a branch, tag or commit of the model repo")
+    checkpoint: str | None = _f(None, "VLLM_CHECKPOINT",
+                                "a repo id or directory of a quantized build of VLLM_MODEL to serve under "
+                                "VLLM_MODEL's name (default: the planner's choice)", min_length=1)
     max_model_len: int = _f(C.DEFAULT_MAX_MODEL_LEN, "VLLM_MAX_MODEL_LEN", "an integer from 16 to 1048576",
                             ge=16, le=1 << 20)
     gpu_memory_utilization: float = _f(C.DEFAULT_GPU_MEMORY_UTILIZATION, "VLLM_GPU_MEMORY_UTILIZATION",

@@ -32,6 +32,7 @@ NON_TORCH_TP_GIB = 0.5  # NCCL buffers once there is more than one GPU
 ACTIVATION_MARGIN = 1.25  # profiled peaks varied by 0.5 GiB (2.21 vs 1.69) between starts of one shape
 CUDA_GRAPH_GIB_70B = 2.5  # 2.11 GiB measured for 80 layers × 8192 hidden, rounded up
 MIN_CUDA_GRAPH_GIB = 0.25
+FOUR_BIT = ("awq", "gptq", "w4a16")  # only as a pre-quantized checkpoint (vLLM does not make them on the fly)
 
 
 @dataclass(frozen=True)
@@ -215,8 +216,8 @@ def suggestions(spec: ModelSpec, gpu: GPU, base: Plan, **kw) -> list[Suggestion]
     out: list[Suggestion] = []
     same = dict(kw, gpu_count=base.gpu_count, tensor_parallel_size=base.tensor_parallel_size,
                 max_model_len=base.max_model_len, served_name=base.model)
-    for quant in ("awq", "gptq", "fp8"):
-        if quant == spec.quant or (quant in ("awq", "gptq") and quant not in spec.checkpoints):
+    for quant in ("awq", "gptq", "w4a16", "fp8"):
+        if quant == spec.quant or (quant in FOUR_BIT and quant not in spec.checkpoints):
             continue
         ckpt = spec.checkpoints.get(quant)
         p = make_plan(spec, gpu, quantization=quant, checkpoint=ckpt, **same)
@@ -245,6 +246,7 @@ class Resolution:
     asked: Plan
     chosen: Plan
     suggestions: list[Suggestion]
+    discovery: object | None = None  # hub.Discovery when the hub's model tree was read
 
 
 def choose(spec: ModelSpec, gpu: GPU, quantization: str, **kw) -> Resolution:
@@ -256,7 +258,7 @@ def choose(spec: ModelSpec, gpu: GPU, quantization: str, **kw) -> Resolution:
     if quantization in ("auto", "none"):
         base = make_plan(spec, gpu, **kw)
     else:
-        if quantization in ("awq", "gptq") and spec.quant != quantization and quantization not in spec.checkpoints:
+        if quantization in FOUR_BIT and spec.quant != quantization and quantization not in spec.checkpoints:
             known = ", ".join(spec.checkpoints) or "none"
             raise PlanError(f"VLLM_QUANTIZATION={quantization!r}: no {quantization.upper()} checkpoint is known for "
                             f"{spec.name} (known: {known}); point VLLM_MODEL at a {quantization.upper()} "
@@ -277,16 +279,23 @@ def choose(spec: ModelSpec, gpu: GPU, quantization: str, **kw) -> Resolution:
 
 def plan_for_settings(settings, *, gpu: str | None = None, gpu_count: int | None = None, model: str | None = None,
                       max_model_len: int | None = None, gpu_memory_utilization: float | None = None,
-                      quantization: str | None = None, tensor_parallel_size: int | None = None) -> Resolution:
-    """The planner driven by llmodal's Settings, with optional overrides (the CLI's flags)."""
-    from .catalog import lookup
+                      quantization: str | None = None, tensor_parallel_size: int | None = None,
+                      discover: bool = False) -> Resolution:
+    """The planner driven by llmodal's Settings, with optional overrides (the CLI's flags).
+
+    Checkpoints come from the catalog; for a model it does not know (or with ``discover``) from
+    the hub's model tree when reachable. ``VLLM_CHECKPOINT`` pins one and skips the choice."""
     from .gpus import get_gpu
 
     model = model or settings.model
-    spec = lookup(model, settings.model_revision)
+    spec, found = model_facts(model, settings.model_revision, settings.checkpoint, discover)
+    if settings.checkpoint:  # pinned: its own format, no choice
+        quantization = next(iter(spec.checkpoints), "none")
+    else:
+        quantization = quantization or settings.quantization
     count = gpu_count or settings.gpu_count
-    return choose(
-        spec, get_gpu(gpu or settings.gpu), quantization or settings.quantization,
+    res = choose(
+        spec, get_gpu(gpu or settings.gpu), quantization,
         gpu_count=count,
         tensor_parallel_size=tensor_parallel_size or settings.tensor_parallel_size or count,
         max_model_len=max_model_len or settings.max_model_len,
@@ -296,3 +305,33 @@ def plan_for_settings(settings, *, gpu: str | None = None, gpu_count: int | None
         price_per_hour=settings.gpu_price_per_hour,
         profile=settings.profile,
     )
+    return replace(res, discovery=found)
+
+
+def model_facts(model: str, revision: str | None, checkpoint: str | None, discover: bool):
+    """(spec, discovery): the model's shape with the checkpoints the planner may use."""
+    from .catalog import CATALOG, canonical, lookup, spec_from_config
+
+    spec = lookup(model, revision)
+    if checkpoint:
+        pinned = lookup(checkpoint)
+        arch_differs = pinned.arch and spec.arch and pinned.arch != spec.arch
+        if arch_differs or (pinned.layers, pinned.hidden, pinned.experts) != (spec.layers, spec.hidden, spec.experts):
+            raise PlanError(f"VLLM_CHECKPOINT={checkpoint!r} is not a build of {model}: it is "
+                            f"{pinned.arch or 'a model'} with {pinned.layers} layers × {pinned.hidden}, the model is "
+                            f"{spec.arch or 'a model'} with {spec.layers} × {spec.hidden}")
+        if pinned.quant == spec.quant:  # same weight format: plan the pinned repo as the model itself
+            return replace(spec, name=checkpoint, checkpoints={}), None
+        return replace(spec, checkpoints={pinned.quant: checkpoint}), None
+    if canonical(model) in CATALOG and not discover:
+        return spec, None
+    from .hub import discover as read_tree, fetch_config
+
+    cfg = fetch_config(model, revision)
+    found = read_tree(model, cfg) if cfg else None
+    if found is None:
+        return spec, None  # offline: the catalog (or the model's own config) is all there is
+    if spec.source.startswith("hub:"):
+        spec = spec_from_config(cfg, model, source=spec.source)
+    # The hub's ranking replaces the catalog's picks where it found a build of that format.
+    return replace(spec, checkpoints={**spec.checkpoints, **found.best()}), found

@@ -15,8 +15,23 @@ def fast_boot_row(plan: Plan, snapshot: bool) -> dict:
             "host_gib_asleep_at_least": round(plan.weights_gib_per_gpu, 1)}
 
 
+def discovery_lines(found, chosen: str) -> list[str]:
+    """What the hub's model tree showed: builds kept (best first, why the chosen one) and rejected."""
+    if found is None:
+        return []
+    out = [f"hub model tree of {found.base}: {len(found.ranked)} build(s) kept, {len(found.rejected)} rejected"]
+    for i, c in enumerate(found.ranked):
+        mark = "→" if c.repo == chosen else " "
+        out.append(f"  {mark} {i + 1}. {c.repo} ({c.quant}, {c.downloads:,} downloads"
+                   f"{', trusted publisher' if c.trusted else ''})")
+    if any(c.repo == chosen for c in found.ranked):
+        out.append(f"  chosen: {chosen}: {found.why(chosen)}; pin another with VLLM_CHECKPOINT")
+    out += [f"  ✗ {repo}: {why}" for repo, why in found.rejected]
+    return out
+
+
 def plan_table(plan: Plan, asked: Plan | None, sugg: list[Suggestion], console: Console,
-               snapshot: bool = False) -> None:
+               snapshot: bool = False, found=None) -> None:
     if asked is not None and asked.checkpoint != plan.checkpoint:
         console.print(f"[bold]As configured[/] ({asked.checkpoint}, {asked.quantization}): "
                       f"[red]does not fit[/] — {asked.reason}.")
@@ -52,6 +67,8 @@ def plan_table(plan: Plan, asked: Plan | None, sugg: list[Suggestion], console: 
     t.add_row("price source", plan.price_source)
     console.print(t)
     console.print(f"verdict: {plan.reason}")
+    for line in discovery_lines(found, plan.checkpoint):
+        console.print(line, markup=False, highlight=False)
     for n in plan.notes:
         console.print(f"[yellow]note[/]: {n}")
     if sugg and not (asked is not None and asked.checkpoint != plan.checkpoint) and not plan.fits:

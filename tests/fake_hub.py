@@ -1,0 +1,75 @@
+"""A stand-in for the Hugging Face hub: the two routes the planner reads (``HF_ENDPOINT`` points
+huggingface_hub and llmodal at it). A made-up base model and its quantized children, some honest,
+one lying about its quantization, one of another architecture, one whose config is gone."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlparse
+
+BASE = "acme/Big-Chat-70B"
+LLAMA_70B = {"architectures": ["LlamaForCausalLM"], "hidden_size": 8192, "num_hidden_layers": 80,
+             "num_attention_heads": 64, "num_key_value_heads": 8, "intermediate_size": 28672, "vocab_size": 128256,
+             "max_position_embeddings": 131072}
+AWQ = {"quant_method": "awq", "bits": 4, "group_size": 128}
+FP8 = {"quant_method": "compressed-tensors", "config_groups": {"g0": {"weights": {"num_bits": 8, "type": "float"}}}}
+W4A16 = {"quant_method": "compressed-tensors", "config_groups": {"g0": {"weights": {"num_bits": 4, "type": "int"}}}}
+QWEN = dict(LLAMA_70B, architectures=["Qwen2ForCausalLM"])
+
+# repo → (downloads, config or None for a missing config.json)
+CHILDREN = {
+    "hugging-quants/Big-Chat-70B-AWQ-INT4": (100, dict(LLAMA_70B, quantization_config=AWQ)),
+    "someone/Big-Chat-70B-AWQ": (5000, dict(LLAMA_70B, quantization_config=AWQ)),
+    "liar/Big-Chat-70B-AWQ": (9000, dict(LLAMA_70B)),  # says AWQ in its name, declares nothing
+    "other/Big-Chat-70B-Qwen-AWQ": (8000, dict(QWEN, quantization_config=AWQ)),
+    "neuralmagic/Big-Chat-70B-FP8": (50, dict(LLAMA_70B, quantization_config=FP8)),
+    "someone/Big-Chat-70B-W4A16": (10, dict(LLAMA_70B, quantization_config=W4A16)),
+    "gone/Big-Chat-70B-GPTQ": (7000, None),
+}
+
+
+class FakeHub:
+    def __init__(self, children: dict | None = None, base: str = BASE, base_cfg: dict | None = None):
+        self.children = CHILDREN if children is None else children
+        self.configs = {base: base_cfg or LLAMA_70B, **{r: c for r, (_, c) in self.children.items() if c}}
+        self.base, self.requests = base, []
+        hub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def do_GET(self):
+                u = urlparse(self.path)
+                hub.requests.append(self.path)
+                if u.path == "/api/models":
+                    f = parse_qs(u.query).get("filter", [""])[0]
+                    rows = [{"id": r, "downloads": d} for r, (d, _) in hub.children.items()] \
+                        if f == f"base_model:quantized:{hub.base}" else []
+                    rows.sort(key=lambda x: -x["downloads"])
+                    return self._json(200, rows)
+                if u.path.endswith("/resolve/main/config.json"):
+                    repo = u.path[1:].split("/resolve/")[0]
+                    if repo in hub.configs:
+                        return self._json(200, hub.configs[repo])
+                return self._json(404, {"error": "not found"})
+
+            def _json(self, code, obj):
+                body = json.dumps(obj).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self) -> None:
+        self.server.shutdown()
