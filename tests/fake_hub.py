@@ -31,10 +31,11 @@ CHILDREN = {
 
 
 class FakeHub:
-    def __init__(self, children: dict | None = None, base: str = BASE, base_cfg: dict | None = None):
+    def __init__(self, children: dict | None = None, base: str = BASE, base_cfg: dict | None = None,
+                 gated: tuple[str, ...] = (BASE,)):
         self.children = CHILDREN if children is None else children
         self.configs = {base: base_cfg or LLAMA_70B, **{r: c for r, (_, c) in self.children.items() if c}}
-        self.base, self.requests = base, []
+        self.base, self.requests, self.gated = base, [], set(gated)
         hub = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -50,15 +51,25 @@ class FakeHub:
                         if f == f"base_model:quantized:{hub.base}" else []
                     rows.sort(key=lambda x: -x["downloads"])
                     return self._json(200, rows)
+                if u.path.startswith("/api/models/"):  # model_info, and auth_check on a gated repo
+                    repo = u.path[len("/api/models/"):].split("/revision/")[0].removesuffix("/auth-check")
+                    if repo not in hub.configs:
+                        return self._json(404, {"error": "Repository not found"}, {"X-Error-Code": "RepoNotFound"})
+                    if u.path.endswith("/auth-check") and repo in hub.gated:
+                        return self._json(403, {"error": f"Access to model {repo} is restricted."},
+                                          {"X-Error-Code": "GatedRepo", "X-Error-Message": "restricted"})
+                    return self._json(200, {"id": repo, "sha": "0" * 40, "gated": repo in hub.gated and "manual"})
                 if u.path.endswith("/resolve/main/config.json"):
                     repo = u.path[1:].split("/resolve/")[0]
                     if repo in hub.configs:
                         return self._json(200, hub.configs[repo])
                 return self._json(404, {"error": "not found"})
 
-            def _json(self, code, obj):
+            def _json(self, code, obj, headers=None):
                 body = json.dumps(obj).encode()
                 self.send_response(code)
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()

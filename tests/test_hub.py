@@ -89,3 +89,19 @@ def test_offline_falls_back_to_the_catalog_quickly():
     r = _plan("--model", BASE, HF_ENDPOINT=dead)
     assert r.returncode != 0 and "unknown model" in r.stdout + r.stderr
     assert time.monotonic() - t0 < 60
+
+
+def test_doctor_reports_a_gated_base_model_behind_an_ungated_build(hub, monkeypatch, tmp_path):
+    from typer.testing import CliRunner
+
+    from llmodal.cli import app
+
+    monkeypatch.setenv("HUGGING_FACE_HUB_TOKEN", "hf_test_token_without_access")
+    monkeypatch.setenv("VLLM_MODEL", BASE)
+    monkeypatch.setenv("MODAL_CONFIG_PATH", str(tmp_path / "none.toml"))
+    r = CliRunner().invoke(app, ["doctor", "--env-file", ""], env={"COLUMNS": "250"})
+    out = " ".join(r.output.split())
+    assert r.exit_code == 1
+    assert "hugging-quants/Big-Chat-70B-AWQ-INT4 is reachable" in out  # the served build: open
+    assert f"{BASE} is gated" in out and f"https://huggingface.co/{BASE}" in out  # its base: accept the license
+    assert "hf_test_token" not in r.output

@@ -132,6 +132,11 @@ def doctor_checks(settings: Settings, env_file: str | None) -> list[Check]:
     plan_check, res = _plan_check(settings)
     checks.append(plan_check)
     checks.append(_gate_check(res.chosen.checkpoint if res else settings.model, token))
+    if res and res.chosen.checkpoint != settings.model and not Path(settings.model).exists():
+        # A quantized build may be ungated while its base's license still binds its users.
+        base = _gate_check(settings.model, token)
+        checks.append(Check("base model license", base.ok, base.detail.replace("is reachable", "license accepted"),
+                            base.fix))
     key = settings.api_key()
     client_key = os.environ.get("VLLM_API_KEY") or (read_env(env_file).get("VLLM_API_KEY") if env_file else None)
     if key is None:

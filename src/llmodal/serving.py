@@ -71,6 +71,8 @@ def prepare(settings: Settings, *, gpu: bool, tiny_model: str | None = None, tin
         if tiny_model:
             update["model"] = tiny_model
         settings = settings.model_copy(update=update)
+        if not tiny_model:
+            _refuse_if_ram_short(settings)
         served = tiny_name or settings.model
         tool, reasoning = resolve_parsers(settings, settings.model, served)
         launch = build_launch(settings, served_model_name=served, api_key=api_key, tool_call_parser=tool,
@@ -92,6 +94,15 @@ def prepare(settings: Settings, *, gpu: bool, tiny_model: str | None = None, tin
     summary = (f"{settings.model} from {p.checkpoint} on {p.gpu_count}× {p.gpu}, profile {p.profile}: "
                f"{'fits' if p.fits else 'DOES NOT FIT'} — {p.reason}")
     return Prepared(launch, settings.model, summary, res, settings)
+
+
+def _refuse_if_ram_short(settings: Settings) -> None:
+    from .cpu_plan import cpu_fit
+
+    fit = cpu_fit(settings.model, settings.model_revision, settings.gpu_memory_utilization)
+    if fit and not fit.fits and not settings.force:
+        raise DoesNotFit(f"{fit.reason}. Serve the embedded tiny model (unset VLLM_MODEL), a smaller model, or "
+                         "deploy to Modal (`llmodal deploy`); LLMODAL_FORCE=1 or --force starts anyway")
 
 
 def dry_run_lines(prep: Prepared) -> list[str]:
