@@ -91,17 +91,16 @@ def test_offline_falls_back_to_the_catalog_quickly():
     assert time.monotonic() - t0 < 60
 
 
-def test_doctor_reports_a_gated_base_model_behind_an_ungated_build(hub, monkeypatch, tmp_path):
-    from typer.testing import CliRunner
-
-    from llmodal.cli import app
-
-    monkeypatch.setenv("HUGGING_FACE_HUB_TOKEN", "hf_test_token_without_access")
-    monkeypatch.setenv("VLLM_MODEL", BASE)
-    monkeypatch.setenv("MODAL_CONFIG_PATH", str(tmp_path / "none.toml"))
-    r = CliRunner().invoke(app, ["doctor", "--env-file", ""], env={"COLUMNS": "250"})
-    out = " ".join(r.output.split())
-    assert r.exit_code == 1
+def test_doctor_reports_a_gated_base_model_behind_an_ungated_build(hub, tmp_path):
+    # A subprocess: huggingface_hub reads HF_ENDPOINT once, when it is first imported.
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("VLLM_", "MODAL_"))}
+    r = subprocess.run([sys.executable, "-m", "llmodal.cli", "doctor", "--env-file", ""], capture_output=True,
+                       text=True, timeout=120, env={**base, "HF_ENDPOINT": hub.url, "VLLM_MODEL": BASE,
+                                                    "HUGGING_FACE_HUB_TOKEN": "hf_test_token_without_access",
+                                                    "MODAL_CONFIG_PATH": str(tmp_path / "none.toml"),
+                                                    "HOME": str(tmp_path), "COLUMNS": "250"})
+    out = " ".join(r.stdout.split())
+    assert r.returncode == 1, r.stdout + r.stderr
     assert "hugging-quants/Big-Chat-70B-AWQ-INT4 is reachable" in out  # the served build: open
     assert f"{BASE} is gated" in out and f"https://huggingface.co/{BASE}" in out  # its base: accept the license
-    assert "hf_test_token" not in r.output
+    assert "hf_test_token" not in r.stdout + r.stderr

@@ -23,11 +23,7 @@ import httpx
 
 from .health import health_url, wait_healthy
 from .serving import Prepared
-from .supervisor import Supervisor
-
-
-def say(msg: str) -> None:
-    print(f"llmodal: fast boot: {msg}", flush=True)
+from .supervisor import Supervisor, say
 
 
 class FastBoot:
@@ -51,7 +47,7 @@ class FastBoot:
         t0 = time.monotonic()
         fn()
         self.timings[name] = round(time.monotonic() - t0, 2)
-        say(f"{name}: {self.timings[name]} s")
+        say(f"fast boot: {name}: {self.timings[name]} s")
 
     def _control(self, method: str, path: str, **kw) -> httpx.Response:
         r = httpx.request(method, self.root + path, headers={"Authorization": f"Bearer {self.control_key}"},
@@ -64,7 +60,7 @@ class FastBoot:
         self._timed("start_to_health", lambda: (self.sup.start(), self.sup.wait_ready(startup_timeout)))
         self._timed("warm_up", self.warm_up)
         if not self.gpu:
-            say("sleep skipped: this engine has no sleep mode (CPU); the snapshot would hold it awake")
+            say("fast boot: sleep skipped: this engine has no sleep mode (CPU); the snapshot would hold it awake")
             return
         self._timed("sleep", lambda: self._control("POST", "/sleep", params={"level": 1}))
         self.slept = True

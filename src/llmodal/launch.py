@@ -16,6 +16,9 @@ from pydantic import SecretStr
 
 from . import flags
 from .config import Settings
+from .profiles import ProfileFlags
+
+VLLM_DEFAULTS = ProfileFlags(None, None, None, None, None)  # no profile: vLLM's own batching and kernels
 
 AUTH_MIDDLEWARE = "llmodal.auth.BearerAuthMiddleware"
 CPU_MAX_N = 8  # n cap where no plan sizes it
@@ -71,7 +74,7 @@ def build_launch(
     reasoning_parser: str | None = None,
     sleep_mode: bool = False,
     max_n: int | None = None,
-    profile: object | None = None,  # profiles.ProfileFlags: the plan's batching, KV dtype, kernel
+    profile: ProfileFlags | None = None,  # the plan's batching, KV dtype, kernel (None: vLLM's defaults)
     api_key: str | None = None,
     host: str | None = None,
     port: int | None = None,
@@ -84,6 +87,7 @@ def build_launch(
     (default: ``VLLM_MODEL``), so a client that follows the guide keeps working when the
     planner swaps in a 4-bit checkpoint. ``api_key`` defaults to ``VLLM_SERVER_API_KEY``.
     """
+    p = profile or VLLM_DEFAULTS
     if api_key is not None:
         settings = settings.model_copy(update={"server_api_key": SecretStr(api_key) if api_key else None})
     rev = revision if revision is not None else (settings.model_revision if checkpoint in (None, settings.model)
@@ -94,10 +98,8 @@ def build_launch(
         kv_cache_bytes=kv_cache_bytes, tensor_parallel_size=settings.tp,
         tool_call_parser=tool_call_parser, reasoning_parser=reasoning_parser, sleep_mode=sleep_mode,
         max_n=settings.max_n or max_n or CPU_MAX_N,
-        max_num_seqs=getattr(profile, "max_num_seqs", None),
-        max_num_batched_tokens=getattr(profile, "max_num_batched_tokens", None),
-        kv_cache_dtype=getattr(profile, "kv_cache_dtype", None), dtype=getattr(profile, "dtype", None),
-        disabled_kernels=getattr(profile, "disabled_kernels", None),
+        max_num_seqs=p.max_num_seqs, max_num_batched_tokens=p.max_num_batched_tokens,
+        kv_cache_dtype=p.kv_cache_dtype, dtype=p.dtype, disabled_kernels=p.disabled_kernels,
         host=host or settings.host, port=port or settings.port, middleware=AUTH_MIDDLEWARE,
     )
     args, env = flags.render(inputs)

@@ -18,10 +18,10 @@ from pathlib import Path
 from ._exceptions import ConfigError, DoesNotFit, LlmodalError
 from .config import Settings, from_handoff
 from .gpus import has_gpu
-from .plan import Plan, plan_for_settings
+from .plan import Resolution, plan_for_settings
 from .serving import Prepared, dry_run_lines, prepare
 from .fast_boot import FastBoot
-from .supervisor import Supervisor
+from .supervisor import Supervisor, say
 
 PINS_FILE = "llmodal-pins.json"
 
@@ -48,10 +48,6 @@ def _token_env() -> None:
         os.environ["HF_TOKEN"] = os.environ["HUGGING_FACE_HUB_TOKEN"]
 
 
-def say(msg: str) -> None:
-    print(f"llmodal: {msg}", flush=True)
-
-
 def container_settings() -> Settings:
     """The deployer's settings (one handed-over value) plus the secret's key, re-validated here."""
     return from_handoff(os.environ.get("LLMODAL_SETTINGS"))
@@ -65,14 +61,14 @@ def keyless_refusal(settings: Settings) -> str:
             "for an endpoint without a key")
 
 
-def resolve(settings: Settings) -> Plan:
+def resolve(settings: Settings) -> Resolution:
     res = plan_for_settings(settings)
     if not res.chosen.fits and not settings.force:
         raise DoesNotFit(f"the plan does not fit: {res.chosen.reason}. Run `llmodal plan` where you "
                          "deploy; deploy with --force (LLMODAL_FORCE=true) to start anyway")
     for note in res.chosen.notes:
         say(note)
-    return res.chosen
+    return res
 
 
 def container_prepare(settings: Settings, *, gpu: bool | None = None, sleep_mode: bool = False) -> Prepared:
@@ -83,7 +79,8 @@ def container_prepare(settings: Settings, *, gpu: bool | None = None, sleep_mode
     gpu = has_gpu() if gpu is None else gpu
     if not gpu:  # the rehearsal here: the CPU engine serves whatever VLLM_MODEL names
         return prepare(settings, gpu=False)
-    plan = resolve(settings)
+    res = resolve(settings)
+    plan = res.chosen
     pin = read_pins().get(plan.checkpoint)
     revision = pin or (settings.model_revision if plan.checkpoint == settings.model else None)
     if pin and weights_cached(plan.checkpoint, pin):
@@ -92,7 +89,7 @@ def container_prepare(settings: Settings, *, gpu: bool | None = None, sleep_mode
     else:
         say(f"{plan.checkpoint} is not in the volume yet; vLLM will download it "
             "(run `modal run modal_vllm.py::download` once to make cold starts load-only)")
-    return prepare(settings, gpu=True, revision=revision, sleep_mode=sleep_mode)
+    return prepare(settings, gpu=True, revision=revision, sleep_mode=sleep_mode, resolution=res)
 
 
 def start_server(settings: Settings | None = None, *, exit_on_death: bool = True) -> Supervisor:
@@ -183,7 +180,7 @@ def download_weights(commit: Callable[[], None] | None = None) -> str:
 
     _token_env()
     settings = container_settings()
-    plan = resolve(settings)
+    plan = resolve(settings).chosen
     revision = settings.model_revision if plan.checkpoint == settings.model else None
     sha = HfApi().model_info(plan.checkpoint, revision=revision).sha
     print(f"llmodal: downloading {plan.checkpoint}@{sha} ({plan.weights_gib_total:.1f} GiB of weights)", flush=True)

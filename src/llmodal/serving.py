@@ -8,6 +8,8 @@ here too, so the printed command is the command that runs.
 
 from __future__ import annotations
 
+import functools
+
 from dataclasses import dataclass
 
 from ._exceptions import ConfigError, DoesNotFit
@@ -29,8 +31,10 @@ class Prepared:
     settings: Settings
 
 
+@functools.cache
 def installed_parsers() -> tuple[set[str], set[str]] | None:
-    """(tool parsers, reasoning parsers) the installed vLLM offers; None where vLLM is absent."""
+    """(tool parsers, reasoning parsers) the installed vLLM offers; None where vLLM is absent.
+    Cached: importing vLLM takes seconds, and the answer cannot change within a process."""
     try:
         from vllm.reasoning import ReasoningParserManager
         from vllm.tool_parsers import ToolParserManager
@@ -61,9 +65,11 @@ def resolve_parsers(settings: Settings, *names: str) -> tuple[str | None, str | 
 
 
 def prepare(settings: Settings, *, gpu: bool, tiny_model: str | None = None, tiny_name: str | None = None,
-            api_key: str | None = None, revision: str | None = None, sleep_mode: bool = False) -> Prepared:
+            api_key: str | None = None, revision: str | None = None, sleep_mode: bool = False,
+            resolution: Resolution | None = None) -> Prepared:
     """Build the launch. On a GPU: plan, refuse a plan that does not fit (unless LLMODAL_FORCE),
-    pass the planner's checkpoint and KV size. ``tiny_model`` serves that directory on the CPU."""
+    pass the planner's checkpoint and KV size (``resolution``: a plan already made for these
+    settings, not made again). ``tiny_model`` serves that directory on the CPU."""
     if not gpu:
         update: dict = {}
         if "gpu_memory_utilization" not in settings.model_fields_set:
@@ -80,7 +86,7 @@ def prepare(settings: Settings, *, gpu: bool, tiny_model: str | None = None, tin
         what = f"embedded tiny Llama ({settings.model})" if tiny_model else settings.model
         return Prepared(launch, served, f"{what} on the CPU engine (the planner is for GPUs)", None, settings)
 
-    res = plan_for_settings(settings)
+    res = resolution or plan_for_settings(settings)
     p = res.chosen
     if not p.fits and not settings.force:
         raise DoesNotFit(f"the plan does not fit: {p.reason} (run `llmodal plan` for options that fit; "

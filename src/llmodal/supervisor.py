@@ -23,6 +23,12 @@ from .diagnostics import diagnose
 from .health import HealthTimeout, ProcessDied, health_url, wait_healthy
 from .launch import Launch
 
+
+def say(msg: str) -> None:
+    """One line to the container's log (Modal shows stdout): ``llmodal: …``, flushed at once."""
+    print(f"llmodal: {msg}", flush=True)
+
+
 def port_free(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
