@@ -15,6 +15,7 @@ import json
 import re
 import subprocess
 import sys
+import zlib
 import time
 from pathlib import Path
 
@@ -41,7 +42,9 @@ def bench(model: str, out: Path, tag: str, *, levels: str, input_len: int, outpu
     argv = [sys.executable, "-m", "llmodal.cli", "bench", "--env-file", "", "--base-url", BASE + "/v1", "--api-key", KEY,
             "--model", model, "--api", "completions", "--tokenizer", model, "--concurrency", levels,
             "--input-len", str(input_len), "--output-len", str(output_len), "--warmup", "0",
-            "--price-per-hour", "3.9492", "--out", str(out / f"{tag}.json")]
+            "--price-per-hour", "3.9492", "--out", str(out / f"{tag}.json"),
+            # every call its own prompts: a level must not find an earlier level's in vLLM's prefix cache
+            "--seed", str(zlib.crc32(tag.encode()))]
     if n:
         argv += ["--num-prompts", str(n)]
     t0 = time.monotonic()
@@ -62,7 +65,7 @@ def vllm_bench(model: str, out: Path, tag: str, c: int) -> dict:
     argv = [sys.executable, "-c", code, "--backend", "vllm", "--base-url", BASE, "--model", model, "--tokenizer", model,
             "--dataset-name", "random", "--random-input-len", "1024", "--random-output-len", "256", "--ignore-eos",
             "--num-prompts", str(n), "--max-concurrency", str(c), "--percentile-metrics", "ttft,tpot,itl,e2el",
-            "--metric-percentiles", "50,99", "--save-result", "--result-dir", str(out),
+            "--metric-percentiles", "50,99", "--seed", str(1000 + c), "--save-result", "--result-dir", str(out),
             "--result-filename", f"{tag}-vllm-c{c}.json"]
     r = subprocess.run(argv, capture_output=True, text=True, env={**__import__("os").environ, "OPENAI_API_KEY": KEY})
     f = out / f"{tag}-vllm-c{c}.json"

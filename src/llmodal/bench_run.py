@@ -35,6 +35,7 @@ class BenchConfig:
     ignore_eos: bool
     price_per_hour: float | None
     request_timeout: float
+    seed: int = 0  # prompts differ by seed: runs against one server with different seeds share no prefix
 
 
 def parse_levels(text: str, kind: type, flag: str) -> list:
@@ -113,10 +114,10 @@ def make_prompts(ep: Endpoint, cfg: BenchConfig, n: int) -> B.Prompts:
     """Exact lengths from a local tokenizer when there is one; else the server counts them."""
     tok = cfg.tokenizer or (ep.model if ep.model and Path(ep.model).is_dir() else None)
     if tok:
-        return B.make_prompts(n, cfg.input_len, tok)
+        return B.make_prompts(n, cfg.input_len, tok, seed=cfg.seed)
     counter = Counter(ep, cfg.api)
     try:
-        texts, rec = calibrate(counter, n, cfg.input_len)
+        texts, rec = calibrate(counter, n, cfg.input_len, seed=cfg.seed)
     finally:
         counter.close()
     how = "/tokenize" if rec["method"] == "tokenize" else "usage.prompt_tokens"

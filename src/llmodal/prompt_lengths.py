@@ -96,7 +96,7 @@ def calibrate(counter: Counter, n: int, input_len: int, seed: int = 0) -> tuple[
     start = max(1, round((input_len - fixed) / per_word))
 
     def one(i: int) -> tuple[str, int]:
-        r = random.Random(seed + 1 + i)
+        r = random.Random(f"{seed}:{i}")  # distinct per seed and prompt
         return _one(counter, [r.choice(WORDS) for _ in range(2 * start + 16)], start, input_len, per_word)
 
     # Counted in parallel: against a remote endpoint each count is a round trip.
