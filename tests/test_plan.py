@@ -124,3 +124,18 @@ def test_plan_cli_json_and_bench_cost(tmp_path):
 def test_does_not_fit_exits_3():
     r = CliRunner().invoke(app, ["plan", "--env-file", "", "--quantization", "none"])
     assert r.exit_code == 3
+
+
+@pytest.mark.parametrize("max_len,util,at_least", [(8192, 0.95, 10), (16384, 0.95, 6), (8192, 0.90, 6),
+                                                   (16384, 0.90, 6)])
+def test_the_guides_llama33_overrides_fit_one_a100_with_a_4bit_build(monkeypatch, max_len, util, at_least):
+    """The guide's examples: VLLM_MODEL=meta-llama/Llama-3.3-70B-Instruct, 16,384 tokens, utilization 0.90."""
+    from llmodal.config import load_settings
+    from llmodal.plan import plan_for_settings
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    s = load_settings(None, model="meta-llama/Llama-3.3-70B-Instruct", max_model_len=max_len,
+                      gpu_memory_utilization=util)
+    p = plan_for_settings(s).chosen
+    assert p.fits and p.gpu_count == 1 and p.gpu == "A100-80GB" and p.quantization in ("awq", "gptq", "w4a16")
+    assert p.full_length_sequences >= at_least and p.model == "meta-llama/Llama-3.3-70B-Instruct"
