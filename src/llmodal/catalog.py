@@ -86,6 +86,12 @@ def _llama(name, layers, hidden, heads, intermediate, checkpoints, kv_heads=8, v
 # hub's model pages, not re-checked from this machine (it has no network): `llmodal plan
 # --discover` reads the hub's model tree when reachable, and the container's download fails
 # loudly on a repo that does not exist.
+def _qwen(name, layers, hidden, heads, kv_heads, intermediate, suffixes, **kw):
+    """Qwen publishes its own builds as the model's name plus a suffix."""
+    return ModelSpec(name, layers, hidden, heads, kv_heads, 128, intermediate,
+                     checkpoints={q: name + sfx for q, sfx in suffixes.items()}, **kw)
+
+
 _HQ = "hugging-quants/Meta-Llama-3.1-{size}-Instruct-{fmt}-INT4"
 _NM = "neuralmagic/{name}"
 _QWEN25 = dict(vocab=152064, max_position=32768)
@@ -111,22 +117,15 @@ CATALOG: dict[str, ModelSpec] = {
             "fp8": _NM.format(name="DeepSeek-R1-Distill-Llama-70B-FP8-dynamic")}),
         _llama("deepseek-ai/DeepSeek-R1-Distill-Llama-8B", 32, 4096, 32, 14336, {
             "fp8": _NM.format(name="DeepSeek-R1-Distill-Llama-8B-FP8-dynamic")}),
-        ModelSpec("Qwen/Qwen2.5-7B-Instruct", 28, 3584, 28, 4, 128, 18944, **_QWEN25,
-                  checkpoints={"awq": "Qwen/Qwen2.5-7B-Instruct-AWQ", "gptq": "Qwen/Qwen2.5-7B-Instruct-GPTQ-Int4"}),
-        ModelSpec("Qwen/Qwen2.5-14B-Instruct", 48, 5120, 40, 8, 128, 13824, **_QWEN25,
-                  checkpoints={"awq": "Qwen/Qwen2.5-14B-Instruct-AWQ", "gptq": "Qwen/Qwen2.5-14B-Instruct-GPTQ-Int4"}),
-        ModelSpec("Qwen/Qwen2.5-32B-Instruct", 64, 5120, 40, 8, 128, 27648, **_QWEN25,
-                  checkpoints={"awq": "Qwen/Qwen2.5-32B-Instruct-AWQ", "gptq": "Qwen/Qwen2.5-32B-Instruct-GPTQ-Int4"}),
-        ModelSpec("Qwen/Qwen2.5-72B-Instruct", 80, 8192, 64, 8, 128, 29568, **_QWEN25,
-                  checkpoints={"awq": "Qwen/Qwen2.5-72B-Instruct-AWQ", "gptq": "Qwen/Qwen2.5-72B-Instruct-GPTQ-Int4"}),
+        _qwen("Qwen/Qwen2.5-7B-Instruct", 28, 3584, 28, 4, 18944, {"awq": "-AWQ", "gptq": "-GPTQ-Int4"}, **_QWEN25),
+        _qwen("Qwen/Qwen2.5-14B-Instruct", 48, 5120, 40, 8, 13824, {"awq": "-AWQ", "gptq": "-GPTQ-Int4"}, **_QWEN25),
+        _qwen("Qwen/Qwen2.5-32B-Instruct", 64, 5120, 40, 8, 27648, {"awq": "-AWQ", "gptq": "-GPTQ-Int4"}, **_QWEN25),
+        _qwen("Qwen/Qwen2.5-72B-Instruct", 80, 8192, 64, 8, 29568, {"awq": "-AWQ", "gptq": "-GPTQ-Int4"}, **_QWEN25),
         ModelSpec("deepseek-ai/DeepSeek-R1-Distill-Qwen-32B", 64, 5120, 40, 8, 128, 27648, **_QWEN25,
                   checkpoints={"awq": "casperhansen/deepseek-r1-distill-qwen-32b-awq"}),
-        ModelSpec("Qwen/Qwen3-8B", 36, 4096, 32, 8, 128, 12288, **_QWEN3,
-                  checkpoints={"awq": "Qwen/Qwen3-8B-AWQ", "fp8": "Qwen/Qwen3-8B-FP8"}),
-        ModelSpec("Qwen/Qwen3-14B", 40, 5120, 40, 8, 128, 17408, **_QWEN3,
-                  checkpoints={"awq": "Qwen/Qwen3-14B-AWQ", "fp8": "Qwen/Qwen3-14B-FP8"}),
-        ModelSpec("Qwen/Qwen3-32B", 64, 5120, 64, 8, 128, 25600, **_QWEN3,
-                  checkpoints={"awq": "Qwen/Qwen3-32B-AWQ", "fp8": "Qwen/Qwen3-32B-FP8"}),
+        _qwen("Qwen/Qwen3-8B", 36, 4096, 32, 8, 12288, {"awq": "-AWQ", "fp8": "-FP8"}, **_QWEN3),
+        _qwen("Qwen/Qwen3-14B", 40, 5120, 40, 8, 17408, {"awq": "-AWQ", "fp8": "-FP8"}, **_QWEN3),
+        _qwen("Qwen/Qwen3-32B", 64, 5120, 64, 8, 25600, {"awq": "-AWQ", "fp8": "-FP8"}, **_QWEN3),
         ModelSpec("mistralai/Mistral-7B-Instruct-v0.3", 32, 4096, 32, 8, 128, 14336, 32768, max_position=32768),
         ModelSpec("mistralai/Mistral-Small-24B-Instruct-2501", 40, 5120, 32, 8, 128, 32768, 131072,
                   max_position=32768),
