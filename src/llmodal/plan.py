@@ -285,6 +285,7 @@ def plan_for_settings(settings, *, gpu: str | None = None, gpu_count: int | None
 
     Checkpoints come from the catalog; for a model it does not know (or with ``discover``) from
     the hub's model tree when reachable. ``VLLM_CHECKPOINT`` pins one and skips the choice."""
+    from .checkpoints import model_facts
     from .gpus import get_gpu
 
     model = model or settings.model
@@ -306,32 +307,3 @@ def plan_for_settings(settings, *, gpu: str | None = None, gpu_count: int | None
         profile=settings.profile,
     )
     return replace(res, discovery=found)
-
-
-def model_facts(model: str, revision: str | None, checkpoint: str | None, discover: bool):
-    """(spec, discovery): the model's shape with the checkpoints the planner may use."""
-    from .catalog import CATALOG, canonical, lookup, spec_from_config
-
-    spec = lookup(model, revision)
-    if checkpoint:
-        pinned = lookup(checkpoint)
-        arch_differs = pinned.arch and spec.arch and pinned.arch != spec.arch
-        if arch_differs or (pinned.layers, pinned.hidden, pinned.experts) != (spec.layers, spec.hidden, spec.experts):
-            raise PlanError(f"VLLM_CHECKPOINT={checkpoint!r} is not a build of {model}: it is "
-                            f"{pinned.arch or 'a model'} with {pinned.layers} layers × {pinned.hidden}, the model is "
-                            f"{spec.arch or 'a model'} with {spec.layers} × {spec.hidden}")
-        if pinned.quant == spec.quant:  # same weight format: plan the pinned repo as the model itself
-            return replace(spec, name=checkpoint, checkpoints={}), None
-        return replace(spec, checkpoints={pinned.quant: checkpoint}), None
-    if canonical(model) in CATALOG and not discover:
-        return spec, None
-    from .hub import discover as read_tree, fetch_config
-
-    cfg = fetch_config(model, revision)
-    found = read_tree(model, cfg) if cfg else None
-    if found is None:
-        return spec, None  # offline: the catalog (or the model's own config) is all there is
-    if spec.source.startswith("hub:"):
-        spec = spec_from_config(cfg, model, source=spec.source)
-    # The hub's ranking replaces the catalog's picks where it found a build of that format.
-    return replace(spec, checkpoints={**spec.checkpoints, **found.best()}), found
