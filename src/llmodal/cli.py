@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import json
 import signal
-from dataclasses import asdict
 import sys
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -120,7 +120,7 @@ def plan(
     gpus: Annotated[Optional[int], typer.Option(min=1, max=8, help="GPU count (default: LLMODAL_GPU_COUNT)")] = None,
     max_model_len: Annotated[Optional[int], typer.Option(help="context length (VLLM_MAX_MODEL_LEN)")] = None,
     gpu_memory_utilization: Annotated[Optional[float], typer.Option(help="in (0, 1]")] = None,
-    quantization: Annotated[Optional[str], typer.Option(help="auto, none, fp8, int8, awq or gptq")] = None,
+    quantization: Annotated[Optional[str], typer.Option(help="auto, none, fp8, int8, awq, gptq or w4a16")] = None,
     bench: Annotated[Optional[Path], typer.Option(help="a `llmodal bench --out` file: add $ per 1M output tokens")] = None,
     rps: Annotated[Optional[float], typer.Option(
         min=0.001, help="with --bench: containers and $/day for this many requests/s, beside a public API")] = None,
@@ -201,9 +201,8 @@ def bench(
 
     from . import bench as B
     from . import bench_run as R
-    from .client import resolve_endpoint
-
     from . import slo as S
+    from .client import resolve_endpoint
 
     try:
         if api not in ("chat", "completions"):
