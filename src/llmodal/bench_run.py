@@ -104,8 +104,8 @@ def run(ep: Endpoint, cfg: BenchConfig, console: Console, *, health_wait_s: floa
                       f"{check['deviation']:+.1%} from --input-len {cfg.input_len}: latency and $/1M figures are "
                       "for that length (pass --tokenizer DIR for exact prompts)")
     meta = {"base_url": ep.base_url, "model": ep.model, "api": cfg.api, "input_len": cfg.input_len,
-            "prompt_calibration": prompts.calibration, "prompt_check": check, "output_len": cfg.output_len, "ignore_eos": cfg.ignore_eos, "warmup": cfg.warmup,
-            "prompt_lengths": prompts.source, "health_wait_s": health_wait_s, "price_per_hour": cfg.price_per_hour,
+            "output_len": cfg.output_len, "ignore_eos": cfg.ignore_eos, "warmup": cfg.warmup, "seed": cfg.seed,
+            "prompt_lengths": prompts.source, "prompt_calibration": prompts.calibration, "prompt_check": check, "health_wait_s": health_wait_s, "price_per_hour": cfg.price_per_hour,
             "started_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
     return B.result_doc(meta, rows)
 
