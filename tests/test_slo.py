@@ -101,3 +101,12 @@ def _plan(*args):
     env = {k: v for k, v in os.environ.items() if not k.startswith("VLLM_")}
     return subprocess.run([sys.executable, "-m", "llmodal.cli", "plan", "--env-file", "", "--json", *args],
                           capture_output=True, text=True, timeout=120, env=env)
+
+
+def test_the_api_beside_the_knee_prices_the_same_token_mix():
+    from llmodal.slo import api_beside
+
+    a = api_beside({"usd_per_million_output_tokens": 2.0}, ApiPrice(0.1, 0.4, "src"), 1000, 250)
+    assert a["usd_per_million_output_tokens"] == pytest.approx((1000 * 0.1 + 250 * 0.4) / 250)  # $0.80
+    assert a["self_hosted_usd_per_million_output_tokens"] == 2.0 and a["source"] == "src"
+    assert api_beside(None, None, 1, 1) is None

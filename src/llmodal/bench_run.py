@@ -147,8 +147,11 @@ def slo_summary(s: dict) -> str:
     usd = k["usd_per_million_output_tokens"]
     tail = (f"; {s['first_failing']} broke it ({'; '.join(s['why'])})" if s["first_failing"]
             else " (the highest level tried: raise --max-concurrency to look further)")
+    api = s.get("api")
+    beside = (f"\nthe same token mix at a public API: ${api['usd_per_million_output_tokens']:.2f} per 1M output "
+              f"tokens ({api['source']})" if api else "")
     return (head + f"knee at {k['label']}: {k['requests_s']:.2f} req/s, {k['output_tok_s']:.0f} output tok/s"
-            + (f", ${usd:.2f} per 1M output tokens" if usd else "") + tail)
+            + (f", ${usd:.2f} per 1M output tokens" if usd else "") + tail + beside)
 
 
 def failed_requests(rows: list[dict]) -> int:

@@ -235,8 +235,11 @@ def bench(
                 else None)
     console.print(R.table(doc["levels"]))
     if terms:
+        from .api_prices import cheapest
+
         doc["slo"] = S.knee(doc["levels"], terms)
-        console.print(R.slo_summary(doc["slo"]))
+        doc["slo"]["api"] = S.api_beside(doc["slo"]["knee"], cheapest(ep.model or ""), input_len, output_len)
+        console.print(R.slo_summary(doc["slo"]), markup=False)
     _write(doc, out)
     if plot:
         B.plot(doc, plot)
