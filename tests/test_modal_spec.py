@@ -234,6 +234,7 @@ def test_deploy_dry_run_json_sends_nothing(tmp_path):
     doc = json.loads(r.stdout)
     assert doc["app"] == "vllm-llama70b" and doc["url"] == "https://WORKSPACE--vllm-llama70b-serve-vllm.modal.run/v1"
     assert doc["secrets"] == ["vllm-secrets"] and doc["timeout"] == 86400 and doc["gpu"] == "A100-80GB"
+    assert "--enable-sleep-mode" in doc["command"]  # what the fast-boot container runs
     assert doc["function"] == "Server.serve_vllm" and doc["fast_boot"] == {
         "mode": "auto", "snapshot": True, "enable_memory_snapshot": True,
         "experimental_options": {"enable_gpu_snapshot": True}}

@@ -76,7 +76,7 @@ def rehearse(settings: Settings) -> dict:
 
     spec = app_spec(settings)
     prep = prepare(settings, gpu=True, api_key="<from the secret>" if settings.api_key() or not settings.public
-                   else "")
+                   else "", sleep_mode=settings.snapshot)  # as the fast-boot container starts it
     p = prep.resolution.chosen if prep.resolution else None
     return {
         "app": spec.app_name, "function": "Server.serve_vllm" if settings.snapshot else "serve_vllm",
