@@ -242,7 +242,9 @@ def bench(
         console.print(R.slo_summary(doc["slo"]), markup=False)
     _write(doc, out)
     if plot:
-        B.plot(doc, plot)
+        from .bench_plot import plot as draw
+
+        draw(doc, plot)
         console.print(f"plot: {plot}")
     failed = R.failed_requests(doc["levels"]) if not terms else 0  # a sweep ends by breaking the SLO
     if terms and doc["slo"]["knee"] is None:
