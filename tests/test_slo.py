@@ -70,20 +70,22 @@ def test_slo_sweep_finds_a_knee_on_the_cpu_engine(server, tmp_path, tiny_model):
     common = ("--base-url", server.base_url, "--api-key", TEST_KEY, "--model", server.model, "--api", "completions",
               "--input-len", "256", "--output-len", "8", "--tokenizer", str(tiny_model), "--warmup", "1")
     base = tmp_path / "c1.json"
-    r = _bench(*common, "--concurrency", "1", "--num-prompts", "8", "--out", str(base))
+    r = _bench(*common, "--concurrency", "1", "--num-prompts", "32", "--out", str(base))
     assert r.returncode == 0, r.stdout + r.stderr
-    single = json.loads(base.read_text())["levels"][0]["ttft_ms"]["p99"]
-    limit = math.ceil(2 * single)  # twice one stream's TTFT: a burst of 32 prefills cannot meet it on 2 cores
+    single = json.loads(base.read_text())["levels"][0]["ttft_ms"]["p50"]
+    # The median, not the tail: on 2 shared cores one stream's p99 is one outlier. Three times one stream's
+    # median TTFT holds at c = 1 and cannot hold for a burst of 32 prefills of 256 tokens.
+    limit = math.ceil(3 * single)
     out, png = tmp_path / "slo.json", tmp_path / "slo.png"
-    r = _bench(*common, "--slo", f"ttft_p99<={limit}ms", "--max-concurrency", "32", "--num-prompts", "32",
+    r = _bench(*common, "--slo", f"ttft_p50<={limit}ms", "--max-concurrency", "32", "--num-prompts", "32",
                "--price-per-hour", "2.5", "--out", str(out), "--plot", str(png))
     assert r.returncode == 0, r.stdout + r.stderr
     doc = json.loads(out.read_text())
     rows, slo = doc["levels"], doc["slo"]
     assert slo["knee"] and slo["first_failing"], slo
     by_label = {lv["label"]: lv for lv in rows}
-    assert by_label[slo["knee"]["label"]]["ttft_ms"]["p99"] <= limit
-    assert by_label[slo["first_failing"]]["ttft_ms"]["p99"] > limit or by_label[slo["first_failing"]]["failed"]
+    assert by_label[slo["knee"]["label"]]["ttft_ms"]["p50"] <= limit
+    assert by_label[slo["first_failing"]]["ttft_ms"]["p50"] > limit or by_label[slo["first_failing"]]["failed"]
     assert rows[-1]["label"] == slo["first_failing"]  # the sweep stopped at the first break
     assert f"knee at {slo['knee']['label']}" in r.stdout
     import matplotlib.image
