@@ -22,32 +22,27 @@ class CpuFit:
     fits: bool
     weights_gib: float
     kv_gib: float
-    available_gib: float
+    ram_gib: float
     reason: str
 
 
-def ram_available_gib() -> float:
+def cpu_fit(model: str, revision: str | None, kv_fraction: float, ram_gib: float | None = None) -> CpuFit | None:
+    """The verdict against the machine's RAM (not what is free this second: other programs come and
+    go, and a refusal must be certain), or None when the model's shape cannot be known here."""
     import psutil
 
-    return psutil.virtual_memory().available / GiB
-
-
-def cpu_fit(model: str, revision: str | None, kv_fraction: float, available_gib: float | None = None) -> CpuFit | None:
-    """The verdict, or None when the model's shape cannot be known here (offline, not in the catalog)."""
     from .catalog import lookup
 
     try:
         spec = lookup(model, revision)
     except PlanError:
         return None
-    import psutil
-
-    avail = ram_available_gib() if available_gib is None else available_gib
+    vm = psutil.virtual_memory()
+    ram = vm.total / GiB if ram_gib is None else ram_gib
     weights = spec.weight_bytes() / GiB
-    kv = kv_fraction * psutil.virtual_memory().total / GiB
+    kv = kv_fraction * ram
     need = weights + kv + RUNTIME_GIB
-    fits = need <= avail
     reason = (f"{model} on the CPU engine needs {weights:.1f} GiB of weights ({spec.quant}) + {kv:.1f} GiB of KV "
-              f"cache ({kv_fraction} × RAM) + {RUNTIME_GIB:.0f} GiB runtime = {need:.1f} GiB; "
-              f"{avail:.1f} GiB of RAM is available")
-    return CpuFit(fits, weights, kv, avail, reason)
+              f"cache ({kv_fraction} × RAM) + {RUNTIME_GIB:.0f} GiB runtime = {need:.1f} GiB; this machine has "
+              f"{ram:.1f} GiB of RAM ({vm.available / GiB:.1f} GiB free now)")
+    return CpuFit(need <= ram, weights, kv, ram, reason)
