@@ -30,8 +30,8 @@ app = modal.App(spec.app_name)
 
 
 if settings.snapshot:
-    # Fast boot (LLMODAL_FAST_BOOT, the default on one GPU): vLLM starts, warms up and sleeps before Modal snapshots the
-    # container (CPU and GPU memory); a restored container only wakes it. Same URL, via the label.
+    # Fast boot (LLMODAL_FAST_BOOT, the default on one GPU): vLLM starts, warms up and sleeps before Modal
+    # snapshots the container (CPU and GPU memory); a restored container only wakes it. Same URL, via the label.
     @app.cls(image=image, secrets=secrets, volumes=volumes, env=spec.container_env, **spec.snapshot_kwargs,
              **spec.function_kwargs)
     @modal.concurrent(max_inputs=spec.concurrent_inputs)
