@@ -88,6 +88,11 @@ def _shape(cfg: dict) -> tuple:
     return (tuple(cfg.get("architectures") or ()), c.get("hidden_size"), c.get("num_hidden_layers"))
 
 
+def _shown(cfg: dict) -> str:
+    arch, hidden, layers = _shape(cfg)
+    return f"{'/'.join(arch) or 'an unnamed architecture'} with {layers} layers × {hidden}"
+
+
 def discover(base: str, base_cfg: dict, limit: int = 30) -> Discovery | None:
     """The base model's quantized children that can be planned, ranked; None when the hub is not
     reachable (the caller falls back to the catalog)."""
@@ -110,7 +115,7 @@ def discover(base: str, base_cfg: dict, limit: int = 30) -> Discovery | None:
             continue
         q = quant_of(cfg)
         if _shape(cfg) != _shape(base_cfg):
-            rejected.append((repo, f"architecture/shape {_shape(cfg)} differs from the base's {_shape(base_cfg)}"))
+            rejected.append((repo, f"it is {_shown(cfg)}, the base is {_shown(base_cfg)}"))
         elif q not in KEEP:
             rejected.append((repo, f"its config.json declares {q if q != 'bf16' else 'no'} quantization "
                                    "(not 4-bit AWQ/GPTQ/W4A16 or FP8)"))
