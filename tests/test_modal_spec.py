@@ -262,3 +262,19 @@ def test_fast_boot_refuses_multi_gpu(monkeypatch):
     monkeypatch.setenv("LLMODAL_GPU_COUNT", "2")
     with pytest.raises(ConfigError, match="LLMODAL_FAST_BOOT.*single-GPU"):
         load_settings(None)
+
+
+def test_llmodal_deploy_pins_the_build_it_found_on_the_hub(tmp_path):
+    from fake_hub import BASE, FakeHub
+
+    hub = FakeHub()
+    try:
+        r, calls = _deploy_via_fake(tmp_path, [sys.executable, "-m", "llmodal.cli", "deploy", "--env-file", ""],
+                                    VLLM_MODEL=BASE, HF_ENDPOINT=hub.url, **KEY)
+    finally:
+        hub.close()
+    assert r.returncode == 0, r.stdout + r.stderr
+    handed = [json.loads(c.env_dict["LLMODAL_SETTINGS"]) for c in calls["SecretGetOrCreate"]
+              if "LLMODAL_SETTINGS" in c.env_dict][0]
+    # The container plans what the preflight showed, whatever the hub says by then.
+    assert (handed["model"], handed["checkpoint"]) == (BASE, "hugging-quants/Big-Chat-70B-AWQ-INT4")
