@@ -36,7 +36,7 @@ def deploy(
     settings = settings_or_fail(env_file, force=force or None, public=public or None)
     try:
         res = preflight(settings, need_token=not dry_run)
-        shown = rehearse(settings) if dry_run else None
+        shown = rehearse(settings, res) if dry_run else None
     except LlmodalError as e:
         fail(e)
     if shown is not None:

@@ -68,15 +68,16 @@ def modal_url(settings: Settings, workspace: str) -> str:
     return f"https://{workspace}--{settings.app_name}-{WEB_LABEL}.modal.run/v1"
 
 
-def rehearse(settings: Settings) -> dict:
+def rehearse(settings: Settings, res: Resolution | None = None) -> dict:
     """What `modal deploy modal_vllm.py` would send for these settings (secrets by name only) and
-    the command the container will run. Sends nothing anywhere."""
+    the command the container will run. Sends nothing anywhere. ``res``: the preflight's plan."""
     from .modal_spec import HF_CACHE_PATH, IMAGE_REQUIREMENTS, PYTHON_VERSION, VLLM_CACHE_PATH, app_spec
     from .serving import prepare
 
     spec = app_spec(settings)
     prep = prepare(settings, gpu=True, api_key="<from the secret>" if settings.api_key() or not settings.public
-                   else "", sleep_mode=settings.snapshot)  # as the fast-boot container starts it
+                   else "", sleep_mode=settings.snapshot,  # as the fast-boot container starts it
+                   resolution=res)
     p = prep.resolution.chosen if prep.resolution else None
     return {
         "app": spec.app_name, "function": "Server.serve_vllm" if settings.snapshot else "serve_vllm",
