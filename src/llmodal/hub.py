@@ -11,6 +11,7 @@ tests run a fake one); one short attempt each, so an offline machine falls back 
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass, field
 
@@ -63,12 +64,18 @@ def _headers() -> dict[str, str]:
 
 
 def fetch_config(repo: str, revision: str | None = None) -> dict | None:
-    """A repo's ``config.json``, or None (offline, missing, gated without access)."""
+    """A repo's ``config.json``, or None (offline, missing, gated without access). Read once per
+    hub, repo and revision in a process: the catalog lookup and the model tree both need it."""
     if os.environ.get("HF_HUB_OFFLINE") == "1":
         return None
+    return _fetch_config(endpoint(), repo, revision or "main")
+
+
+@functools.lru_cache(maxsize=256)
+def _fetch_config(hub: str, repo: str, revision: str) -> dict | None:
     try:
-        r = httpx.get(f"{endpoint()}/{repo}/resolve/{revision or 'main'}/config.json", headers=_headers(),
-                      timeout=TIMEOUT_S, follow_redirects=True)
+        r = httpx.get(f"{hub}/{repo}/resolve/{revision}/config.json", headers=_headers(), timeout=TIMEOUT_S,
+                      follow_redirects=True)
         return r.json() if r.status_code == 200 else None
     except (httpx.HTTPError, ValueError):
         return None
