@@ -95,7 +95,7 @@ class Runner:
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=0), timeout=aiohttp.ClientTimeout(total=self.timeout),
-                headers={"Authorization": f"Bearer {self.ep.api_key or ''}"})
+                headers=self.ep.headers)
         return self._session
 
     def body(self, prompt: str) -> dict:
@@ -258,7 +258,7 @@ async def wait_for_endpoint(ep: Endpoint, timeout: float) -> tuple[float, Endpoi
     except HealthTimeout as e:
         raise EndpointError(f"{e}: is the endpoint up?") from None
     async with httpx.AsyncClient(timeout=10) as c:
-        r = await c.get(ep.base_url + "/models", headers={"Authorization": f"Bearer {ep.api_key or ''}"})
+        r = await c.get(ep.base_url + "/models", headers=ep.headers)
         if r.status_code == 401:
             raise EndpointError("the endpoint answered 401: wrong or missing API key (--api-key / VLLM_API_KEY)")
         if r.status_code != 200:

@@ -117,7 +117,7 @@ def _probe(base_url: Optional[str], api_key: Optional[str], env_file: str) -> bo
     console.print(f"endpoint: {ep.base_url} (probing: a scaled-to-zero app starts a container for this)")
     try:
         h = httpx.get(health_url(ep.root), timeout=10)
-        r = httpx.get(f"{ep.base_url}/models", headers={"Authorization": f"Bearer {ep.api_key or ''}"}, timeout=10)
+        r = httpx.get(f"{ep.base_url}/models", headers=ep.headers, timeout=10)
     except httpx.HTTPError as e:
         console.print(f"[red]unreachable[/]: {type(e).__name__}")
         return False

@@ -34,6 +34,11 @@ class Endpoint:
     def root(self) -> str:
         return self.base_url.rstrip("/").removesuffix("/v1")
 
+    @property
+    def headers(self) -> dict[str, str]:
+        """The Bearer header every request to this endpoint carries (empty key: the server says 401)."""
+        return {"Authorization": f"Bearer {self.api_key or ''}"}
+
 
 def resolve_endpoint(base_url: str | None = None, api_key: str | None = None, model: str | None = None,
                      env_file: str | None = ".env") -> Endpoint:

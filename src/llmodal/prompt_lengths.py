@@ -34,7 +34,7 @@ class Counter:
 
     def __init__(self, ep: Endpoint, api: str, timeout: float = 60) -> None:
         self.ep, self.api = ep, api
-        self.http = httpx.Client(timeout=timeout, headers={"Authorization": f"Bearer {ep.api_key or ''}"})
+        self.http = httpx.Client(timeout=timeout, headers=ep.headers)
         self.method: str | None = None
         self.calls = 0
 
