@@ -15,6 +15,10 @@ class ApiPrice:
     usd_out: float  # per 1M output tokens
     source: str
 
+    def per_request(self, input_len: int, output_len: int) -> float:
+        """USD for one request of this token mix."""
+        return (input_len * self.usd_in + output_len * self.usd_out) / 1e6
+
 
 _L31_70B = "meta-llama/Llama-3.1-70B-Instruct"
 PRICES: dict[str, list[ApiPrice]] = {

@@ -108,7 +108,7 @@ def capacity(result: dict, rps: float, price_per_hour: float, api: ApiPrice | No
     meta = result["meta"]
     if api is None:
         return Capacity(rps, k["requests_s"], containers, day, None, None, None)
-    per_request = (meta["input_len"] * api.usd_in + meta["output_len"] * api.usd_out) / 1e6
+    per_request = api.per_request(meta["input_len"], meta["output_len"])
     return Capacity(rps, k["requests_s"], containers, day, rps * 86400 * per_request, api.source,
                     price_per_hour * 24 / (86400 * per_request))
 
@@ -117,6 +117,6 @@ def api_beside(knee_row: dict | None, api: ApiPrice | None, input_len: int, outp
     """The bench's token mix at a public API, per 1M output tokens, beside the knee's own figure."""
     if api is None:
         return None
-    per_request = (input_len * api.usd_in + output_len * api.usd_out) / 1e6
-    return {"source": api.source, "usd_per_million_output_tokens": per_request / output_len * 1e6,
+    return {"source": api.source, "usd_per_million_output_tokens": api.per_request(input_len, output_len)
+            / output_len * 1e6,
             "self_hosted_usd_per_million_output_tokens": (knee_row or {}).get("usd_per_million_output_tokens")}
