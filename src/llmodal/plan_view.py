@@ -56,7 +56,7 @@ def plan_table(plan: Plan, asked: Plan | None, sugg: list[Suggestion], console: 
         t.add_row(f"profile {plan.profile}", " ".join(f"{k} {v}" for k, v in shown.items() if v) or "vLLM's defaults")
     t.add_row("KV cache per GPU", f"{plan.kv_gib_per_gpu:.1f} GiB = {plan.kv_tokens:,} tokens "
               f"(--kv-cache-memory-bytes {plan.kv_cache_bytes})")
-    fb = fast_boot_row(plan, snapshot and plan.gpu_count == 1)
+    fb = fast_boot_row(plan, snapshot)
     t.add_row("fast boot", f"{'snapshot' if fb['snapshot'] else 'off'}: {fb['kv_tokens_with']:,} KV tokens with it, "
               f"{fb['kv_tokens_without']:,} without (KV size set, not profiled); asleep it holds ≥ "
               f"{fb['host_gib_asleep_at_least']:.1f} GiB of host memory")
