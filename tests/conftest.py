@@ -14,6 +14,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 TEST_KEY = "test-key-0123456789abcdef"
 SECOND_KEY = "second-key-rotation-9876543210"  # the session server accepts both (key rotation)
+CONTROL_KEY = "control-key-of-the-container-42"  # what a fast-boot container makes for /sleep, /wake_up
 
 
 def free_port() -> int:
@@ -47,7 +48,7 @@ def tiny_model(_isolated_dirs) -> Path:
 
 
 def start_server(model: Path, port: int, key: str | None = TEST_KEY, extra: list[str] | None = None,
-                 log: Path | None = None, **settings_kw):
+                 log: Path | None = None, env: dict[str, str] | None = None, **settings_kw):
     """A supervisor for vLLM on the tiny model, built the way `llmodal serve` builds it."""
     import shlex
 
@@ -58,8 +59,20 @@ def start_server(model: Path, port: int, key: str | None = TEST_KEY, extra: list
 
     settings = load_settings(None, max_model_len=2048, gpu_memory_utilization=0.2, port=port,
                              extra_args=shlex.join(extra or []), **settings_kw)
+    from dataclasses import replace
+
     prep = prepare(settings, gpu=False, tiny_model=str(model), tiny_name=SERVED_NAME, api_key=key or "")
-    return Supervisor(prep.launch, log or Path(os.environ["LLMODAL_CACHE_DIR"]) / "logs" / f"test-{port}.log")
+    launch = replace(prep.launch, env={**prep.launch.env, **(env or {})})
+    return Supervisor(launch, log or Path(os.environ["LLMODAL_CACHE_DIR"]) / "logs" / f"test-{port}.log")
+
+
+_SERVER_ARGV: list[str] = []
+
+
+@pytest.fixture(scope="session")
+def server_argv(server) -> list[str]:
+    """The session server's vLLM command line."""
+    return list(_SERVER_ARGV)
 
 
 @pytest.fixture(scope="session")
@@ -69,8 +82,11 @@ def server(tiny_model):
     from llmodal.client import Endpoint
     from llmodal.tiny_model import SERVED_NAME
 
-    proc = start_server(tiny_model, free_port(), key=f"{TEST_KEY},{SECOND_KEY}")
+    # Development mode on, as in the fast-boot container: its admin routes are what the guard must close.
+    proc = start_server(tiny_model, free_port(), key=f"{TEST_KEY},{SECOND_KEY}",
+                        env={"VLLM_SERVER_DEV_MODE": "1", "LLMODAL_CONTROL_KEY": CONTROL_KEY})
     proc.start()
+    _SERVER_ARGV[:] = proc.launch.argv
     try:
         proc.wait_ready(600)
         yield Endpoint(proc.launch.base_url, TEST_KEY, SERVED_NAME)

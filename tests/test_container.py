@@ -155,34 +155,79 @@ def test_a_keyless_secret_refuses_to_start_with_the_fix(tiny_model, volumes, tmp
     print(f"RECORD container-keyless | exit {code} | vLLM never started")
 
 
-def test_fast_boot_hooks_run_in_order_and_serve(tiny_model, volumes, tmp_path):
-    """The snapshot-side steps then the restore-side steps, as Modal runs them, on the CPU engine
-    (no sleep mode there: the hook says so and carries on)."""
+def _fast_boot(tiny_model, volumes, tmp_path, secret=SECRET):
+    """The packaged app's fast-boot hooks in a process of their own (tests/modal_hooks.py)."""
     port = free_port()
-    env = container_env(tiny_model, port, volumes, Listener(), SECRET)
+    env = container_env(tiny_model, port, volumes, Listener(), secret)
+    env["LLMODAL_RUN_DIR"] = str(tmp_path / "run")
+    env["LLMODAL_HARNESS_RESTORE"] = str(tmp_path / "restore")
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "tests"), env.get("PYTHONPATH", "")])
     log = tmp_path / "container.log"
     with log.open("w") as f:
-        proc = subprocess.Popen([sys.executable, "-m", "llmodal.modal_runtime", "--fast-boot"], env=env, cwd=ROOT,
-                                stdout=f, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "modal_hooks.py"), "fast-boot"], env=env,
+                                cwd=tmp_path, stdout=f, stderr=subprocess.STDOUT)
     c = Container.__new__(Container)
     c.log, c.proc, c.sids = log, proc, set()
+    return c, port
+
+
+def _wait_for(c, needle, timeout=600):
+    deadline = time.monotonic() + timeout
+    while needle not in c.text():
+        assert c.proc.poll() is None and time.monotonic() < deadline, c.text()[-3000:]
+        time.sleep(0.2)
+
+
+def _status(port, key, path="/v1/models"):
+    import httpx
+
+    return httpx.get(f"http://127.0.0.1:{port}{path}", headers={"Authorization": f"Bearer {key}"},
+                     timeout=30).status_code
+
+
+def test_fast_boot_hooks_run_in_order_and_serve(tiny_model, volumes, tmp_path):
+    """enter(snap=True) → [snapshot] → enter(snap=False) → serve → SIGINT → exit, the packaged app's own
+    hooks on the CPU engine (no sleep mode there: the hook says so and carries on)."""
+    c, port = _fast_boot(tiny_model, volumes, tmp_path)
     try:
-        c.wait_healthy(port)
-        deadline = time.monotonic() + 60
-        while "health_after_restore" not in c.text() and time.monotonic() < deadline:
-            time.sleep(0.5)
+        _wait_for(c, "llmodal-harness: snapshot taken")
+        (tmp_path / "restore").write_text("")
+        _wait_for(c, "llmodal-harness: restored")
         text = c.text()
         steps = [s for s in ("start_to_health", "warm_up", "sleep skipped", "health_after_restore") if s in text]
         assert steps == ["start_to_health", "warm_up", "sleep skipped", "health_after_restore"], text[-2000:]
-        assert "LLMODAL_CONTROL_KEY=<set, hidden>" not in text or TEST_KEY not in text
+        # The container's control key: made, shown masked, never printed.
+        assert "LLMODAL_CONTROL_KEY=<set, hidden>" in text and "LLMODAL_API_KEYS_FILE=" in text
+        assert TEST_KEY not in text
         checks = _smoke(port, str(tiny_model))
         assert all(x.ok for x in checks), [(x.name, x.detail) for x in checks if not x.ok]
         import httpx
 
         assert httpx.post(f"http://127.0.0.1:{port}/sleep", headers={"Authorization": f"Bearer {TEST_KEY}"},
-                          timeout=10).status_code == 401  # a client's key never reaches the control routes
+                          timeout=10).status_code == 403  # a client's key never reaches the control routes
+        c.proc.send_signal(signal.SIGINT)
+        code = c.proc.wait(60)
+        assert code == 0 and "llmodal-harness: stopped" in c.text(), c.text()[-2000:]
         timings = {ln.split(": ")[2]: ln.split(": ")[3] for ln in text.splitlines() if ln.startswith("llmodal: fast boot:")
                    and ln.count(": ") >= 3}
-        print(f"RECORD container-fast-boot | steps {' → '.join(steps)} | {timings}")
+        print(f"RECORD container-fast-boot | steps {' → '.join(steps)} → SIGINT → exit hook, code {code} | {timings}")
+    finally:
+        c.kill()
+
+
+def test_a_restored_container_serves_the_keys_of_restore_time(tiny_model, volumes, tmp_path):
+    """Snapshot with k1,k2; the secret rotates to k2,k3 before the restore: k1 is refused after it."""
+    k1, k2, k3 = TEST_KEY, "rotation-key-two-0000000000", "rotation-key-three-000000000"
+    c, port = _fast_boot(tiny_model, volumes, tmp_path, {**SECRET, "VLLM_SERVER_API_KEY": f"{k1},{k2}"})
+    try:
+        _wait_for(c, "llmodal-harness: snapshot taken")
+        before = [_status(port, k) for k in (k1, k2, k3)]
+        assert before == [200, 200, 401], before
+        (tmp_path / "restore").write_text(f"VLLM_SERVER_API_KEY={k2},{k3}\n")
+        _wait_for(c, "llmodal-harness: restored")
+        after = [_status(port, k) for k in (k1, k2, k3)]
+        assert after == [401, 200, 200], after
+        assert k3 not in c.text() and k1 not in c.text()
+        print(f"RECORD container-rotation | snapshot k1,k2: {before} | restore k2,k3: {after}")
     finally:
         c.kill()

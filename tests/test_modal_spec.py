@@ -14,6 +14,7 @@ from conftest import Listener
 
 ROOT = Path(__file__).resolve().parents[1]
 modal = pytest.importorskip("modal")
+from modal_proto import api_pb2  # noqa: E402
 
 
 def load_app(monkeypatch, **env):
@@ -22,6 +23,7 @@ def load_app(monkeypatch, **env):
     monkeypatch.chdir(ROOT)
     monkeypatch.syspath_prepend(str(ROOT))
     sys.modules.pop("modal_vllm", None)
+    sys.modules.pop("llmodal.modal.app", None)  # the shim re-imports the packaged app with this env
     return importlib.import_module("modal_vllm")
 
 
@@ -37,7 +39,7 @@ def sdk_view(fn):
 
 def test_default_on_one_gpu_is_the_fast_boot_class(monkeypatch):
     m = load_app(monkeypatch)
-    assert m.settings.snapshot and hasattr(m, "Server") and not hasattr(m, "serve_vllm")
+    assert m.settings.snapshot and hasattr(m, "Server") and not hasattr(m, "serve_gpu")
     assert m.spec.snapshot_kwargs == {"enable_memory_snapshot": True,
                                       "experimental_options": {"enable_gpu_snapshot": True}}
 
@@ -45,8 +47,10 @@ def test_default_on_one_gpu_is_the_fast_boot_class(monkeypatch):
 def test_function_server_is_the_guides(monkeypatch):
     m = load_app(monkeypatch, LLMODAL_FAST_BOOT="off")
     assert m.app.name == "vllm-llama70b" and m.spec.snapshot_kwargs == {}
-    info, web, autoscale, raw = sdk_view(m.serve_vllm)
-    assert raw["tag"] == "serve_vllm"  # URL label serve-vllm: https://WS--vllm-llama70b-serve-vllm.modal.run
+    info, web, autoscale, raw = sdk_view(m.serve_gpu)
+    assert raw["tag"] == "serve_gpu" and web.requires_proxy_auth
+    gate, gate_web, _, _ = sdk_view(m.serve_vllm)  # the guide's URL: https://WS--vllm-llama70b-serve-vllm.modal.run
+    assert gate_web.requested_suffix == "vllm-llama70b-serve-vllm" and not gate.gpus
     assert info.gpus == [("A100-80GB", 1)]
     assert info.timeout == 24 * 3600
     assert autoscale.scaledown_window == 15 * 60 and autoscale.min_containers == 0 and autoscale.max_containers == 1
@@ -67,7 +71,7 @@ def test_env_overrides_reach_the_app_and_the_container(monkeypatch):
     m = load_app(monkeypatch, VLLM_MODEL="Qwen/Qwen2.5-72B-Instruct", LLMODAL_GPU="H100", LLMODAL_GPU_COUNT="2",
                  LLMODAL_SCALEDOWN_WINDOW="300", LLMODAL_MAX_CONCURRENT_INPUTS="16", VLLM_MAX_MODEL_LEN="16384",
                  VLLM_SERVER_API_KEY="must-not-travel-in-env-1234")
-    info, web, autoscale, _ = sdk_view(m.serve_vllm)
+    info, web, autoscale, _ = sdk_view(m.serve_gpu)
     assert info.gpus == [("H100", 2)] and autoscale.scaledown_window == 300
     assert info.concurrency_info.max_inputs == 16
     env = m.spec.container_env
@@ -176,15 +180,25 @@ def test_modal_deploy_sends_the_guides_app(tmp_path, fast_boot):
     assert "https://acme--vllm-llama70b-serve-vllm.modal.run" in r.stdout
     assert [c.description for c in calls["AppCreate"]] == ["vllm-llama70b"]
     fns = _sent_functions(calls)
-    if fast_boot == "auto":  # the default on one GPU: the snapshot class, same URL label
+    if fast_boot == "auto":  # the default on one GPU: the snapshot class
         serve = fns["Server.*"]
         assert serve.checkpointing_enabled and dict(serve.experimental_options) == {"enable_gpu_snapshot": "True"}
-        web = serve.method_definitions["serve_vllm"].webhook_config
-        assert web.requested_suffix == "vllm-llama70b-serve-vllm"
+        web = serve.method_definitions["serve_gpu"].webhook_config
     else:
-        serve = fns["serve_vllm"]
+        serve = fns["serve_gpu"]
         assert not serve.checkpointing_enabled and not serve.experimental_options
         web = serve.webhook_config
+    # The GPU server: its own label, closed by Modal's proxy auth (no GPU starts without the proxy token).
+    assert web.requested_suffix == "vllm-llama70b-serve-vllm-gpu" and web.requires_proxy_auth
+    # The guide's URL belongs to the key-checking gateway: public, on a CPU, no volumes.
+    gate = fns["serve_vllm"]
+    assert gate.webhook_config.requested_suffix == "vllm-llama70b-serve-vllm"
+    assert not gate.webhook_config.requires_proxy_auth and gate.webhook_config.type == api_pb2.WEBHOOK_TYPE_ASGI_APP
+    assert not gate.resources.gpu_config.count and not gate.volume_mounts and not gate.checkpointing_enabled
+    assert gate.max_concurrent_inputs == 1000 and gate.autoscaler_settings.min_containers == 0
+    public = {n for n, f in fns.items() for w in [f.webhook_config, *(d.webhook_config for d in
+              f.method_definitions.values())] if w.type and not w.requires_proxy_auth}
+    assert public == {"serve_vllm"}  # the one function a stranger can reach has no GPU
     assert serve.resources.gpu_config.gpu_type == "A100-80GB" and serve.resources.gpu_config.count == 1
     assert serve.timeout_secs == 86400 and serve.autoscaler_settings.scaledown_window == 900
     assert (serve.autoscaler_settings.min_containers, serve.autoscaler_settings.max_containers) == (0, 1)
@@ -235,7 +249,7 @@ def test_deploy_dry_run_json_sends_nothing(tmp_path):
     assert doc["app"] == "vllm-llama70b" and doc["url"] == "https://WORKSPACE--vllm-llama70b-serve-vllm.modal.run/v1"
     assert doc["secrets"] == ["vllm-secrets"] and doc["timeout"] == 86400 and doc["gpu"] == "A100-80GB"
     assert "--enable-sleep-mode" in doc["command"]  # what the fast-boot container runs
-    assert doc["function"] == "Server.serve_vllm" and doc["fast_boot"] == {
+    assert doc["function"] == "Server.serve_gpu" and doc["fast_boot"] == {
         "mode": "auto", "snapshot": True, "enable_memory_snapshot": True,
         "experimental_options": {"enable_gpu_snapshot": True}}
     assert "--kv-cache-memory-bytes" in doc["command"] and "--tool-call-parser llama3_json" in doc["command"]
@@ -249,9 +263,11 @@ def test_fast_boot_deploy_sends_snapshot_options_and_keeps_the_url(tmp_path):
     server = _sent_functions(calls)["Server.*"]
     assert server.is_class and server.checkpointing_enabled  # enable_memory_snapshot
     assert dict(server.experimental_options) == {"enable_gpu_snapshot": "True"}
-    web = server.method_definitions["serve_vllm"].webhook_config
-    assert web.requested_suffix == "vllm-llama70b-serve-vllm" and web.web_server_port == 8000  # WS--vllm-llama70b-serve-vllm
+    web = server.method_definitions["serve_gpu"].webhook_config
+    assert web.requested_suffix == "vllm-llama70b-serve-vllm-gpu" and web.web_server_port == 8000
+    assert web.requires_proxy_auth
     assert server.resources.gpu_config.gpu_type == "A100-80GB" and server.timeout_secs == 86400
+    assert "https://acme--vllm-llama70b-serve-vllm.modal.run" in r.stdout  # the guide's URL: the gateway's
 
 
 def test_fast_boot_refuses_multi_gpu(monkeypatch):

@@ -114,3 +114,28 @@ def test_dry_run_prints_the_command_and_masks_the_key(tiny_model):
     r = subprocess.run([*LLMODAL, "serve", "--env-file", "", "--dry-run", "--gpu"], capture_output=True, text=True,
                        timeout=120, env=env)
     assert r.returncode == 0 and "--kv-cache-memory-bytes" in r.stdout and "fits" in r.stdout, r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("key", ["auto", "llama", "8000", "your-secret-key"])
+def test_any_key_without_whitespace_or_commas_starts(tiny_model, key):
+    """A key that happens to be a word of the command line is not "on" it; a short one starts with a warning."""
+    env = dict(os.environ, VLLM_SERVER_API_KEY=key)
+    r = subprocess.run([*LLMODAL, "serve", "--env-file", "", "--dry-run"], capture_output=True, text=True,
+                       timeout=120, env=env)
+    assert r.returncode == 0, r.stderr
+    warnings = [ln for ln in (r.stdout + r.stderr).splitlines() if ln.startswith("warning: VLLM_SERVER_API_KEY")]
+    assert len(warnings) == 1 and f"has {len(key)} characters" in warnings[0] and key not in warnings[0]
+
+
+def test_serve_passes_every_rotation_key_to_the_guard(tiny_model):
+    """`llmodal serve` with k1,k2: the guard gets both (the real server accepting each is test_auth's)."""
+    from rich.console import Console
+
+    from llmodal.config import load_settings
+    from llmodal.local import prepare_local
+
+    settings = load_settings(None, server_api_key="first-key-0000000000,second-key-000000000")
+    local = prepare_local(settings, model_given=False, gpu=False, console=Console(quiet=True), env_file=None,
+                          dry_run=True)
+    assert local.prep.launch.env["LLMODAL_API_KEYS"] == "first-key-0000000000,second-key-000000000"
+    assert local.api_key == "first-key-0000000000"  # what llmodal's own client sends

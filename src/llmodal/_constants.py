@@ -36,6 +36,9 @@ MAX_CONCURRENT_INPUTS = 64
 # Largest request body the guard lets through to vLLM (413 above it).
 MAX_BODY_BYTES = 16 * 1024 * 1024
 
+# A shorter server key starts with a warning (the guide's own example, `your-secret-key`, is 15).
+MIN_KEY_CHARS = 16
+
 # Paths that stay open without a key: the probes a load balancer or Modal uses.
 OPEN_PATHS = ("/health", "/ping")
 

@@ -49,7 +49,8 @@ class Settings(BaseSettings):
     quantization: str = _f(C.DEFAULT_QUANTIZATION, "VLLM_QUANTIZATION", "one of " + ", ".join(QUANTIZATIONS))
     dtype: str = _f(C.DEFAULT_DTYPE, "VLLM_DTYPE", "one of auto, bfloat16, float16, float32")
     server_api_key: SecretStr | None = _f(None, "VLLM_SERVER_API_KEY",
-                                          "one Bearer key, or several separated by commas (rotation)")
+                                          "one Bearer key, or several separated by commas (rotation): no whitespace, "
+                                          "not empty")
     tool_call_parser: str = _f("auto", "VLLM_TOOL_CALL_PARSER",
                                "auto (the model family's parser), none, or a parser name vLLM offers")
     tool_strict_level: str = _f("parameter", "VLLM_TOOL_STRICT_LEVEL",
@@ -183,6 +184,12 @@ class Settings(BaseSettings):
 
     def api_keys(self) -> list[str]:
         return self.server_api_key.get_secret_value().split(",") if self.server_api_key else []
+
+    def key_warnings(self) -> list[str]:
+        """One line per key shorter than ``MIN_KEY_CHARS`` (never the key itself)."""
+        return [f"warning: VLLM_SERVER_API_KEY key {n} of {len(self.api_keys())} has {len(k)} characters; use at "
+                f"least {C.MIN_KEY_CHARS} (python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+                for n, k in enumerate(self.api_keys(), 1) if len(k) < C.MIN_KEY_CHARS]
 
 
 _MODEL_ERRORS = {

@@ -14,6 +14,8 @@ import tomllib
 from collections.abc import Callable
 from pathlib import Path
 
+from pydantic import SecretStr
+
 from ._exceptions import LlmodalError, PreflightError
 from .checks import Check
 from .config import Settings
@@ -72,16 +74,21 @@ def rehearse(settings: Settings, res: Resolution | None = None) -> dict:
     """What `modal deploy modal_vllm.py` would send for these settings (secrets by name only) and
     the command the container will run. Sends nothing anywhere. ``res``: the preflight's plan."""
     from .modal_spec import HF_CACHE_PATH, IMAGE_REQUIREMENTS, PYTHON_VERSION, VLLM_CACHE_PATH, app_spec
+    from .fast_boot import keys_file
     from .serving import prepare
 
     spec = app_spec(settings)
-    prep = prepare(settings, gpu=True, api_key="<from the secret>" if settings.api_key() or not settings.public
-                   else "", sleep_mode=settings.snapshot,  # as the fast-boot container starts it
-                   resolution=res)
+    secret_key = "<from the secret>" if settings.api_key() or not settings.public else ""
+    shown = settings.model_copy(update={"server_api_key": SecretStr(secret_key) if secret_key else None})
+    prep = prepare(shown, gpu=True, api_key=secret_key, sleep_mode=settings.snapshot,  # as the container starts it
+                   keys_file=keys_file(shown, settings.snapshot), control_key=settings.snapshot, resolution=res)
     p = prep.resolution.chosen if prep.resolution else None
     return {
-        "app": spec.app_name, "function": "Server.serve_vllm" if settings.snapshot else "serve_vllm",
+        "app": spec.app_name, "function": "Server.serve_gpu" if settings.snapshot else "serve_gpu",
         "web_label": WEB_LABEL,
+        "gateway": {"function": "serve_vllm", "label": spec.web_label, "gpu": None, "checks_key": True,
+                    "public": True, "max_concurrent_inputs": spec.gateway_inputs},
+        "gpu_server": {"label": spec.gpu_label, "requires_proxy_auth": True},
         "fast_boot": {"mode": settings.fast_boot, "snapshot": settings.snapshot, **spec.snapshot_kwargs},
         "url": modal_url(settings, "WORKSPACE"), "gpu": spec.gpu, **{k: v for k, v in spec.function_kwargs.items()
                                                                      if k != "gpu"},

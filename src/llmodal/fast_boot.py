@@ -7,17 +7,22 @@ then ``/sleep``: the weights go to host memory, which the snapshot keeps) and wh
 ``@modal.enter(snap=False)`` calls ``restore`` (``/wake_up``, wait for health).
 
 The sleep/wake routes are vLLM's development routes. They answer only the container's own
-control key (``LLMODAL_CONTROL_KEY``, made here, never shown): a client's key gets 401 on them.
+control key (``LLMODAL_CONTROL_KEY``, made by ``build_launch``, never shown): a client's key gets 403
+on them, and on every other development route. The client keys live in a file (``keys_file``) the
+middleware re-reads when it changes: ``restore`` rewrites it from the secret as it is at restore
+time, so a key removed after the snapshot was taken stops working.
 Where vLLM has no sleep mode (the CPU engine in the rehearsal) the hooks still run and log that
 sleep is skipped.
 """
 
 from __future__ import annotations
 
+import os
 import secrets
 import sys
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import httpx
 
@@ -26,15 +31,35 @@ from .serving import Prepared
 from .supervisor import Supervisor, say
 
 
+def keys_file(settings, fast_boot: bool) -> str | None:
+    """Fast boot serves the client keys from a file it rewrites at restore (None: public, or no fast boot)."""
+    if not (fast_boot and settings.api_keys()):
+        return None
+    return str(Path(os.environ.get("LLMODAL_RUN_DIR") or "/tmp/llmodal") / "api-keys")
+
+
+def write_keys(path: str, keys: list[str]) -> None:
+    """Replace the keys file in one step (the middleware never reads half a file), owner-only."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + ".new")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write("\n".join(keys) + "\n")
+    os.replace(tmp, target)
+
+
 class FastBoot:
     """The snapshot-side and restore-side steps on one supervisor. ``timings`` records each step."""
 
     def __init__(self, prep: Prepared, *, gpu: bool) -> None:
         self.prep, self.gpu = prep, gpu
-        self.control_key = secrets.token_urlsafe(32)
-        env = {**prep.launch.env, "LLMODAL_CONTROL_KEY": self.control_key}
-        if gpu:
-            env["VLLM_SERVER_DEV_MODE"] = "1"  # exposes /sleep and /wake_up (guarded: control key only)
+        env = dict(prep.launch.env)
+        # The launch made one where it turned sleep mode on; the CPU rehearsal (no sleep) makes its own.
+        self.control_key = env.setdefault("LLMODAL_CONTROL_KEY", secrets.token_urlsafe(32))
+        self.keys_file = env.get("LLMODAL_API_KEYS_FILE")
+        if self.keys_file:
+            write_keys(self.keys_file, prep.settings.api_keys())
         self.sup = Supervisor(replace(prep.launch, env=env), echo=sys.stdout)
         self.timings: dict[str, float] = {}
         self.slept = False
@@ -73,8 +98,12 @@ class FastBoot:
         self._control("POST", "/v1/completions", json=body)
         self._control("POST", "/v1/completions", json=dict(body, prompt="hello", truncate_prompt_tokens=None))
 
-    def restore(self, timeout: float = 300) -> None:
-        """Wake and wait for health. Runs in ``@modal.enter(snap=False)``."""
+    def restore(self, timeout: float = 300, keys: list[str] | None = None) -> None:
+        """Serve the keys of now, wake and wait for health. Runs in ``@modal.enter(snap=False)``.
+        ``keys``: the client keys the secret holds at restore time (the container reads them)."""
+        if self.keys_file and keys is not None:
+            write_keys(self.keys_file, keys)
+            say(f"fast boot: serving {len(keys)} client key(s) read at restore")
         if self.slept:
             self._timed("wake", lambda: self._control("POST", "/wake_up"))
             self.slept = False

@@ -40,6 +40,8 @@ class Inputs:
     tool_call_parser: str | None = None
     reasoning_parser: str | None = None
     sleep_mode: bool = False
+    control_key: str | None = None  # the fast-boot container's own key for /sleep and /wake_up
+    keys_file: str | None = None  # client keys in a file re-read on change (fast boot: keys of restore time)
     host: str = "127.0.0.1"
     port: int = 8000
     middleware: str = "llmodal.auth.BearerAuthMiddleware"
@@ -89,14 +91,19 @@ FLAGS: tuple[Flag, ...] = (
          lambda i: '{"backend": "xgrammar", "disable_any_whitespace": true}' if i.settings.compact_json else None),
     Flag("--enable-force-include-usage", "LLMODAL_STREAM_USAGE", _s("stream_usage"), switch=True),
     Flag("--enable-sleep-mode", "LLMODAL_FAST_BOOT", lambda i: i.sleep_mode, switch=True),
+    # Sleep mode's /sleep and /wake_up exist only in vLLM's development mode, which also registers
+    # admin routes (/pause, /collective_rpc, /update_weights …): the middleware closes all of those.
+    Flag("", "LLMODAL_FAST_BOOT", lambda i: "1" if i.sleep_mode else None, env="VLLM_SERVER_DEV_MODE"),
+    Flag("", LLMODAL, lambda i: i.control_key, env="LLMODAL_CONTROL_KEY", secret=True),
     Flag("--host", "VLLM_HOST", lambda i: i.host),
     Flag("--port", "VLLM_PORT", lambda i: i.port),
     Flag("--middleware", LLMODAL, lambda i: i.middleware),
     Flag("--shutdown-timeout", "LLMODAL_DRAIN_TIMEOUT", _s("drain_timeout_s")),
     # vLLM's own --api-key takes one key from its environment and guards /v1 only; the middleware
     # guards every route and accepts each of several keys (rotation), so the keys go to it alone.
-    Flag("--api-key", "VLLM_SERVER_API_KEY", lambda i: ",".join(i.settings.api_keys()), env="LLMODAL_API_KEYS",
-         secret=True),
+    Flag("--api-key", "VLLM_SERVER_API_KEY",
+         lambda i: None if i.keys_file else ",".join(i.settings.api_keys()), env="LLMODAL_API_KEYS", secret=True),
+    Flag("", "VLLM_SERVER_API_KEY", lambda i: i.keys_file, env="LLMODAL_API_KEYS_FILE"),
     # vLLM takes n up to 16,384 per request: one request could claim the whole KV cache.
     Flag("", "LLMODAL_MAX_N", lambda i: i.max_n, env="VLLM_MAX_N_SEQUENCES"),
 )
@@ -120,6 +127,10 @@ def reserved() -> dict[str, str]:
     out.update({a: f.owner for f in FLAGS for a in f.aliases})
     out.update(_ALSO_RESERVED)
     return out
+
+
+def env_names() -> set[str]:
+    return {f.env for f in FLAGS if f.env}
 
 
 def secret_env_names() -> set[str]:
@@ -164,6 +175,7 @@ def render(inputs: Inputs) -> tuple[list[str], dict[str, str]]:
     argv: list[str] = []
     env: dict[str, str] = {}
     for f in FLAGS:
+        assert f.env or not f.secret, f"{f.flag}: a secret row must travel in the environment"
         v = f.value(inputs)
         if v is None or v is False or v == "":
             continue

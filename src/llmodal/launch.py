@@ -8,6 +8,7 @@ never in argv: argv shows in ``ps`` and in vLLM's own startup log.
 from __future__ import annotations
 
 import os
+import secrets
 import shlex
 import sys
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from pydantic import SecretStr
 
 from . import flags
+from ._exceptions import ConfigError
 from .config import Settings
 from .profiles import ProfileFlags
 
@@ -27,9 +29,10 @@ _CLIENT_ENV = ("VLLM_BASE_URL", "VLLM_API_KEY")
 
 
 def private_env() -> frozenset[str]:
-    """llmodal's own variables: vLLM warns on unknown VLLM_* names, and some hold secrets."""
+    """llmodal's own variables: vLLM warns on unknown VLLM_* names, and some hold secrets. Every variable
+    the flag table sets is set by the launch itself, never inherited from whoever started it."""
     names = {f.validation_alias for f in Settings.model_fields.values() if isinstance(f.validation_alias, str)}
-    return frozenset(names | set(_CLIENT_ENV) | flags.secret_env_names())
+    return frozenset(names | set(_CLIENT_ENV) | flags.env_names() | {"MODAL_PROXY_TOKEN_ID", "MODAL_PROXY_TOKEN_SECRET"})
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,8 @@ def build_launch(
     tool_call_parser: str | None = None,
     reasoning_parser: str | None = None,
     sleep_mode: bool = False,
+    keys_file: str | None = None,
+    control_key: bool = False,  # fast boot: a key of the container's own for /sleep, /wake_up
     max_n: int | None = None,
     profile: ProfileFlags | None = None,  # the plan's batching, KV dtype, kernel (None: vLLM's defaults)
     api_key: str | None = None,
@@ -97,6 +102,7 @@ def build_launch(
         served_model_name=served_model_name or settings.model, quantization=quantization, revision=rev,
         kv_cache_bytes=kv_cache_bytes, tensor_parallel_size=settings.tp,
         tool_call_parser=tool_call_parser, reasoning_parser=reasoning_parser, sleep_mode=sleep_mode,
+        control_key=secrets.token_urlsafe(32) if (sleep_mode or control_key) else None, keys_file=keys_file,
         max_n=settings.max_n or max_n or CPU_MAX_N,
         max_num_seqs=p.max_num_seqs, max_num_batched_tokens=p.max_num_batched_tokens,
         kv_cache_dtype=p.kv_cache_dtype, dtype=p.dtype, disabled_kernels=p.disabled_kernels,
@@ -107,7 +113,11 @@ def build_launch(
     env["LLMODAL_METRICS_PUBLIC"] = "1" if settings.metrics_public else "0"
     env["LLMODAL_MAX_BODY_BYTES"] = str(settings.max_body_bytes)
     argv = [python or sys.executable, "-m", "vllm.entrypoints.openai.api_server", *args]
-    key = settings.api_key()
-    if key and any(key in a for a in argv):  # cannot happen through the table; fail closed if it ever does
-        raise RuntimeError("refusing to start: the server key would appear on the command line")
+    # The table renders every secret row into the environment (flags.render); the one way a key could
+    # reach argv is a user pasting it into VLLM_EXTRA_ARGS. Whole tokens: a key such as "auto" or
+    # "8000" may equal a flag's value without being a key on the command line.
+    pasted = {t for a in settings.extra_argv + list(extra or []) for t in (a, a.split("=", 1)[-1])}
+    if any(k in pasted for k in settings.api_keys()):
+        raise ConfigError("VLLM_EXTRA_ARGS=<hidden> is invalid (it holds the server key): expected vLLM flags "
+                          "without the key; the key travels only in VLLM_SERVER_API_KEY")
     return Launch(argv=argv, env=env, host=inputs.host, port=inputs.port)

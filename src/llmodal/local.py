@@ -56,7 +56,9 @@ def prepare_local(settings: Settings, *, model_given: bool, gpu: bool, console: 
                                                                       TinyShape().max_position)})
         tiny, tiny_name = str(path), SERVED_NAME
     try:
-        prep = prepare(settings, gpu=gpu, tiny_model=tiny, tiny_name=tiny_name, api_key=key)
+        # Every configured key (rotation); the first is what llmodal's own clients send.
+        served_keys = ",".join(settings.api_keys()) or key
+        prep = prepare(settings, gpu=gpu, tiny_model=tiny, tiny_name=tiny_name, api_key=served_keys)
     except LlmodalError:
         if gpu:
             from .plan import plan_for_settings
@@ -68,6 +70,8 @@ def prepare_local(settings: Settings, *, model_given: bool, gpu: bool, console: 
             except LlmodalError:
                 pass
         raise
+    for warning in settings.key_warnings():
+        console.print(warning, style="yellow", markup=False, highlight=False)
     log_path = cache_dir() / "logs" / f"serve-{prep.launch.port}.log"
     return Local(prep, key, key_is_new, log_path)
 

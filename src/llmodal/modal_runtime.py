@@ -20,7 +20,7 @@ from .config import Settings, from_handoff
 from .gpus import has_gpu
 from .plan import Resolution, plan_for_settings
 from .serving import Prepared, dry_run_lines, prepare
-from .fast_boot import FastBoot
+from .fast_boot import FastBoot, keys_file
 from .supervisor import Supervisor, say
 
 PINS_FILE = "llmodal-pins.json"
@@ -71,14 +71,18 @@ def resolve(settings: Settings) -> Resolution:
     return res
 
 
-def container_prepare(settings: Settings, *, gpu: bool | None = None, sleep_mode: bool = False) -> Prepared:
+def container_prepare(settings: Settings, *, gpu: bool | None = None, sleep_mode: bool = False,
+                      fast_boot: bool = False) -> Prepared:
     """The container's launch: the same ``serving.prepare`` as ``llmodal serve``, with the revision
     ``download`` pinned (then the hub is not contacted at all). Refuses a keyless start unless public."""
     if settings.api_key() is None and not settings.public:
         raise ConfigError(keyless_refusal(settings))
+    for warning in settings.key_warnings():
+        say(warning)
     gpu = has_gpu() if gpu is None else gpu
+    kf = keys_file(settings, fast_boot)
     if not gpu:  # the rehearsal here: the CPU engine serves whatever VLLM_MODEL names
-        return prepare(settings, gpu=False)
+        return prepare(settings, gpu=False, keys_file=kf, control_key=fast_boot)
     res = resolve(settings)
     plan = res.chosen
     pin = read_pins().get(plan.checkpoint)
@@ -89,7 +93,8 @@ def container_prepare(settings: Settings, *, gpu: bool | None = None, sleep_mode
     else:
         say(f"{plan.checkpoint} is not in the volume yet; vLLM will download it "
             "(run `modal run modal_vllm.py::download` once to make cold starts load-only)")
-    return prepare(settings, gpu=True, revision=revision, sleep_mode=sleep_mode, resolution=res)
+    return prepare(settings, gpu=True, revision=revision, sleep_mode=sleep_mode, keys_file=kf,
+                   control_key=fast_boot, resolution=res)
 
 
 def start_server(settings: Settings | None = None, *, exit_on_death: bool = True) -> Supervisor:
@@ -136,7 +141,7 @@ def _drain_on_signals(sup: Supervisor, drain_s: int) -> None:
 
 def _watch(sup: Supervisor, exit_on_death: bool) -> None:
     code = sup.wait_exit()
-    if _stopping.is_set():
+    if _stopping.is_set() or sup.stopping:
         return
     say(f"vLLM exited with code {code}: {sup.diagnosis()}")
     if exit_on_death:
@@ -149,7 +154,7 @@ def start_fast_boot(settings: Settings | None = None) -> FastBoot:
     try:
         settings = settings or container_settings()
         gpu = has_gpu()
-        boot = FastBoot(container_prepare(settings, gpu=gpu, sleep_mode=gpu), gpu=gpu)
+        boot = FastBoot(container_prepare(settings, gpu=gpu, sleep_mode=gpu, fast_boot=True), gpu=gpu)
     except LlmodalError as e:
         say(str(e))
         os._exit(e.exit_code)
@@ -160,13 +165,38 @@ def start_fast_boot(settings: Settings | None = None) -> FastBoot:
     return boot
 
 
+def start_gateway(gpu_url) -> object:
+    """The body of ``serve_vllm``, the CPU function that owns the guide's URL: the same guard as the GPU
+    server, with the keys this container's secret holds, in front of a relay to ``gpu_url()``.
+    A keyless secret (and public not chosen) accepts no key at all: closed, not open."""
+    from .gateway import make_gateway
+
+    settings = container_settings()
+    guard = {"LLMODAL_METRICS_PUBLIC": "1" if settings.metrics_public else "0",
+             "LLMODAL_MAX_BODY_BYTES": str(settings.max_body_bytes), "LLMODAL_API_KEYS": ",".join(settings.api_keys())}
+    if not settings.api_keys() and not settings.public:
+        say(keyless_refusal(settings))
+        guard["LLMODAL_API_KEYS_FILE"] = "/nonexistent/llmodal-no-key"  # no key opens anything
+    for warning in settings.key_warnings():
+        say(warning)
+    return make_gateway(gpu_url, guard)
+
+
+def restore_fast_boot(boot: FastBoot) -> None:
+    """``@modal.enter(snap=False)``: serve the keys the secret holds now, then wake."""
+    keys = from_handoff(os.environ.get("LLMODAL_SETTINGS")).api_keys()
+    if not keys and not boot.prep.settings.public:
+        say("fast boot: the secret has no VLLM_SERVER_API_KEY at restore: every client request gets 401")
+    boot.restore(keys=keys)
+
+
 def main() -> None:
     """``python -m llmodal.modal_runtime [--fast-boot]``: the container's serve body as a foreground
     process (what the rehearsal runs): start (with --fast-boot: the snapshot steps, then the restore
     steps), then wait until vLLM exits or a signal drains it."""
     if "--fast-boot" in sys.argv:
         boot = start_fast_boot()
-        boot.restore()
+        restore_fast_boot(boot)
         _drain_on_signals(boot.sup, boot.prep.settings.drain_timeout_s)
     else:
         start_server()

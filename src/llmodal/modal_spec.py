@@ -1,5 +1,5 @@
-"""What the Modal App is made of, computed from llmodal's settings. ``modal_vllm.py`` at the
-repository root declares the App from it; the container runs ``modal_runtime``.
+"""What the Modal App is made of, computed from llmodal's settings. ``llmodal.modal.app`` declares
+the App from it (the guide's ``modal_vllm.py`` imports that); the containers run ``modal_runtime``.
 
 Settings are read where ``modal deploy`` runs (environment and ``.env``, or ``--env-file``) and
 carried into the container as one value, ``LLMODAL_SETTINGS``, so the container plans and
@@ -31,6 +31,13 @@ IMAGE_REQUIREMENTS = [
 # vLLM's FlashInfer sampler needs the flashinfer package and JIT-compiles on first use; every GPU
 # figure in this repo ran vLLM's own sampler, so the image runs that one too.
 IMAGE_ENV = {"VLLM_USE_FLASHINFER_SAMPLER": "0"}
+# The key-checking gateway (a CPU container): llmodal's own dependencies, no vLLM.
+GATEWAY_REQUIREMENTS = [
+    "httpx==0.28.1", "openai==3.57.0", "pydantic==2.14.4", "pydantic-settings==2.16.3", "python-dotenv==1.2.4",
+    "platformdirs==4.14.7", "rich==15.0.0", "typer==0.29.2", "aiohttp==3.14.5", "fastapi==0.136.3",
+]
+# Enough for every stream every GPU container may hold, relayed by one small container.
+GATEWAY_INPUTS = 1000
 HF_CACHE_PATH = "/root/.cache/huggingface"
 VLLM_CACHE_PATH = "/root/.cache/vllm"
 PORT = 8000
@@ -47,8 +54,11 @@ class AppSpec:
     web_port: int
     startup_timeout: int
     container_env: dict[str, str]
-    web_label: str  # the guide's URL, also for the class-based fast-boot server
+    web_label: str  # the guide's URL: owned by the key-checking gateway
+    gpu_label: str  # the GPU server's own URL, behind Modal's proxy auth
     snapshot_kwargs: dict[str, Any]  # empty when fast boot is off: the plain function server
+    gateway_kwargs: dict[str, Any]
+    gateway_inputs: int
 
 
 def container_env(settings: Settings) -> dict[str, str]:
@@ -83,9 +93,20 @@ def app_spec(settings: Settings) -> AppSpec:
         startup_timeout=settings.startup_timeout_s,
         container_env=container_env(settings),
         web_label=f"{settings.app_name}-{C.WEB_LABEL}",
+        gpu_label=f"{settings.app_name}-{C.WEB_LABEL}-gpu",
+        gateway_kwargs=dict(timeout=settings.timeout_s, scaledown_window=settings.scaledown_window_s,
+                            min_containers=0, max_containers=max(1, settings.max_containers), cpu=1.0, memory=1024),
+        gateway_inputs=GATEWAY_INPUTS,
         snapshot_kwargs=dict(enable_memory_snapshot=True, experimental_options={"enable_gpu_snapshot": True})
         if settings.snapshot else {},
     )
+
+
+def gateway_image() -> Any:
+    import modal
+
+    return (modal.Image.debian_slim(python_version=PYTHON_VERSION).pip_install(*GATEWAY_REQUIREMENTS)
+            .add_local_python_source("llmodal"))
 
 
 def resources(settings: Settings) -> tuple[Any, dict[str, Any], list[Any]]:

@@ -66,7 +66,7 @@ def resolve_parsers(settings: Settings, *names: str) -> tuple[str | None, str | 
 
 def prepare(settings: Settings, *, gpu: bool, tiny_model: str | None = None, tiny_name: str | None = None,
             api_key: str | None = None, revision: str | None = None, sleep_mode: bool = False,
-            resolution: Resolution | None = None) -> Prepared:
+            keys_file: str | None = None, control_key: bool = False, resolution: Resolution | None = None) -> Prepared:
     """Build the launch. On a GPU: plan, refuse a plan that does not fit (unless LLMODAL_FORCE),
     pass the planner's checkpoint and KV size (``resolution``: a plan already made for these
     settings, not made again). ``tiny_model`` serves that directory on the CPU."""
@@ -82,7 +82,8 @@ def prepare(settings: Settings, *, gpu: bool, tiny_model: str | None = None, tin
         served = tiny_name or settings.model
         tool, reasoning = resolve_parsers(settings, settings.model, served)
         launch = build_launch(settings, served_model_name=served, api_key=api_key, tool_call_parser=tool,
-                              reasoning_parser=reasoning)
+                              reasoning_parser=reasoning, keys_file=keys_file,
+                              control_key=control_key)
         what = f"embedded tiny Llama ({settings.model})" if tiny_model else settings.model
         return Prepared(launch, served, f"{what} on the CPU engine (the planner is for GPUs)", None, settings)
 
@@ -95,7 +96,7 @@ def prepare(settings: Settings, *, gpu: bool, tiny_model: str | None = None, tin
     launch = build_launch(settings, checkpoint=p.checkpoint, served_model_name=settings.model,
                           quantization=p.vllm_quantization, revision=revision, api_key=api_key,
                           kv_cache_bytes=p.kv_cache_bytes or None, tool_call_parser=tool, reasoning_parser=reasoning,
-                          sleep_mode=sleep_mode, max_n=max(1, int(p.full_length_sequences // 2)),
+                          sleep_mode=sleep_mode, keys_file=keys_file, control_key=control_key, max_n=max(1, int(p.full_length_sequences // 2)),
                           profile=p.flags)
     summary = (f"{settings.model} from {p.checkpoint} on {p.gpu_count}× {p.gpu}, profile {p.profile}: "
                f"{'fits' if p.fits else 'DOES NOT FIT'} — {p.reason}")

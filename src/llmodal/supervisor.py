@@ -52,6 +52,7 @@ class Supervisor:
         self._tail: collections.deque[str] = collections.deque(maxlen=400)
         self._reader: threading.Thread | None = None
         self.started_at = 0.0
+        self.stopping = False  # a stop was asked for: the exit that follows is not a death
 
     @property
     def root(self) -> str:
@@ -64,6 +65,7 @@ class Supervisor:
         if self.log_path:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._tail.clear()
+        self.stopping = False
         self.started_at = time.monotonic()
         self.proc = subprocess.Popen(self.launch.argv, env=self.launch.child_env(self._env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, start_new_session=True)
@@ -136,6 +138,7 @@ class Supervisor:
         then SIGKILL the whole group after ``grace`` seconds."""
         if self.proc is None:
             return None
+        self.stopping = True
         if self.alive():
             self.proc.send_signal(sig)
             try:

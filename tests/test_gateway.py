@@ -1,0 +1,179 @@
+"""The keyed gateway that owns the guide's URL: a stranger never reaches the GPU side, a client's
+stream passes through unbuffered. Run here with uvicorn in front of a counting upstream and in front
+of the real CPU vLLM server."""
+
+import asyncio
+import socket
+import statistics
+import threading
+import time
+
+import httpx
+import pytest
+
+from conftest import TEST_KEY, free_port
+
+PROXY = {"MODAL_PROXY_TOKEN_ID": "wk-test", "MODAL_PROXY_TOKEN_SECRET": "ws-test"}
+
+
+class Gateway:
+    """``start_gateway`` (the body of ``serve_vllm``) served by uvicorn in a thread."""
+
+    def __init__(self, monkeypatch, upstream: str, **env):
+        import uvicorn
+
+        from llmodal.modal_runtime import start_gateway
+
+        for k, v in {**PROXY, "VLLM_SERVER_API_KEY": TEST_KEY, **env}.items():
+            monkeypatch.setenv(k, v)
+        monkeypatch.delenv("LLMODAL_SETTINGS", raising=False)
+        self.port = free_port()
+        cfg = uvicorn.Config(start_gateway(lambda: upstream), host="127.0.0.1", port=self.port, log_level="warning",
+                             lifespan="on")
+        self.server = uvicorn.Server(cfg)
+        threading.Thread(target=self.server.run, daemon=True).start()
+        deadline = time.monotonic() + 20
+        while not self.server.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert self.server.started
+        self.root = f"http://127.0.0.1:{self.port}"
+
+    def close(self):
+        self.server.should_exit = True
+
+
+class CountingUpstream:
+    """Stands in for the GPU endpoint: records every request that reaches it."""
+
+    def __init__(self):
+        self.seen = []
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        threading.Thread(target=self._loop, daemon=True).start()
+
+    def _loop(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            data = c.recv(65536)
+            self.seen.append(data)
+            c.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}")
+            c.close()
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+
+
+def test_strangers_never_reach_the_gpu_side(monkeypatch):
+    up = CountingUpstream()
+    gw = Gateway(monkeypatch, up.url)
+    try:
+        with httpx.Client(base_url=gw.root, timeout=10) as c:
+            assert c.get("/health").status_code == 200  # answered by the gateway: no GPU for a probe
+            bad = [{}, {"Authorization": "Bearer stale-key-000000000"}, {"Authorization": f"Bearer {TEST_KEY}x"}]
+            for h in bad:
+                for method, path in (("POST", "/v1/chat/completions"), ("GET", "/v1/models"), ("POST", "/pause"),
+                                     ("POST", "/invocations"), ("GET", "/server_info")):
+                    assert c.request(method, path, headers=h, json={}).status_code == 401, (method, path, h)
+            key = {"Authorization": f"Bearer {TEST_KEY}"}
+            assert c.post("/collective_rpc", headers=key, json={}).status_code == 403  # admin: not for clients
+            assert up.seen == []  # nothing above reached the GPU side
+            assert c.get("/v1/models", headers=key).status_code == 200
+        assert len(up.seen) == 1
+        head = up.seen[0].decode("latin-1").lower()
+        assert "modal-key: wk-test" in head and "modal-secret: ws-test" in head  # Modal's proxy auth
+        assert head.startswith("get /v1/models ")
+    finally:
+        gw.close()
+
+
+def test_without_a_proxy_token_the_gateway_says_how_to_fix_it(monkeypatch):
+    up = CountingUpstream()
+    monkeypatch.delenv("MODAL_PROXY_TOKEN_ID", raising=False)
+    gw = Gateway(monkeypatch, up.url, MODAL_PROXY_TOKEN_ID="")
+    try:
+        r = httpx.get(gw.root + "/v1/models", headers={"Authorization": f"Bearer {TEST_KEY}"}, timeout=10)
+        assert r.status_code == 503 and "MODAL_PROXY_TOKEN_ID" in r.json()["error"]["message"]
+        assert up.seen == []
+    finally:
+        gw.close()
+
+
+def test_a_keyless_secret_closes_the_gateway(monkeypatch):
+    up = CountingUpstream()
+    monkeypatch.delenv("VLLM_SERVER_API_KEY", raising=False)
+    gw = Gateway(monkeypatch, up.url, VLLM_SERVER_API_KEY="")
+    try:
+        assert httpx.get(gw.root + "/v1/models", timeout=10).status_code == 401
+        assert up.seen == []
+    finally:
+        gw.close()
+
+
+async def _stream(root: str, model: str, tokens: int) -> tuple[float, list[float]]:
+    """(TTFT, arrival time of every content chunk) for one streamed chat request."""
+    body = {"model": model, "messages": [{"role": "user", "content": "hello"}], "max_tokens": tokens,
+            "stream": True, "ignore_eos": True}
+    t0 = time.perf_counter()
+    arrivals = []
+    async with httpx.AsyncClient(timeout=120) as c:
+        async with c.stream("POST", root + "/v1/chat/completions", json=body,
+                            headers={"Authorization": f"Bearer {TEST_KEY}"}) as r:
+            assert r.status_code == 200
+            async for line in r.aiter_lines():
+                if '"content"' in line:
+                    arrivals.append(time.perf_counter() - t0)
+    return arrivals[0], arrivals
+
+
+@pytest.mark.server
+def test_gateway_streams_unbuffered_and_what_it_adds(monkeypatch, server):
+    gw = Gateway(monkeypatch, server.root)
+    try:
+        direct, via = [], []
+        for _ in range(12):  # alternate, so drift on this busy machine hits both alike
+            direct.append(asyncio.run(_stream(server.root, server.model, 4))[0])
+            via.append(asyncio.run(_stream(gw.root, server.model, 4))[0])
+        ttft_direct, ttft_via = statistics.median(direct), statistics.median(via)
+        _, plain = asyncio.run(_stream(server.root, server.model, 400))
+        _, chunks = asyncio.run(_stream(gw.root, server.model, 400))
+        print(f"RECORD gateway | TTFT p50 direct {ttft_direct * 1000:.1f} ms | via gateway {ttft_via * 1000:.1f} ms "
+              f"| added {1000 * (ttft_via - ttft_direct):.1f} ms | 400-token stream: {len(plain)} chunks direct, "
+              f"{len(chunks)} via the gateway")
+        assert len(chunks) >= 300 and len(plain) >= 300  # the whole stream came through
+    finally:
+        gw.close()
+
+
+def test_chunks_pass_as_they_are_made(monkeypatch):
+    """An upstream that emits one SSE chunk every 100 ms: through the gateway each must arrive before
+    the next is made (a buffering relay would deliver them all at the end)."""
+    import uvicorn
+
+    async def slow(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
+        for i in range(8):
+            await send({"type": "http.response.body", "body": f'data: {{"content": "{i}"}}\n\n'.encode(),
+                        "more_body": True})
+            await asyncio.sleep(0.1)
+        await send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})
+
+    port = free_port()
+    up = uvicorn.Server(uvicorn.Config(slow, host="127.0.0.1", port=port, log_level="warning"))
+    threading.Thread(target=up.run, daemon=True).start()
+    while not up.started:
+        time.sleep(0.05)
+    gw = Gateway(monkeypatch, f"http://127.0.0.1:{port}")
+    try:
+        _, arrivals = asyncio.run(_stream(gw.root, "any", 8))
+        gaps = [round(b - a, 3) for a, b in zip(arrivals, arrivals[1:])]
+        print(f"RECORD gateway-stream | 8 chunks made 100 ms apart arrive {gaps} s apart")
+        assert len(arrivals) == 8 and all(0.05 < g < 0.2 for g in gaps), gaps
+    finally:
+        gw.close()
