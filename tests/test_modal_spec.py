@@ -155,13 +155,14 @@ def test_deploy_refuses_before_sending_anything(tmp_path, extra, needle):
 
 # --- the real `modal deploy` against a fake control plane (tests/fake_modal.py) ---
 
-def _deploy_via_fake(tmp_path, argv, **env_extra):
+def _deploy_via_fake(tmp_path, argv, cwd=ROOT, **env_extra):
     from fake_modal import FakeModalServer
 
     srv = FakeModalServer()
+    Path(tmp_path).mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VLLM_", "MODAL_", "LLMODAL_S"))}
     env.update(HOME=str(tmp_path), MODAL_SERVER_URL=srv.url, **TOKEN, **env_extra)
-    r = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+    r = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=180)
     return r, srv.servicer.calls
 
 

@@ -13,12 +13,8 @@ from ._cli_common import EnvFile, app, console, err, fail, settings_or_fail
 from ._exceptions import LlmodalError
 
 
-def _repo_root() -> Path:
-    here = Path.cwd()
-    for d in (here, *here.parents):
-        if (d / "modal_vllm.py").is_file():
-            return d
-    raise typer.BadParameter("modal_vllm.py not found here or above: run from the llmodal checkout")
+# The app ships inside the package: `llmodal deploy` sends it from any folder.
+APP_MODULE = "llmodal.modal.app"
 
 
 @app.command()
@@ -29,7 +25,8 @@ def deploy(
     as_json: Annotated[bool, typer.Option("--json", help="with --dry-run: machine-readable")] = False,
     env_file: EnvFile = ".env",
 ) -> None:
-    """Preflight (plan fits, key set, Modal token), then `modal deploy modal_vllm.py`."""
+    """Preflight (plan fits, key set, Modal token), then `modal deploy -m llmodal.modal.app` (the app the
+    guide's `modal_vllm.py` imports), from this folder."""
     from .deploy import deployed_url, modal_cli, modal_url, preflight, rehearse, run_streaming
     from .envfile import mask
 
@@ -52,12 +49,13 @@ def deploy(
         console.print(f"plan: {res.chosen.checkpoint} on {res.chosen.gpu_count}× {res.chosen.gpu} — {res.chosen.reason}")
     # modal_vllm.py re-reads the settings in the subprocess: point it at the same file, and carry the
     # two choices made on this command line.
-    env = {"LLMODAL_ENV_FILE": env_file or "", **({"LLMODAL_FORCE": "true"} if force else {}),
+    # Resolved once, here: the deploy subprocess reads exactly the file this preflight read.
+    env = {"LLMODAL_ENV_FILE": str(Path(env_file).resolve()) if env_file else "", **({"LLMODAL_FORCE": "true"} if force else {}),
            **({"LLMODAL_PUBLIC": "true"} if public else {})}
     if res is not None and res.discovery is not None and not settings.checkpoint:
         # A build found on the hub is pinned for the container: it plans what this preflight showed.
         env["VLLM_CHECKPOINT"] = res.chosen.checkpoint
-    code, out = run_streaming(modal_cli("deploy", "modal_vllm.py"), console.print, cwd=str(_repo_root()), env=env)
+    code, out = run_streaming(modal_cli("deploy", "-m", APP_MODULE), console.print, env=env)
     if code != 0:
         err.print(f"[red]error:[/] modal deploy failed (exit {code})")
         raise typer.Exit(code)
@@ -151,3 +149,25 @@ def doctor(env_file: EnvFile = ".env") -> None:
     checks = doctor_checks(settings_or_fail(env_file), env_file)
     console.print(checks_table(checks))
     raise typer.Exit(1 if any(c.ok is False for c in checks) else 0)
+
+
+@app.command()
+def init(
+    force: Annotated[bool, typer.Option(help="overwrite modal_vllm.py and .env if they exist")] = False,
+) -> None:
+    """Write the guide's modal_vllm.py and a commented .env template into this folder."""
+    from .modal.templates import GUIDE_APP, env_template
+
+    files = {Path("modal_vllm.py"): GUIDE_APP, Path(".env"): env_template()}
+    present = [str(p) for p in files if p.exists()]
+    if present and not force:
+        err.print(f"[red]error:[/] {', '.join(present)} already exist here; nothing was written "
+                  "(--force overwrites them)")
+        raise typer.Exit(2)
+    for path, text in files.items():
+        tmp = path.with_name(path.name + ".llmodal-new")
+        tmp.write_text(text)
+        tmp.replace(path)
+        console.print(f"wrote {path.resolve()}")
+    console.print("next: fill VLLM_SERVER_API_KEY in .env, `llmodal plan`, then `llmodal deploy` "
+                  "(or `modal deploy modal_vllm.py`)")

@@ -9,6 +9,8 @@ runtime itself.
 
 from __future__ import annotations
 
+import os
+
 from dataclasses import dataclass
 
 from ._exceptions import PlanError
@@ -26,23 +28,31 @@ class CpuFit:
     reason: str
 
 
+def _ram_bytes() -> tuple[int, int]:
+    """(total, available now) RAM in bytes, from the OS (no third-party package needed)."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    try:
+        with open("/proc/meminfo") as f:
+            info = dict(line.split(":", 1) for line in f)
+        return total, int(info["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return total, total
+
+
 def cpu_fit(model: str, revision: str | None, kv_fraction: float, ram_gib: float | None = None) -> CpuFit | None:
     """The verdict against the machine's RAM (not what is free this second: other programs come and
     go, and a refusal must be certain), or None when the model's shape cannot be known here."""
-    import psutil
-
     from .catalog import lookup
 
     try:
         spec = lookup(model, revision)
     except PlanError:
         return None
-    vm = psutil.virtual_memory()
-    ram = vm.total / GiB if ram_gib is None else ram_gib
+    ram = _ram_bytes()[0] / GiB if ram_gib is None else ram_gib
     weights = spec.weight_bytes() / GiB
     kv = kv_fraction * ram
     need = weights + kv + RUNTIME_GIB
     reason = (f"{model} on the CPU engine needs {weights:.1f} GiB of weights ({spec.quant}) + {kv:.1f} GiB of KV "
               f"cache ({kv_fraction} × RAM) + {RUNTIME_GIB:.0f} GiB runtime = {need:.1f} GiB; this machine has "
-              f"{ram:.1f} GiB of RAM ({vm.available / GiB:.1f} GiB free now)")
+              f"{ram:.1f} GiB of RAM ({_ram_bytes()[1] / GiB:.1f} GiB free now)")
     return CpuFit(need <= ram, weights, kv, ram, reason)

@@ -124,7 +124,10 @@ _URL = re.compile(r"https://[A-Za-z0-9._-]+\.modal\.run")
 
 
 def deployed_url(output: str, settings: Settings) -> str | None:
-    urls = [u for u in _URL.findall(output) if settings.app_name in u]
+    """The gateway's URL as Modal printed it (its host ends in the guide's label; the GPU server's
+    own URL, behind proxy auth, is not for clients)."""
+    label = f"--{settings.app_name}-{WEB_LABEL}.modal.run"
+    urls = [u for u in _URL.findall(output) if u.rstrip("/").endswith(label)]
     return urls[-1] if urls else None
 
 
