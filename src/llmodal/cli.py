@@ -126,26 +126,44 @@ def plan(
         min=0.001, help="with --bench: containers and $/day for this many requests/s, beside a public API")] = None,
     discover: Annotated[bool, typer.Option(
         help="read the hub's model tree for quantized builds even when the catalog knows the model")] = False,
+    compare: Annotated[bool, typer.Option(
+        help="every GPU × build × TP that fits, with predicted speed and $/1M tokens, sorted by $/1M")] = False,
+    mix: Annotated[str, typer.Option(help="token mix IN:OUT for predicted speed and $/1M")] = "1024:256",
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
     env_file: EnvFile = ".env",
 ) -> None:
-    """Will it fit, how much KV cache, how many users, what it costs — before anyone pays."""
+    """Will it fit, how much KV cache, how many users, what it costs and how fast — before anyone pays."""
     from .bench_run import costs_from_file
     from .plan import plan_for_settings
     from .plan_view import fast_boot_row, plan_table
 
+    from .compare import compare as compare_all
+    from .compare import parse_mix, speed_of
+
     try:
         settings = load_settings(env_file, model=model, gpu=gpu, gpu_count=gpus, max_model_len=max_model_len,
                                  gpu_memory_utilization=gpu_memory_utilization, quantization=quantization)
+        try:
+            token_mix = parse_mix(mix)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
         res = plan_for_settings(settings, discover=discover)
+        if compare:
+            doc = compare_all(res.spec, max_model_len=settings.max_model_len,
+                              gpu_memory_utilization=settings.gpu_memory_utilization, mix=token_mix, rps=rps,
+                              model=settings.model)
+            _print_compare(doc, as_json)
+            raise typer.Exit(0)
+        speed = speed_of(res.chosen, res.spec, token_mix) if res.chosen.fits else None
         costs = costs_from_file(bench, res.chosen.price_per_hour) if bench else None
-        if rps is not None and bench is None:
+        if rps is not None and bench is None and not compare:
             raise ConfigError("--rps needs --bench FILE (a `llmodal bench --slo … --out FILE` result)")
         cap = _capacity(bench, rps, res.chosen.price_per_hour, settings.model) if rps else None
     except LlmodalError as e:
         fail(e)
     if as_json:
-        out = {"plan": res.chosen.to_dict(), "as_configured": res.asked.to_dict(),
+        out = {"plan": res.chosen.to_dict(), "speed": speed.to_dict() if speed else None,
+               "as_configured": res.asked.to_dict(),
                "suggestions": [{"label": s.label, "plan": s.plan.to_dict()} for s in res.suggestions],
                "fast_boot": fast_boot_row(res.chosen, settings.snapshot),
                "hub": None if res.discovery is None else {
@@ -158,6 +176,12 @@ def plan(
         print(json.dumps(out, indent=2))
     else:
         plan_table(res.chosen, res.asked, res.suggestions, console, snapshot=settings.snapshot, found=res.discovery)
+        if speed:
+            n_in, n_out = speed.mix
+            console.print(f"predicted speed ({n_in}:{n_out} tokens, docs/BENCHMARKS.md 'Planner speed model'): "
+                          f"{speed.single_stream_tok_s:.0f} tok/s one stream, TTFT {speed.ttft_s * 1000:.0f} ms, "
+                          f"{speed.saturated_out_tok_s:,.0f} out tok/s at {speed.concurrency} streams → "
+                          f"${speed.cost_per_1m_tokens:.3f} per 1M tokens", markup=False)
         for row in costs or []:
             console.print(f"at concurrency {row['concurrency']}: {row['output_tok_s']:.0f} output tok/s → "
                           f"${row['usd_per_million_output_tokens']:.2f} per 1M output tokens")
@@ -253,6 +277,25 @@ def bench(
     if failed:
         err.print(f"[red]error:[/] {failed} request(s) failed; see the failures column")
         raise typer.Exit(1)
+
+
+def _print_compare(doc: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(doc, indent=2))
+        return
+    from rich.table import Table
+
+    t = Table(title=f"every option that fits, mix {doc['mix'][0]}:{doc['mix'][1]}, sorted by $/1M tokens (predicted)")
+    for col in ("GPU", "build", "TP", "KV seqs", "1 stream tok/s", "saturated out tok/s", "$/h", "$/1M tok"):
+        t.add_column(col, justify="right")
+    for r in doc["rows"]:
+        t.add_row(r["gpu"], r["build"], str(r["tp"]), f"{r['kv_sequences']:.1f}", f"{r['single_stream_tok_s']:.0f}",
+                  f"{r['saturated_out_tok_s']:,.0f}", f"{r['usd_per_hour']:.2f}", f"{r['cost_per_1m_tokens']:.3f}")
+    console.print(t)
+    if doc["api"]:
+        console.print(f"public API, same mix: ${doc['api']['usd_per_1m_tokens']:.3f} per 1M tokens "
+                      f"({doc['api']['source']})", markup=False)
+    console.print(doc["note"], markup=False)
 
 
 def _capacity(bench: Path, rps: float, price_per_hour: float, model: str):

@@ -73,6 +73,9 @@ class Settings(BaseSettings):
                            "an integer from 1 to 256: most sequences (n) one request may ask for "
                            "(default: half the full-length sequences the plan's KV cache holds, at least 1; 8 on the CPU)",
                            ge=1, le=256)
+    min_sequences: int = _f(16, "LLMODAL_MIN_SEQUENCES",
+                            "an integer from 1 to 1024: full-length sequences a build must hold for "
+                            "VLLM_QUANTIZATION=auto to prefer it over a smaller one", ge=1, le=1024)
     profile: str = _f("balanced", "LLMODAL_PROFILE",
                       "latency, balanced or throughput (kernel, batching, KV dtype, Modal concurrency)",
                       pattern=r"^(latency|balanced|throughput)$")

@@ -29,7 +29,17 @@ class GPU:
     price_source: str
     fp8: bool  # native FP8 tensor cores (Ada/Hopper/Blackwell)
     memory_note: str = "typical torch-reported capacity"
+    bf16_tflops: float = 0.0  # dense BF16/FP16 tensor-core peak (no sparsity)
+    fp8_tflops: float = 0.0  # dense FP8 tensor-core peak; 0 without FP8 tensor cores
 
+
+# Dense (no 2:4 sparsity) tensor-core peaks as NVIDIA's product datasheets state them (A100, H100 SXM,
+# H200, L40S, L4, T4, B200 HGX), transcribed 2026-12-02; the A10G is the A10's figure. Bandwidths above
+# are the same datasheets'. Only the ratios between formats and GPUs matter to the speed model: its
+# efficiencies are fitted to this repo's own measurements (speed.py).
+_PEAKS = {"T4": (65, 0), "L4": (121, 242), "A10G": (125, 0), "L40S": (362, 733), "A100-40GB": (312, 0),
+          "A100-80GB": (312, 0), "H100": (989, 1979), "H200": (989, 1979), "B200": (2250, 4500)}
+PEAK_SOURCE = "NVIDIA datasheets (dense, no sparsity), transcribed 2026-12-02"
 
 GPUS: dict[str, GPU] = {
     g.name: g
@@ -46,6 +56,7 @@ GPUS: dict[str, GPU] = {
         GPU("B200", 178.4, 8.0, 6.25, _SRC_UNCHECKED, True),
     )
 }
+GPUS = {n: GPU(**{**g.__dict__, "bf16_tflops": _PEAKS[n][0], "fp8_tflops": _PEAKS[n][1]}) for n, g in GPUS.items()}
 
 _ALIASES = {"A100": "A100-40GB", "A100-80G": "A100-80GB", "A100-40G": "A100-40GB", "H100-80GB": "H100"}
 

@@ -247,13 +247,14 @@ class Resolution:
     chosen: Plan
     suggestions: list[Suggestion]
     discovery: object | None = None  # hub.Discovery when the hub's model tree was read
+    spec: ModelSpec | None = None  # the model's shape the plans were made from
 
 
-def choose(spec: ModelSpec, gpu: GPU, quantization: str, **kw) -> Resolution:
+def choose(spec: ModelSpec, gpu: GPU, quantization: str, *, min_sequences: float = 16, **kw) -> Resolution:
     """Resolve the config's quantization into one plan.
 
-    ``auto``: the checkpoint as named if it fits, else the first same-GPU, same-context
-    suggestion that fits. ``none``: the checkpoint as named. Else: that quantization's checkpoint.
+    ``auto``: ``auto_pick`` among the checkpoint as named and the same-GPU, same-context builds.
+    ``none``: the checkpoint as named. Else: that quantization's checkpoint.
     """
     if quantization in ("auto", "none"):
         base = make_plan(spec, gpu, **kw)
@@ -267,14 +268,45 @@ def choose(spec: ModelSpec, gpu: GPU, quantization: str, **kw) -> Resolution:
         base = make_plan(spec, gpu, quantization=quantization, checkpoint=ckpt, **kw)
     keep = ("gpu_memory_utilization", "scaledown_window_s", "price_per_hour", "profile")
     sugg = suggestions(spec, gpu, base, **{k: v for k, v in kw.items() if k in keep})
-    if quantization == "auto" and not base.fits:
-        # auto only swaps the checkpoint: more GPUs or a shorter context are the user's call.
-        for s in sugg:
-            if s.plan.gpu_count == base.gpu_count and s.plan.max_model_len == base.max_model_len:
-                note = f"VLLM_QUANTIZATION=auto chose {s.label}: in {base.quantization}, {base.reason}"
-                chosen = replace(s.plan, notes=[*s.plan.notes, note])
-                return Resolution(base, chosen, [x for x in sugg if x is not s])
+    if quantization == "auto":
+        same = [s for s in sugg if s.plan.gpu_count == base.gpu_count and s.plan.max_model_len == base.max_model_len]
+        pick = auto_pick(base, same, gpu, min_sequences)
+        if pick is not None and pick[0] is not None:
+            chosen_s, why = pick
+            chosen = replace(chosen_s.plan, notes=[*chosen_s.plan.notes, why])
+            return Resolution(base, chosen, [x for x in sugg if x is not chosen_s])
+        if pick is not None:  # the checkpoint as named won
+            return Resolution(base, replace(base, notes=[*base.notes, pick[1]]), [])
     return Resolution(base, base, sugg if not base.fits else [])
+
+
+# Most faithful first: 16-bit, FP8 (only on FP8 tensor cores), 8-bit integer, then 4-bit.
+FAITHFUL = {"bf16": 0, "fp16": 0, "fp8": 1, "int8": 2, "awq": 3, "gptq": 3, "w4a16": 3}
+
+
+def auto_pick(base: Plan, same: list[Suggestion], gpu: GPU, min_sequences: float):
+    """VLLM_QUANTIZATION=auto: among builds that fit on these GPUs at this context, the most faithful
+    one that holds at least ``min_sequences`` full-length sequences (FP8 only where the GPU has FP8
+    tensor cores); if none holds that many, the one that holds most. Returns (suggestion or None for
+    the checkpoint as named, the one-line reason with the runner-up), or None when nothing fits."""
+    options: list[tuple[Suggestion | None, Plan]] = [(None, base)] if base.fits else []
+    options += [(s, s.plan) for s in same if s.plan.fits and (s.plan.quantization != "fp8" or gpu.fp8)]
+    if not options:
+        return None
+    rank = sorted(options, key=lambda o: (FAITHFUL.get(o[1].quantization, 9), -o[1].full_length_sequences))
+    enough = [o for o in rank if o[1].full_length_sequences >= min_sequences]
+    best = enough[0] if enough else max(rank, key=lambda o: o[1].full_length_sequences)
+    others = [o for o in rank if o is not best]
+    rule = (f"the most faithful build holding ≥ {min_sequences:g} full {base.max_model_len:,}-token sequences"
+            if enough else f"no build holds {min_sequences:g} full sequences; the one holding most")
+    why = (f"VLLM_QUANTIZATION=auto chose {best[1].quantization.upper()} ({best[1].full_length_sequences:.1f} "
+           f"sequences): {rule} (LLMODAL_MIN_SEQUENCES)")
+    if others:
+        r = others[0][1]
+        why += f"; runner-up {r.quantization.upper()}: {r.full_length_sequences:.1f} sequences"
+    if not gpu.fp8 and any(s.plan.quantization == "fp8" for s in same):
+        why += f"; FP8 skipped: {gpu.name} has no FP8 tensor cores"
+    return best[0], why
 
 
 def plan_for_settings(settings, *, gpu: str | None = None, gpu_count: int | None = None, model: str | None = None,
@@ -305,5 +337,6 @@ def plan_for_settings(settings, *, gpu: str | None = None, gpu_count: int | None
         scaledown_window_s=settings.scaledown_window_s,
         price_per_hour=settings.gpu_price_per_hour,
         profile=settings.profile,
+        min_sequences=settings.min_sequences,
     )
-    return replace(res, discovery=found)
+    return replace(res, discovery=found, spec=spec)
