@@ -18,10 +18,10 @@ def free_port() -> int:
 
 @contextmanager
 def local_server(model: Path, *, served: str, max_model_len: int = 2048, kv_cache_bytes: int | None = None, **kw):
-    from llmodal.config import load_settings
-    from llmodal.supervisor import Supervisor
-    from llmodal.state import cache_dir
-    from llmodal.launch import build_launch
+    from llmodal.core.config import load_settings
+    from llmodal.run.supervisor import Supervisor
+    from llmodal.core.state import cache_dir
+    from llmodal.engine.launch import build_launch
 
     settings = load_settings(None, model=str(model), max_model_len=max_model_len, gpu_memory_utilization=0.2, **kw)
     port = free_port()

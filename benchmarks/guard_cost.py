@@ -23,15 +23,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _local import KEY, free_port  # noqa: E402
 
-from llmodal.tiny_model import SERVED_NAME, ensure_tiny_model  # noqa: E402
+from llmodal.engine.tiny_model import SERVED_NAME, ensure_tiny_model  # noqa: E402
 
 
 @contextmanager
 def server(model: Path, guarded: bool):
-    from llmodal.config import load_settings
-    from llmodal.launch import build_launch
-    from llmodal.state import cache_dir
-    from llmodal.supervisor import Supervisor
+    from llmodal.core.config import load_settings
+    from llmodal.engine.launch import build_launch
+    from llmodal.core.state import cache_dir
+    from llmodal.run.supervisor import Supervisor
 
     settings = load_settings(None, model=str(model), max_model_len=2048, gpu_memory_utilization=0.2)
     port = free_port()

@@ -18,8 +18,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _local import local_server  # noqa: E402
 
-from llmodal.catalog import lookup  # noqa: E402
-from llmodal.tiny_model import TinyShape, ensure_tiny_model  # noqa: E402
+from llmodal.plan.catalog import lookup  # noqa: E402
+from llmodal.engine.tiny_model import TinyShape, ensure_tiny_model  # noqa: E402
 
 KV_BYTES = 256 * 1024**2
 SHAPES = [

@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _local import KEY, local_server  # noqa: E402
 
-from llmodal.tiny_model import SERVED_NAME, ensure_tiny_model  # noqa: E402
+from llmodal.engine.tiny_model import SERVED_NAME, ensure_tiny_model  # noqa: E402
 
 
 def llmodal_bench(base: str, tok: Path, c: int, n: int, inp: int, out: int, tmp: Path) -> dict:

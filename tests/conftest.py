@@ -42,7 +42,7 @@ def _isolated_dirs(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_model(_isolated_dirs) -> Path:
-    from llmodal.tiny_model import ensure_tiny_model
+    from llmodal.engine.tiny_model import ensure_tiny_model
 
     return ensure_tiny_model()
 
@@ -52,10 +52,10 @@ def start_server(model: Path, port: int, key: str | None = TEST_KEY, extra: list
     """A supervisor for vLLM on the tiny model, built the way `llmodal serve` builds it."""
     import shlex
 
-    from llmodal.config import load_settings
-    from llmodal.serving import prepare
-    from llmodal.supervisor import Supervisor
-    from llmodal.tiny_model import SERVED_NAME
+    from llmodal.core.config import load_settings
+    from llmodal.engine.prepare import prepare
+    from llmodal.run.supervisor import Supervisor
+    from llmodal.engine.tiny_model import SERVED_NAME
 
     settings = load_settings(None, max_model_len=2048, gpu_memory_utilization=0.2, port=port,
                              extra_args=shlex.join(extra or []), **settings_kw)
@@ -79,11 +79,12 @@ def server_argv(server) -> list[str]:
 def server(tiny_model):
     """A running vLLM server: yields an llmodal Endpoint (base_url, key, model)."""
     pytest.importorskip("vllm")
-    from llmodal.client import Endpoint
-    from llmodal.tiny_model import SERVED_NAME
+    from llmodal.tools.client import Endpoint
+    from llmodal.engine.tiny_model import SERVED_NAME
 
     # Development mode on, as in the fast-boot container: its admin routes are what the guard must close.
-    proc = start_server(tiny_model, free_port(), key=f"{TEST_KEY},{SECOND_KEY}",
+    # /metrics open (LLMODAL_METRICS_PUBLIC), as for a scraper: the reliability tests read the engine's state there.
+    proc = start_server(tiny_model, free_port(), key=f"{TEST_KEY},{SECOND_KEY}", metrics_public=True,
                         env={"VLLM_SERVER_DEV_MODE": "1", "LLMODAL_CONTROL_KEY": CONTROL_KEY})
     proc.start()
     _SERVER_ARGV[:] = proc.launch.argv

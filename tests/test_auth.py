@@ -8,7 +8,7 @@ import pytest
 import os
 
 from conftest import CONTROL_KEY, SECOND_KEY, TEST_KEY
-from llmodal.auth import BearerAuthMiddleware
+from llmodal.engine.auth import BearerAuthMiddleware
 
 BAD_HEADERS = [{}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {TEST_KEY}"},
                {"Authorization": f"Bearer  {TEST_KEY}"}, {"Authorization": f"Bearer {TEST_KEY}x"},
@@ -44,7 +44,7 @@ def _want(kind: str, who: str) -> str:
 @pytest.mark.server
 def test_every_route_with_development_mode_on_is_allowlisted(server, server_argv):
     """Every route of vLLM's app with development mode on, every method, every kind of caller."""
-    from llmodal.auth import route_kind
+    from llmodal.engine.auth import route_kind
 
     routes = _routes(server_argv)
     for must in (("POST", "/pause"), ("POST", "/collective_rpc"), ("GET", "/server_info"), ("POST", "/sleep"),
@@ -57,7 +57,7 @@ def test_every_route_with_development_mode_on_is_allowlisted(server, server_argv
     counts = {"open": 0, "client": 0, "control": 0, "closed": 0}
     with httpx.Client(timeout=60) as c:
         for method, path in routes:
-            kind = route_kind(path)
+            kind = route_kind(path, metrics_public=True)  # the session server opens /metrics for a scraper
             counts[kind] += 1
             url = server.root + path.replace("{", "x").replace("}", "")
             for who, h in callers:
@@ -180,7 +180,7 @@ def test_public_deployment_opens_client_routes_only(monkeypatch):
 def test_keys_file_is_reread_when_it_changes_and_fails_closed(monkeypatch, tmp_path):
     import time
 
-    from llmodal.fast_boot import write_keys
+    from llmodal.modal.fast_boot import write_keys
 
     monkeypatch.delenv("LLMODAL_API_KEYS", raising=False)
     monkeypatch.setenv("LLMODAL_API_KEYS_FILE", str(tmp_path / "keys"))
@@ -211,7 +211,7 @@ def test_keys_file_is_reread_when_it_changes_and_fails_closed(monkeypatch, tmp_p
 
 
 def test_route_kinds():
-    from llmodal.auth import route_kind
+    from llmodal.engine.auth import route_kind
 
     assert route_kind("/v1/chat/completions") == route_kind("/v1/responses/abc/cancel") == "client"
     assert route_kind("/health") == "open" and route_kind("/metrics") == "closed"

@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from conftest import TEST_KEY, free_port
-from llmodal.bench import RequestResult, summarize, _pct
+from llmodal.tools.bench.runner import RequestResult, summarize, _pct
 
 LLMODAL = [sys.executable, "-m", "llmodal.cli"]
 
@@ -87,8 +87,8 @@ class FakeSSE:
 def _run_level(modes, n, **level_kw):
     import asyncio
 
-    from llmodal.bench import Runner
-    from llmodal.client import Endpoint
+    from llmodal.tools.bench.runner import Runner
+    from llmodal.tools.client import Endpoint
 
     async def go():
         fake = FakeSSE(modes)

@@ -2,8 +2,8 @@ import pytest
 from typer.testing import CliRunner
 
 from llmodal.cli import app
-from llmodal.config import load_settings
-from llmodal._exceptions import ConfigError
+from llmodal.core.config import load_settings
+from llmodal.core.errors import ConfigError
 
 BAD = [
     ("VLLM_MAX_MODEL_LEN", "abc", "an integer from 16 to 1048576"),

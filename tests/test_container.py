@@ -24,8 +24,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def container_env(tiny_model, port, volumes: Path, hub: Listener, secret: dict) -> dict:
     """What Modal gives the container: the App's env (from modal_spec, as deployed) + the secret."""
-    from llmodal.config import load_settings
-    from llmodal.modal_spec import HF_CACHE_PATH, VLLM_CACHE_PATH, container_env as app_env
+    from llmodal.core.config import load_settings
+    from llmodal.modal.spec import HF_CACHE_PATH, VLLM_CACHE_PATH, container_env as app_env
 
     settings = load_settings(None, model=str(tiny_model), max_model_len=2048, gpu_memory_utilization=0.2)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VLLM_", "LLMODAL_", "HF_"))}
@@ -46,7 +46,7 @@ class Container:
         self.log = log
         self.f = log.open("w")
         self.t0 = time.monotonic()
-        self.proc = subprocess.Popen([sys.executable, "-m", "llmodal.modal_runtime"], env=env, cwd=ROOT,
+        self.proc = subprocess.Popen([sys.executable, "-m", "llmodal.modal.container"], env=env, cwd=ROOT,
                                      stdout=self.f, stderr=subprocess.STDOUT)
         self.sids: set[int] = set()
 
@@ -54,8 +54,8 @@ class Container:
         return self.log.read_text()
 
     def wait_healthy(self, port, timeout=600):
-        from llmodal._exceptions import EndpointError
-        from llmodal.health import wait_healthy
+        from llmodal.core.errors import EndpointError
+        from llmodal.run.health import wait_healthy
 
         try:
             took = wait_healthy(f"http://127.0.0.1:{port}/health", timeout, alive=lambda: self.proc.poll() is None)
@@ -88,8 +88,8 @@ def _healthy_container(tiny_model, volumes, tmp_path):
 
 
 def _smoke(port, model):
-    from llmodal.client import Endpoint
-    from llmodal.smoke import run_smoke
+    from llmodal.tools.client import Endpoint
+    from llmodal.tools.smoke import run_smoke
 
     return run_smoke(Endpoint(f"http://127.0.0.1:{port}/v1", TEST_KEY, model), max_tokens=16)
 

@@ -5,7 +5,7 @@ import subprocess
 import sys
 import time
 
-from llmodal.cpu_plan import cpu_fit
+from llmodal.plan.cpu_fit import cpu_fit
 
 GUIDE_ENV = "VLLM_MODEL=meta-llama/Llama-3.1-70B-Instruct\nVLLM_MAX_MODEL_LEN=8192\n"
 

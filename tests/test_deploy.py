@@ -3,7 +3,7 @@
 from typer.testing import CliRunner
 
 from llmodal.cli import app
-from llmodal.envfile import read_env
+from llmodal.core.envfile import read_env
 
 
 def test_doctor_reports_each_failure_with_its_fix(monkeypatch, tmp_path):

@@ -1,6 +1,6 @@
 import pytest
 
-from llmodal.diagnostics import diagnose
+from llmodal.engine.diagnostics import diagnose
 
 CASES = [
     ("ERROR: [Errno 98] error while attempting to bind on address ('127.0.0.1', 8000): address already in use",

@@ -1,6 +1,6 @@
 import stat
 
-from llmodal.envfile import mask, read_env, write_env
+from llmodal.core.envfile import mask, read_env, write_env
 
 
 def test_write_keeps_other_lines_and_replaces_ours(tmp_path):

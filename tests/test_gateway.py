@@ -22,7 +22,7 @@ class Gateway:
     def __init__(self, monkeypatch, upstream: str, **env):
         import uvicorn
 
-        from llmodal.modal_runtime import start_gateway
+        from llmodal.modal.container import start_gateway
 
         for k, v in {**PROXY, "VLLM_SERVER_API_KEY": TEST_KEY, **env}.items():
             monkeypatch.setenv(k, v)

@@ -29,7 +29,7 @@ def _plan(*args, **env):
 
 def test_discovery_keeps_declared_builds_and_ranks_trusted_publishers_first(hub):
     from fake_hub import LLAMA_70B
-    from llmodal.hub import discover
+    from llmodal.plan.hub import discover
 
     found = discover(BASE, LLAMA_70B)
     assert [c.repo for c in found.ranked] == [

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from test_modal_spec import KEY, TOKEN, _deploy_via_fake, _sent_functions
+from test_modal_spec import KEY, _deploy_via_fake, _sent_functions
 
 ROOT = Path(__file__).resolve().parents[1]
 

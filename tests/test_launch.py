@@ -1,7 +1,7 @@
 import pytest
 
-from llmodal.config import load_settings
-from llmodal.launch import build_launch
+from llmodal.core.config import load_settings
+from llmodal.engine.launch import build_launch
 
 
 def _arg(argv, flag):
@@ -21,7 +21,7 @@ def test_argv_from_settings_and_key_only_in_env(monkeypatch):
     assert _arg(argv, "--gpu-memory-utilization") == "0.95"
     assert _arg(argv, "--tensor-parallel-size") == "1"
     assert _arg(argv, "--host") == "127.0.0.1" and _arg(argv, "--port") == "8000"
-    assert _arg(argv, "--middleware") == "llmodal.auth.BearerAuthMiddleware"
+    assert _arg(argv, "--middleware") == "llmodal.engine.auth.BearerAuthMiddleware"
     assert argv[-3:] == ["--enforce-eager", "--seed", "8"]
     assert "--quantization" not in argv  # the AWQ checkpoint says so itself
     assert not any("super-secret" in a for a in argv) and "--api-key" not in argv
@@ -53,7 +53,7 @@ def test_base_url_for_wildcard_bind():
 
 
 def test_flag_table_generates_argv_and_kv_bytes_from_the_plan(monkeypatch):
-    from llmodal.serving import prepare
+    from llmodal.engine.prepare import prepare
 
     monkeypatch.setenv("VLLM_SERVER_API_KEY", "k-0123456789")
     prep = prepare(load_settings(None, gpu="H100"), gpu=True)
@@ -66,7 +66,7 @@ def test_flag_table_generates_argv_and_kv_bytes_from_the_plan(monkeypatch):
 
 def test_every_reserved_flag_in_every_spelling_is_refused(monkeypatch):
     from llmodal import flags
-    from llmodal._exceptions import ConfigError
+    from llmodal.core.errors import ConfigError
 
     for flag, owner in flags.reserved().items():
         spellings = [flag] if not flag.startswith("--") else [flag, "--" + flag[2:].replace("-", "_")]
@@ -79,7 +79,7 @@ def test_every_reserved_flag_in_every_spelling_is_refused(monkeypatch):
 
 
 def test_extra_args_abbreviation_and_negation_are_refused(monkeypatch):
-    from llmodal._exceptions import ConfigError
+    from llmodal.core.errors import ConfigError
 
     for text in ("--api-k=abc", "--max-model 4096", "--no-enable-force-include-usage", "--GPU_MEMORY_UTILIZATION 0.5"):
         monkeypatch.setenv("VLLM_EXTRA_ARGS", text)
@@ -93,7 +93,7 @@ def test_extra_args_that_are_not_ours_pass(monkeypatch):
 
 
 def test_the_key_cannot_reach_argv_even_through_extra(monkeypatch):
-    from llmodal._exceptions import ConfigError
+    from llmodal.core.errors import ConfigError
 
     monkeypatch.setenv("VLLM_SERVER_API_KEY", "sekrit-1234567")
     monkeypatch.setenv("VLLM_EXTRA_ARGS", "--api_key=sekrit-1234567")

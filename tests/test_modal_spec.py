@@ -77,7 +77,7 @@ def test_env_overrides_reach_the_app_and_the_container(monkeypatch):
     env = m.spec.container_env
     assert not any("must-not-travel" in v for v in env.values())
     # The container reads the same settings back from the one value, whatever its own env says.
-    from llmodal.config import from_handoff
+    from llmodal.core.config import from_handoff
 
     monkeypatch.setenv("VLLM_MODEL", "something-else")
     monkeypatch.setenv("VLLM_SERVER_API_KEY", "from-the-secret-1234")
@@ -90,7 +90,7 @@ def test_env_overrides_reach_the_app_and_the_container(monkeypatch):
 def test_every_setting_travels_including_the_deployers_choices(monkeypatch):
     m = load_app(monkeypatch, LLMODAL_FAST_BOOT="off", LLMODAL_FORCE="true", LLMODAL_PUBLIC="true", LLMODAL_MAX_BODY_BYTES="4096",
                  LLMODAL_METRICS_PUBLIC="true")
-    from llmodal.config import Settings, from_handoff
+    from llmodal.core.config import Settings, from_handoff
 
     handed = json.loads(m.spec.container_env["LLMODAL_SETTINGS"])
     assert set(handed) == set(Settings.model_fields) - {"server_api_key"}
@@ -102,15 +102,15 @@ def test_every_setting_travels_including_the_deployers_choices(monkeypatch):
     ('{"max_model_len": 3}', "VLLM_MAX_MODEL_LEN"), ("[1]", "JSON object"), ("{nope", "JSON object"),
     ('{"flux_capacitor": 1}', "unknown fields")])
 def test_a_bad_handoff_fails_with_the_fields_message(text, needle):
-    from llmodal._exceptions import ConfigError
-    from llmodal.config import from_handoff
+    from llmodal.core.errors import ConfigError
+    from llmodal.core.config import from_handoff
 
     with pytest.raises(ConfigError, match=needle):
         from_handoff(text)
 
 
 def test_image_requirements_resolve_for_the_image_platform(tmp_path):
-    from llmodal.modal_spec import IMAGE_REQUIREMENTS, PYTHON_VERSION
+    from llmodal.modal.spec import IMAGE_REQUIREMENTS, PYTHON_VERSION
 
     platforms = [f"--platform=manylinux_2_{n}_x86_64" for n in range(5, 37)]  # bookworm: glibc 2.36
     r = subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet",
@@ -213,7 +213,7 @@ def test_modal_deploy_sends_the_guides_app(tmp_path, fast_boot):
     pip = " ".join(cmd for c in calls["ImageGetOrCreate"] for cmd in c.image.dockerfile_commands)
     assert "vllm==0.32.0" in pip and "python:3.12" in pip
     uploaded = {f.filename for c in calls["MountGetOrCreate"] for f in c.files}
-    assert any(f.endswith("llmodal/serving.py") for f in uploaded), sorted(uploaded)[:5]
+    assert any(f.endswith("llmodal/engine/prepare.py") for f in uploaded), sorted(uploaded)[:5]
     envs = [dict(c.env_dict) for c in calls["SecretGetOrCreate"] if "LLMODAL_SETTINGS" in c.env_dict]
     assert envs and json.loads(envs[0]["LLMODAL_SETTINGS"])["model"] == "meta-llama/Llama-3.1-70B-Instruct"
     everything = r.stdout + r.stderr + "".join(str(c) for v in calls.values() for c in v)
@@ -272,8 +272,8 @@ def test_fast_boot_deploy_sends_snapshot_options_and_keeps_the_url(tmp_path):
 
 
 def test_fast_boot_refuses_multi_gpu(monkeypatch):
-    from llmodal._exceptions import ConfigError
-    from llmodal.config import load_settings
+    from llmodal.core.errors import ConfigError
+    from llmodal.core.config import load_settings
 
     monkeypatch.setenv("LLMODAL_FAST_BOOT", "snapshot")
     monkeypatch.setenv("LLMODAL_GPU_COUNT", "2")

@@ -6,10 +6,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from llmodal.catalog import lookup
+from llmodal.plan.catalog import lookup
 from llmodal.cli import app
-from llmodal.gpus import get_gpu
-from llmodal.plan import choose, make_plan
+from llmodal.plan.gpus import get_gpu
+from llmodal.plan.planner import choose, make_plan
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 RECORDED = RESULTS / "h100-llama70b-awq.json"
@@ -130,8 +130,8 @@ def test_does_not_fit_exits_3():
                                                    (16384, 0.90, 6)])
 def test_the_guides_llama33_overrides_fit_one_a100_with_a_4bit_build(monkeypatch, max_len, util, at_least):
     """The guide's examples: VLLM_MODEL=meta-llama/Llama-3.3-70B-Instruct, 16,384 tokens, utilization 0.90."""
-    from llmodal.config import load_settings
-    from llmodal.plan import plan_for_settings
+    from llmodal.core.config import load_settings
+    from llmodal.plan.planner import plan_for_settings
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     s = load_settings(None, model="meta-llama/Llama-3.3-70B-Instruct", max_model_len=max_len,

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from conftest import TEST_KEY
-from llmodal.prompt_lengths import TOLERANCE, Counter, calibrate, check_lengths
+from llmodal.tools.bench.prompts import TOLERANCE, Counter, calibrate, check_lengths
 from test_bench import _bench
 
 

@@ -137,7 +137,7 @@ def test_client_survives_a_cold_start(serve_cli):
 
     def call():
         try:
-            oa = llmodal.client(serve_cli["base"], TEST_KEY, env_file=None, cold_start_timeout=600)
+            oa = llmodal.tools.client(serve_cli["base"], TEST_KEY, env_file=None, cold_start_timeout=600)
             r = oa.chat.completions.create(model="llmodal/tiny-llama", messages=[{"role": "user", "content": "hi"}],
                                            max_tokens=4)
             result["ok"] = r.usage.completion_tokens

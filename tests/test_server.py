@@ -48,7 +48,7 @@ def test_smoke_passes_against_the_server(server):
 
 
 def test_smoke_reads_the_client_env(server, tmp_path):
-    from llmodal.envfile import write_env
+    from llmodal.core.envfile import write_env
 
     write_env(tmp_path / ".env", {"VLLM_BASE_URL": server.base_url, "VLLM_MODEL": server.model,
                                   "VLLM_API_KEY": TEST_KEY})
@@ -131,8 +131,8 @@ def test_serve_passes_every_rotation_key_to_the_guard(tiny_model):
     """`llmodal serve` with k1,k2: the guard gets both (the real server accepting each is test_auth's)."""
     from rich.console import Console
 
-    from llmodal.config import load_settings
-    from llmodal.local import prepare_local
+    from llmodal.core.config import load_settings
+    from llmodal.run.local import prepare_local
 
     settings = load_settings(None, server_api_key="first-key-0000000000,second-key-000000000")
     local = prepare_local(settings, model_given=False, gpu=False, console=Console(quiet=True), env_file=None,

@@ -6,9 +6,9 @@ import math
 import pytest
 
 from conftest import TEST_KEY
-from llmodal._exceptions import ConfigError
-from llmodal.api_prices import ApiPrice, cheapest
-from llmodal.slo import broken, capacity, knee, parse, sweep_levels
+from llmodal.core.errors import ConfigError
+from llmodal.plan.prices import ApiPrice, cheapest
+from llmodal.tools.bench.slo import broken, capacity, knee, parse, sweep_levels
 from test_bench import _bench
 
 
@@ -106,7 +106,7 @@ def _plan(*args):
 
 
 def test_the_api_beside_the_knee_prices_the_same_token_mix():
-    from llmodal.slo import api_beside
+    from llmodal.tools.bench.slo import api_beside
 
     a = api_beside({"usd_per_million_output_tokens": 2.0}, ApiPrice(0.1, 0.4, "src"), 1000, 250)
     assert a["usd_per_million_output_tokens"] == pytest.approx((1000 * 0.1 + 250 * 0.4) / 250)  # $0.80

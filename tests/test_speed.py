@@ -2,9 +2,10 @@
 
 import pytest
 
-from llmodal.catalog import ModelSpec, lookup
-from llmodal.gpus import GPU, get_gpu
-from llmodal.speed import predict, prefill_seconds, step_seconds
+from llmodal.plan.catalog import lookup
+from llmodal.plan.model_spec import ModelSpec
+from llmodal.plan.gpus import GPU, get_gpu
+from llmodal.plan.speed import predict, prefill_seconds, step_seconds
 
 # A made-up GPU and model with round numbers: 1 TB/s, 100 TFLOP/s, 1B parameters.
 TOY_GPU = GPU("toy", 80, 1.0, 3.6, "test", True, bf16_tflops=100, fp8_tflops=200)
@@ -60,8 +61,8 @@ def test_predictions_within_15_percent_of_the_measured_rows(gpu, build, wgib, kv
 
 
 def test_auto_picks_fp8_on_an_h200_and_awq_on_the_guides_a100():
-    from llmodal.config import load_settings
-    from llmodal.plan import plan_for_settings
+    from llmodal.core.config import load_settings
+    from llmodal.plan.planner import plan_for_settings
 
     h200 = plan_for_settings(load_settings(None, gpu="H200")).chosen
     a100 = plan_for_settings(load_settings(None)).chosen

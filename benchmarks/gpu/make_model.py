@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
-from llmodal.tiny_model import TinyShape, _train_tokenizer, llama_config  # noqa: E402
+from llmodal.engine.tiny_model import TinyShape, _train_tokenizer, llama_config  # noqa: E402
 
 # meta-llama/Llama-3.1-70B-Instruct's config.json, and hugging-quants' AWQ INT4 build of it.
 L70 = TinyShape(hidden=8192, heads=64, kv_heads=8, head_dim=128, layers=80, intermediate=28672, vocab=2000,

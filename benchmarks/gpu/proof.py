@@ -22,10 +22,10 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
-from llmodal.config import load_settings  # noqa: E402
-from llmodal.modal_spec import IMAGE_ENV  # noqa: E402
-from llmodal.serving import prepare  # noqa: E402
-from llmodal.supervisor import Supervisor  # noqa: E402
+from llmodal.core.config import load_settings  # noqa: E402
+from llmodal.modal.spec import IMAGE_ENV  # noqa: E402
+from llmodal.engine.prepare import prepare  # noqa: E402
+from llmodal.run.supervisor import Supervisor  # noqa: E402
 
 KEY = "gpu-bench-key-0123456789"
 BASE = "http://127.0.0.1:8000"
@@ -156,7 +156,7 @@ def fast_boot(settings, out: Path, tag: str) -> None:
     first token, decode speed after waking. Saved after every step."""
     import os
 
-    from llmodal.fast_boot import FastBoot
+    from llmodal.modal.fast_boot import FastBoot
 
     os.environ.update(IMAGE_ENV)  # in Modal these are the image's environment
     prep = prepare(settings, gpu=True, sleep_mode=True)

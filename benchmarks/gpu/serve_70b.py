@@ -19,8 +19,8 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
-from llmodal.config import load_settings  # noqa: E402
-from llmodal.launch import build_launch  # noqa: E402
+from llmodal.core.config import load_settings  # noqa: E402
+from llmodal.engine.launch import build_launch  # noqa: E402
 
 KEY = "gpu-bench-key-0123456789"
 SERVED = "meta-llama/Llama-3.1-70B-Instruct"

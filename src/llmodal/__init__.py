@@ -8,9 +8,9 @@ does it cost, how fast is it" before anyone pays. Public surface:
 - ``build_launch()``: the one vLLM command line.
 """
 
-from .client import async_client, client
-from .config import Settings, load_settings
-from .launch import build_launch
+from llmodal.tools.client import async_client, client
+from llmodal.core.config import Settings, load_settings
+from llmodal.engine.launch import build_launch
 
 __all__ = ["Settings", "async_client", "build_launch", "client", "load_settings"]
 __version__ = "0.1.0"

@@ -8,7 +8,7 @@
 (``llmodal deploy`` sends this module from any folder; the guide's ``modal_vllm.py`` imports it.)
 
 Two web functions. ``serve_vllm`` owns the guide's URL: a small CPU function that checks the key
-(``llmodal.gateway``) and relays to the GPU server, so a request without a valid key never starts
+(``llmodal.modal.gateway``) and relays to the GPU server, so a request without a valid key never starts
 or keeps a GPU. The GPU server (``Server.serve_gpu`` with fast boot, else ``serve_gpu``) sits behind
 Modal's proxy auth. Every setting comes from llmodal's config where you deploy (environment and
 .env, e.g. ``VLLM_MODEL=... modal deploy modal_vllm.py``) and travels into the containers as one value.
@@ -18,8 +18,8 @@ import os
 
 import modal
 
-from llmodal.config import from_handoff, load_settings
-from llmodal.modal_spec import HF_CACHE_PATH, app_spec, gateway_image, resources
+from llmodal.core.config import from_handoff, load_settings
+from llmodal.modal.spec import HF_CACHE_PATH, app_spec, gateway_image, resources
 
 # Where you deploy: your environment and .env (`llmodal deploy --env-file X` passes X here).
 # In the container: the one value the deploy handed over.
@@ -42,13 +42,13 @@ if settings.snapshot:
     class Server:
         @modal.enter(snap=True)
         def start(self):
-            from llmodal.modal_runtime import start_fast_boot
+            from llmodal.modal.container import start_fast_boot
 
             self.boot = start_fast_boot()
 
         @modal.enter(snap=False)
         def wake(self):
-            from llmodal.modal_runtime import restore_fast_boot
+            from llmodal.modal.container import restore_fast_boot
 
             restore_fast_boot(self.boot)
 
@@ -70,7 +70,7 @@ else:
     @modal.web_server(port=spec.web_port, startup_timeout=spec.startup_timeout, label=spec.gpu_label,
                       requires_proxy_auth=True)
     def serve_gpu():
-        from llmodal.modal_runtime import start_server
+        from llmodal.modal.container import start_server
 
         start_server()
 
@@ -82,14 +82,14 @@ else:
 @modal.concurrent(max_inputs=spec.gateway_inputs)
 @modal.asgi_app(label=spec.web_label)
 def serve_vllm():
-    from llmodal.modal_runtime import start_gateway
+    from llmodal.modal.container import start_gateway
 
     return start_gateway(_gpu_url)
 
 
 @app.function(image=image, secrets=secrets, volumes=volumes, env=spec.container_env, timeout=2 * 60 * 60)
 def download():
-    from llmodal.modal_runtime import download_weights
+    from llmodal.modal.container import download_weights
 
     download_weights(commit=volumes[HF_CACHE_PATH].commit)
 

@@ -29,7 +29,7 @@ GUIDE_LINES = [
 
 
 def env_template() -> str:
-    from ..config import Settings
+    from llmodal.core.config import Settings
 
     out = ["# llmodal settings (.env). Uncomment what you change; the environment wins over this file.",
            "# The Modal secret `vllm-secrets` holds HUGGING_FACE_HUB_TOKEN, VLLM_SERVER_API_KEY and the proxy",

@@ -1,0 +1,3 @@
+from llmodal.cli.commands import main
+
+main()

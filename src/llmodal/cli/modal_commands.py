@@ -1,0 +1,173 @@
+"""``llmodal deploy | status | logs | stop | doctor``: the Modal app, from the same settings."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from llmodal.cli._app import EnvFile, app, console, err, fail, settings_or_fail
+from llmodal.core.errors import LlmodalError
+
+
+# The app ships inside the package: `llmodal deploy` sends it from any folder.
+APP_MODULE = "llmodal.modal.app"
+
+
+@app.command()
+def deploy(
+    force: Annotated[bool, typer.Option(help="deploy even if the plan does not fit (containers start anyway)")] = False,
+    public: Annotated[bool, typer.Option(help="allow an endpoint without a server key")] = False,
+    dry_run: Annotated[bool, typer.Option(help="show what would be sent to Modal; send nothing")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="with --dry-run: machine-readable")] = False,
+    env_file: EnvFile = ".env",
+) -> None:
+    """Preflight (plan fits, key set, Modal token), then `modal deploy -m llmodal.modal.app` (the app the
+    guide's `modal_vllm.py` imports), from this folder."""
+    from llmodal.modal.preflight import deployed_url, modal_cli, modal_url, preflight, rehearse, run_streaming
+    from llmodal.core.envfile import mask
+
+    settings = settings_or_fail(env_file, force=force or None, public=public or None)
+    try:
+        res = preflight(settings, need_token=not dry_run)
+        shown = rehearse(settings, res) if dry_run else None
+    except LlmodalError as e:
+        fail(e)
+    if shown is not None:
+        if as_json:
+            print(json.dumps(shown, indent=2))
+        else:
+            for k, v in shown.items():
+                console.print(f"{k}: {v if isinstance(v, str) else json.dumps(v)}", markup=False, highlight=False,
+                              soft_wrap=True)
+            console.print("dry run: nothing was sent to Modal", markup=False)
+        return
+    if res is not None:
+        console.print(f"plan: {res.chosen.checkpoint} on {res.chosen.gpu_count}× {res.chosen.gpu} — {res.chosen.reason}")
+    # modal_vllm.py re-reads the settings in the subprocess: point it at the same file, and carry the
+    # two choices made on this command line.
+    # Resolved once, here: the deploy subprocess reads exactly the file this preflight read.
+    env = {"LLMODAL_ENV_FILE": str(Path(env_file).resolve()) if env_file else "", **({"LLMODAL_FORCE": "true"} if force else {}),
+           **({"LLMODAL_PUBLIC": "true"} if public else {})}
+    if res is not None and res.discovery is not None and not settings.checkpoint:
+        # A build found on the hub is pinned for the container: it plans what this preflight showed.
+        env["VLLM_CHECKPOINT"] = res.chosen.checkpoint
+    code, out = run_streaming(modal_cli("deploy", "-m", APP_MODULE), console.print, env=env)
+    if code != 0:
+        err.print(f"[red]error:[/] modal deploy failed (exit {code})")
+        raise typer.Exit(code)
+    url = deployed_url(out, settings)
+    console.print("client .env (`llmodal env --workspace WS --write .env` writes it with the real key):")
+    console.print(f"  VLLM_BASE_URL={url + '/v1' if url else modal_url(settings, 'WORKSPACE')}")
+    console.print(f"  VLLM_MODEL={settings.model}")
+    console.print(f"  VLLM_API_KEY={mask(settings.api_key())}")
+
+
+@app.command()
+def status(
+    probe: Annotated[bool, typer.Option(help="also GET /health and /v1/models (this may start a GPU container "
+                                             "on a scaled-to-zero app, which costs money)")] = False,
+    base_url: Annotated[Optional[str], typer.Option(help="endpoint for --probe (default: VLLM_BASE_URL)")] = None,
+    api_key: Annotated[Optional[str], typer.Option(help="key for --probe (default: VLLM_API_KEY)")] = None,
+    env_file: EnvFile = ".env",
+) -> None:
+    """The app's state as Modal reports it (no request reaches the app), and the plan it runs."""
+    from llmodal.modal.preflight import modal_cli
+    from llmodal.plan.planner import plan_for_settings
+
+    settings = settings_or_fail(env_file)
+    ok = True
+    try:
+        out = subprocess.run(modal_cli("app", "list", "--json"), capture_output=True, text=True, timeout=60)
+        apps = [a for a in json.loads(out.stdout or "[]") if a.get("Description") == settings.app_name]
+        if out.returncode != 0:
+            raise ValueError(out.stderr.strip().splitlines()[-1] if out.stderr.strip() else f"exit {out.returncode}")
+        for a in apps:
+            console.print(f"app {settings.app_name}: {a.get('State')}, running containers: {a.get('Tasks')}")
+        if not apps:
+            console.print(f"app {settings.app_name}: not deployed in this Modal workspace")
+    except (OSError, ValueError, subprocess.TimeoutExpired) as e:
+        ok = False
+        console.print(f"could not ask Modal for the app's state: {str(e)[:200]}", markup=False)
+    if probe:
+        ok = _probe(base_url, api_key, env_file) and ok
+    try:
+        p = plan_for_settings(settings).chosen
+        console.print(f"plan: {p.checkpoint} on {p.gpu_count}× {p.gpu}: {p.reason}; ${p.price_per_hour:.2f}/h")
+    except LlmodalError as e:
+        console.print(f"plan: {e}")
+    raise typer.Exit(0 if ok else 1)
+
+
+def _probe(base_url: Optional[str], api_key: Optional[str], env_file: str) -> bool:
+    import httpx
+
+    from llmodal.tools.client import resolve_endpoint
+    from llmodal.run.health import health_url
+
+    try:
+        ep = resolve_endpoint(base_url, api_key, None, env_file)
+    except LlmodalError as e:
+        fail(e)
+    console.print(f"endpoint: {ep.base_url} (probing: a scaled-to-zero app starts a container for this)")
+    try:
+        h = httpx.get(health_url(ep.root), timeout=10)
+        r = httpx.get(f"{ep.base_url}/models", headers=ep.headers, timeout=10)
+    except httpx.HTTPError as e:
+        console.print(f"[red]unreachable[/]: {type(e).__name__}")
+        return False
+    models = [m["id"] for m in r.json().get("data", [])] if r.status_code == 200 else []
+    console.print(f"/health: HTTP {h.status_code}; models: {', '.join(models) or f'HTTP {r.status_code}'}")
+    return h.status_code == 200
+
+
+@app.command()
+def logs(env_file: EnvFile = ".env") -> None:
+    """`modal app logs vllm-llama70b` (follows the app's logs)."""
+    from llmodal.modal.preflight import modal_cli
+
+    raise typer.Exit(subprocess.call(modal_cli("app", "logs", settings_or_fail(env_file).app_name)))
+
+
+@app.command()
+def stop(env_file: EnvFile = ".env") -> None:
+    """`modal app stop vllm-llama70b`: stop the app (and its GPU bill)."""
+    from llmodal.modal.preflight import modal_cli
+
+    raise typer.Exit(subprocess.call(modal_cli("app", "stop", settings_or_fail(env_file).app_name)))
+
+
+@app.command()
+def doctor(env_file: EnvFile = ".env") -> None:
+    """Check what the guide's troubleshooting list checks by hand, and say the fix for each failure."""
+    from llmodal.core.checks import checks_table
+    from llmodal.modal.preflight import doctor_checks
+
+    checks = doctor_checks(settings_or_fail(env_file), env_file)
+    console.print(checks_table(checks))
+    raise typer.Exit(1 if any(c.ok is False for c in checks) else 0)
+
+
+@app.command()
+def init(
+    force: Annotated[bool, typer.Option(help="overwrite modal_vllm.py and .env if they exist")] = False,
+) -> None:
+    """Write the guide's modal_vllm.py and a commented .env template into this folder."""
+    from llmodal.modal.templates import GUIDE_APP, env_template
+
+    files = {Path("modal_vllm.py"): GUIDE_APP, Path(".env"): env_template()}
+    present = [str(p) for p in files if p.exists()]
+    if present and not force:
+        err.print(f"[red]error:[/] {', '.join(present)} already exist here; nothing was written "
+                  "(--force overwrites them)")
+        raise typer.Exit(2)
+    for path, text in files.items():
+        tmp = path.with_name(path.name + ".llmodal-new")
+        tmp.write_text(text)
+        tmp.replace(path)
+        console.print(f"wrote {path.resolve()}")
+    console.print("next: fill VLLM_SERVER_API_KEY in .env, `llmodal plan`, then `llmodal deploy` "
+                  "(or `modal deploy modal_vllm.py`)")

@@ -1,0 +1,119 @@
+"""What to serve: settings (+ the plan) → one ``Launch``, for every runner.
+
+``llmodal serve``, the Modal container and ``--dry-run`` all call ``prepare``: on a GPU the
+planner picks the checkpoint and the KV size; on the CPU engine the embedded tiny model (or
+the configured one) runs with a RAM fraction. Tool-call and reasoning parsers are resolved
+here too, so the printed command is the command that runs.
+"""
+
+from __future__ import annotations
+
+import functools
+
+from dataclasses import dataclass
+
+from llmodal.core.errors import ConfigError, DoesNotFit
+from llmodal.plan.catalog import tool_parser_for
+from llmodal.core.config import Settings
+from llmodal.engine.launch import Launch, build_launch
+from llmodal.plan.planner import Resolution, plan_for_settings
+
+# On the CPU engine --gpu-memory-utilization is a fraction of RAM; 0.95 would starve the machine.
+CPU_MEMORY_FRACTION = 0.2
+
+
+@dataclass(frozen=True)
+class Prepared:
+    launch: Launch
+    served_name: str
+    summary: str  # one line: what runs where, and the plan's verdict
+    resolution: Resolution | None  # None on the CPU engine (the planner is for GPUs)
+    settings: Settings
+
+
+@functools.cache
+def installed_parsers() -> tuple[set[str], set[str]] | None:
+    """(tool parsers, reasoning parsers) the installed vLLM offers; None where vLLM is absent.
+    Cached: importing vLLM takes seconds, and the answer cannot change within a process."""
+    try:
+        from vllm.reasoning import ReasoningParserManager
+        from vllm.tool_parsers import ToolParserManager
+    except Exception:  # noqa: BLE001 - no vLLM here (the deployer's laptop): checked in the container
+        return None
+    tools = set(getattr(ToolParserManager, "tool_parsers", {}) or {}) | set(
+        getattr(ToolParserManager, "lazy_parsers", {}) or {})
+    reasoning = set(getattr(ReasoningParserManager, "reasoning_parsers", {}) or {}) | set(
+        getattr(ReasoningParserManager, "lazy_parsers", {}) or {})
+    return tools, reasoning
+
+
+def resolve_parsers(settings: Settings, *names: str) -> tuple[str | None, str | None]:
+    """VLLM_TOOL_CALL_PARSER / VLLM_REASONING_PARSER → the names to pass (None: off)."""
+    tool = settings.tool_call_parser
+    tool = tool_parser_for(*names) if tool == "auto" else (None if tool == "none" else tool)
+    reasoning = None if settings.reasoning_parser == "none" else settings.reasoning_parser
+    offered = installed_parsers()
+    if offered:
+        tools, reasonings = offered
+        if tool and tools and tool not in tools and settings.tool_call_parser != "auto":
+            raise ConfigError(f"VLLM_TOOL_CALL_PARSER={tool!r} is invalid: expected auto, none or one of "
+                              f"{', '.join(sorted(tools))}")
+        if reasoning and reasonings and reasoning not in reasonings:
+            raise ConfigError(f"VLLM_REASONING_PARSER={reasoning!r} is invalid: expected none or one of "
+                              f"{', '.join(sorted(reasonings))}")
+    return tool, reasoning
+
+
+def prepare(settings: Settings, *, gpu: bool, tiny_model: str | None = None, tiny_name: str | None = None,
+            api_key: str | None = None, revision: str | None = None, sleep_mode: bool = False,
+            keys_file: str | None = None, control_key: bool = False, resolution: Resolution | None = None) -> Prepared:
+    """Build the launch. On a GPU: plan, refuse a plan that does not fit (unless LLMODAL_FORCE),
+    pass the planner's checkpoint and KV size (``resolution``: a plan already made for these
+    settings, not made again). ``tiny_model`` serves that directory on the CPU."""
+    if not gpu:
+        update: dict = {}
+        if "gpu_memory_utilization" not in settings.model_fields_set:
+            update["gpu_memory_utilization"] = CPU_MEMORY_FRACTION
+        if tiny_model:
+            update["model"] = tiny_model
+        settings = settings.model_copy(update=update)
+        if not tiny_model:
+            _refuse_if_ram_short(settings)
+        served = tiny_name or settings.model
+        tool, reasoning = resolve_parsers(settings, settings.model, served)
+        launch = build_launch(settings, served_model_name=served, api_key=api_key, tool_call_parser=tool,
+                              reasoning_parser=reasoning, keys_file=keys_file,
+                              control_key=control_key)
+        what = f"embedded tiny Llama ({settings.model})" if tiny_model else settings.model
+        return Prepared(launch, served, f"{what} on the CPU engine (the planner is for GPUs)", None, settings)
+
+    res = resolution or plan_for_settings(settings)
+    p = res.chosen
+    if not p.fits and not settings.force:
+        raise DoesNotFit(f"the plan does not fit: {p.reason} (run `llmodal plan` for options that fit; "
+                         "LLMODAL_FORCE=1 or --force starts anyway)")
+    tool, reasoning = resolve_parsers(settings, settings.model, p.checkpoint)
+    launch = build_launch(settings, checkpoint=p.checkpoint, served_model_name=settings.model,
+                          quantization=p.vllm_quantization, revision=revision, api_key=api_key,
+                          kv_cache_bytes=p.kv_cache_bytes or None, tool_call_parser=tool, reasoning_parser=reasoning,
+                          sleep_mode=sleep_mode, keys_file=keys_file, control_key=control_key, max_n=max(1, int(p.full_length_sequences // 2)),
+                          profile=p.flags)
+    summary = (f"{settings.model} from {p.checkpoint} on {p.gpu_count}× {p.gpu}, profile {p.profile}: "
+               f"{'fits' if p.fits else 'DOES NOT FIT'} — {p.reason}")
+    return Prepared(launch, settings.model, summary, res, settings)
+
+
+def _refuse_if_ram_short(settings: Settings) -> None:
+    from llmodal.plan.cpu_fit import cpu_fit
+
+    fit = cpu_fit(settings.model, settings.model_revision, settings.gpu_memory_utilization)
+    if fit and not fit.fits and not settings.force:
+        raise DoesNotFit(f"{fit.reason}. Serve the embedded tiny model (unset VLLM_MODEL), a smaller model, or "
+                         "deploy to Modal (`llmodal deploy`); LLMODAL_FORCE=1 or --force starts anyway")
+
+
+def dry_run_lines(prep: Prepared) -> list[str]:
+    """What --dry-run prints: the verdict, the exact command, the child's extra environment."""
+    lines = [f"plan: {prep.summary}", "command:", f"  {prep.launch.shell()}", "environment added for vLLM:"]
+    lines += [f"  {k}={v}" for k, v in prep.launch.shown_env().items()]
+    return lines

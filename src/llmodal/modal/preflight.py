@@ -1,0 +1,190 @@
+"""Preflight, deploy, status, logs, stop and doctor for the Modal app.
+
+Every paid action is preceded by checks that cost nothing: the plan fits, a server key is
+configured, a Modal token exists. Refusals name the fix and send nothing anywhere.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import tomllib
+from collections.abc import Callable
+from pathlib import Path
+
+from pydantic import SecretStr
+
+from llmodal.core.errors import LlmodalError, PreflightError
+from llmodal.core.checks import Check
+from llmodal.core.config import Settings
+from llmodal.core.envfile import read_env
+from llmodal.core import constants as C
+from llmodal.core.constants import HF_CACHE_VOLUME, VLLM_CACHE_VOLUME, WEB_LABEL
+from llmodal.plan.planner import Resolution, plan_for_settings
+
+MODAL_ENTRY = "modal_vllm.py"
+
+
+def modal_token_configured() -> bool:
+    if os.environ.get("MODAL_TOKEN_ID") and os.environ.get("MODAL_TOKEN_SECRET"):
+        return True
+    path = Path(os.environ.get("MODAL_CONFIG_PATH") or Path.home() / ".modal.toml")
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError):
+        return False
+    profiles = [v for v in data.values() if isinstance(v, dict)]
+    return any(p.get("token_id") and p.get("token_secret") for p in profiles)
+
+
+def _plan_check(settings: Settings) -> tuple[Check, Resolution | None]:
+    try:
+        res = plan_for_settings(settings)
+    except LlmodalError as e:
+        return Check("plan fits", False, str(e), "run `llmodal plan` and fix the model or GPU"), None
+    p = res.chosen
+    if p.fits:
+        return Check("plan fits", True, f"{p.checkpoint} on {p.gpu_count}× {p.gpu}: {p.reason}"), res
+    return Check("plan fits", False, p.reason, "run `llmodal plan` for options that fit, or pass --force"), res
+
+
+def preflight(settings: Settings, *, need_token: bool = True) -> Resolution | None:
+    """Refuse (PreflightError) before anything is sent if any check fails. ``settings.force`` and
+    ``settings.public`` are the deployer's explicit choices; they travel to the container too."""
+    problems = []
+    plan_check, res = _plan_check(settings)
+    if not plan_check.ok and not settings.force:
+        problems.append(f"the plan does not fit: {plan_check.detail} ({plan_check.fix})")
+    if settings.api_key() is None and not settings.public:
+        problems.append("no server key: set VLLM_SERVER_API_KEY here and in the Modal secret "
+                        f"`{settings.secret_name}` (same value), or pass --public for a keyless endpoint")
+    if need_token and not modal_token_configured():
+        problems.append("no Modal token: run `modal token new` (or set MODAL_TOKEN_ID and MODAL_TOKEN_SECRET)")
+    if problems:
+        raise PreflightError("refusing to deploy, nothing was sent:\n  - " + "\n  - ".join(problems))
+    return res
+
+
+def modal_url(settings: Settings, workspace: str) -> str:
+    return C.modal_url(settings.app_name, workspace)
+
+
+def rehearse(settings: Settings, res: Resolution | None = None) -> dict:
+    """What `modal deploy modal_vllm.py` would send for these settings (secrets by name only) and
+    the command the container will run. Sends nothing anywhere. ``res``: the preflight's plan."""
+    from llmodal.modal.spec import HF_CACHE_PATH, IMAGE_REQUIREMENTS, PYTHON_VERSION, VLLM_CACHE_PATH, app_spec
+    from llmodal.modal.fast_boot import keys_file
+    from llmodal.engine.prepare import prepare
+
+    spec = app_spec(settings)
+    secret_key = "<from the secret>" if settings.api_key() or not settings.public else ""
+    shown = settings.model_copy(update={"server_api_key": SecretStr(secret_key) if secret_key else None})
+    prep = prepare(shown, gpu=True, api_key=secret_key, sleep_mode=settings.snapshot,  # as the container starts it
+                   keys_file=keys_file(shown, settings.snapshot), control_key=settings.snapshot, resolution=res)
+    p = prep.resolution.chosen if prep.resolution else None
+    return {
+        "app": spec.app_name, "function": "Server.serve_gpu" if settings.snapshot else "serve_gpu",
+        "web_label": WEB_LABEL,
+        "gateway": {"function": "serve_vllm", "label": spec.web_label, "gpu": None, "checks_key": True,
+                    "public": True, "max_concurrent_inputs": spec.gateway_inputs},
+        "gpu_server": {"label": spec.gpu_label, "requires_proxy_auth": True},
+        "fast_boot": {"mode": settings.fast_boot, "snapshot": settings.snapshot, **spec.snapshot_kwargs},
+        "url": modal_url(settings, "WORKSPACE"), "gpu": spec.gpu, **{k: v for k, v in spec.function_kwargs.items()
+                                                                     if k != "gpu"},
+        "startup_timeout": spec.startup_timeout, "max_concurrent_inputs": spec.concurrent_inputs,
+        "web_port": spec.web_port, "secrets": [settings.secret_name],
+        "volumes": {HF_CACHE_PATH: HF_CACHE_VOLUME, VLLM_CACHE_PATH: VLLM_CACHE_VOLUME},
+        "image": {"python": PYTHON_VERSION, "pip": IMAGE_REQUIREMENTS, "local_python_source": ["llmodal"]},
+        "container_env": spec.container_env,
+        "plan": {"checkpoint": p.checkpoint, "fits": p.fits, "reason": p.reason, "kv_tokens": p.kv_tokens,
+                 "kv_cache_bytes": p.kv_cache_bytes, "price_per_hour": p.price_per_hour} if p else None,
+        "command": prep.launch.shell(), "command_env": prep.launch.shown_env(),
+        "key": "VLLM_SERVER_API_KEY from the secret" if not settings.public else "none (public, chosen)",
+    }
+
+
+def modal_cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "modal", *args]
+
+
+def run_streaming(argv: list[str], on_line: Callable[[str], None], cwd: str | None = None,
+                  env: dict[str, str] | None = None) -> tuple[int, str]:
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=cwd,
+                            env=None if env is None else {**os.environ, **env})
+    out = []
+    assert proc.stdout
+    for line in proc.stdout:
+        out.append(line)
+        on_line(line.rstrip("\n"))
+    return proc.wait(), "".join(out)
+
+
+_URL = re.compile(r"https://[A-Za-z0-9._-]+\.modal\.run")
+
+
+def deployed_url(output: str, settings: Settings) -> str | None:
+    """The gateway's URL as Modal printed it (its host ends in the guide's label; the GPU server's
+    own URL, behind proxy auth, is not for clients)."""
+    label = f"--{settings.app_name}-{WEB_LABEL}.modal.run"
+    urls = [u for u in _URL.findall(output) if u.rstrip("/").endswith(label)]
+    return urls[-1] if urls else None
+
+
+def doctor_checks(settings: Settings, env_file: str | None) -> list[Check]:
+    """The guide's troubleshooting list, as checks that say their fix."""
+    checks: list[Check] = []
+    token = os.environ.get("HUGGING_FACE_HUB_TOKEN") or os.environ.get("HF_TOKEN")
+    # A token that lives only in the Modal secret is a correct setup that cannot be seen from here.
+    checks.append(Check("HF token here", True if token else None,
+                        "HUGGING_FACE_HUB_TOKEN is set" if token else
+                        f"not set here; it may be in the Modal secret `{settings.secret_name}` only",
+                        "" if token else "export HUGGING_FACE_HUB_TOKEN here too so doctor can check the model's gate"))
+    plan_check, res = _plan_check(settings)
+    checks.append(plan_check)
+    checks.append(_gate_check(res.chosen.checkpoint if res else settings.model, token))
+    if res and res.chosen.checkpoint != settings.model and not Path(settings.model).exists():
+        # A quantized build may be ungated while its base's license still binds its users.
+        base = _gate_check(settings.model, token)
+        checks.append(Check("base model license", base.ok, base.detail.replace("is reachable", "license accepted"),
+                            base.fix))
+    key = settings.api_key()
+    client_key = os.environ.get("VLLM_API_KEY") or (read_env(env_file).get("VLLM_API_KEY") if env_file else None)
+    if key is None:
+        checks.append(Check("server key", False, "VLLM_SERVER_API_KEY is not set",
+                            f"set it here and in the Modal secret `{settings.secret_name}`"))
+    elif client_key is None:
+        checks.append(Check("server key", True, "VLLM_SERVER_API_KEY is set; no client VLLM_API_KEY to compare",
+                            "run `llmodal env --workspace WS --write .env`"))
+    else:
+        same = client_key == key
+        checks.append(Check("server key", same, "the client's VLLM_API_KEY matches" if same else
+                            "the client's VLLM_API_KEY differs from VLLM_SERVER_API_KEY",
+                            "" if same else "run `llmodal env --workspace WS --write .env`"))
+    has_modal = modal_token_configured()
+    checks.append(Check("Modal token", has_modal, "configured" if has_modal else "missing",
+                        "" if has_modal else "run `modal token new`"))
+    return checks
+
+
+def _gate_check(repo: str, token: str | None) -> Check:
+    if Path(repo).exists():
+        return Check("model access", True, f"{repo} is a local directory")
+    try:
+        from huggingface_hub import HfApi
+        from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+    except ImportError:
+        return Check("model access", None, "huggingface_hub is not installed here")
+    try:
+        HfApi().model_info(repo, token=token, timeout=5)
+        HfApi().auth_check(repo, token=token) if token else None
+        return Check("model access", True, f"{repo} is reachable with this token")
+    except GatedRepoError:
+        return Check("model access", False, f"{repo} is gated and this token has no access",
+                     f"accept the license at https://huggingface.co/{repo}")
+    except RepositoryNotFoundError:
+        return Check("model access", False, f"{repo} does not exist or needs a token",
+                     "check VLLM_MODEL and HUGGING_FACE_HUB_TOKEN")
+    except Exception as e:  # offline: not a failure of the user's setup
+        return Check("model access", None, f"hub not reachable from here ({type(e).__name__}); not checked")

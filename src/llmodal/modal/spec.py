@@ -1,0 +1,125 @@
+"""What the Modal App is made of, computed from llmodal's settings. ``llmodal.modal.app`` declares
+the App from it (the guide's ``modal_vllm.py`` imports that); the containers run ``modal_runtime``.
+
+Settings are read where ``modal deploy`` runs (environment and ``.env``, or ``--env-file``) and
+carried into the container as one value, ``LLMODAL_SETTINGS``, so the container plans and
+launches exactly what the deployer's dry run showed. The server key is not carried this way:
+it comes from the ``vllm-secrets`` secret.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from llmodal.core import constants as C
+from llmodal.core.config import Settings, handoff
+
+# vLLM 0.32.0: the release the CPU engine in the test suite runs, so the auth middleware,
+# --middleware loading and --shutdown-timeout draining the tests prove are the container's too.
+VLLM_VERSION = "0.32.0"
+PYTHON_VERSION = "3.12"
+# Everything the container installs, pinned. tests/test_modal_app.py resolves this set for the
+# image's Python and platform, so `modal deploy` cannot fail at image build on a conflict.
+IMAGE_REQUIREMENTS = [
+    f"vllm=={VLLM_VERSION}",
+    "huggingface_hub==2.4.0",  # hf-xet comes with it: fast downloads without hf_transfer
+    "pydantic-settings==2.16.3",
+    "typer==0.29.2",
+    "platformdirs==4.14.7",
+]
+# vLLM's FlashInfer sampler needs the flashinfer package and JIT-compiles on first use; every GPU
+# figure in this repo ran vLLM's own sampler, so the image runs that one too.
+IMAGE_ENV = {"VLLM_USE_FLASHINFER_SAMPLER": "0"}
+# The key-checking gateway (a CPU container): llmodal's own dependencies, no vLLM.
+GATEWAY_REQUIREMENTS = [
+    "httpx==0.28.1", "openai==3.57.0", "pydantic==2.14.4", "pydantic-settings==2.16.3", "python-dotenv==1.2.4",
+    "platformdirs==4.14.7", "rich==15.0.0", "typer==0.29.2", "aiohttp==3.14.5", "fastapi==0.136.3",
+]
+# Enough for every stream every GPU container may hold, relayed by one small container.
+GATEWAY_INPUTS = 1000
+HF_CACHE_PATH = "/root/.cache/huggingface"
+VLLM_CACHE_PATH = "/root/.cache/vllm"
+PORT = 8000
+
+
+@dataclass(frozen=True)
+class AppSpec:
+    """Everything ``modal_vllm.py`` passes to Modal, computed from one Settings."""
+
+    app_name: str
+    gpu: str
+    function_kwargs: dict[str, Any]
+    concurrent_inputs: int
+    web_port: int
+    startup_timeout: int
+    container_env: dict[str, str]
+    web_label: str  # the guide's URL: owned by the key-checking gateway
+    gpu_label: str  # the GPU server's own URL, behind Modal's proxy auth
+    snapshot_kwargs: dict[str, Any]  # empty when fast boot is off: the plain function server
+    gateway_kwargs: dict[str, Any]
+    gateway_inputs: int
+
+
+def container_env(settings: Settings) -> dict[str, str]:
+    """The container's environment: the deployer's settings as one value (key excluded), caches."""
+    return {"LLMODAL_SETTINGS": handoff(settings, host="0.0.0.0", port=PORT), "HF_HOME": HF_CACHE_PATH,
+            "VLLM_CACHE_ROOT": VLLM_CACHE_PATH, "PYTHONUNBUFFERED": "1", **IMAGE_ENV}
+
+
+def concurrent_inputs(settings: Settings) -> int:
+    """LLMODAL_MAX_CONCURRENT_INPUTS when set, else the profile's."""
+    from llmodal.plan.profiles import PROFILES
+
+    if "max_concurrent_inputs" in settings.model_fields_set:
+        return settings.max_concurrent_inputs
+    return PROFILES[settings.profile].concurrent_inputs
+
+
+def app_spec(settings: Settings) -> AppSpec:
+    gpu = settings.gpu if settings.gpu_count == 1 else f"{settings.gpu}:{settings.gpu_count}"
+    return AppSpec(
+        app_name=settings.app_name,
+        gpu=gpu,
+        function_kwargs=dict(
+            gpu=gpu,
+            timeout=settings.timeout_s,
+            scaledown_window=settings.scaledown_window_s,
+            min_containers=settings.min_containers,
+            max_containers=settings.max_containers,
+        ),
+        concurrent_inputs=concurrent_inputs(settings),
+        web_port=PORT,
+        startup_timeout=settings.startup_timeout_s,
+        container_env=container_env(settings),
+        web_label=f"{settings.app_name}-{C.WEB_LABEL}",
+        gpu_label=f"{settings.app_name}-{C.WEB_LABEL}-gpu",
+        gateway_kwargs=dict(timeout=settings.timeout_s, scaledown_window=settings.scaledown_window_s,
+                            min_containers=0, max_containers=max(1, settings.max_containers), cpu=1.0, memory=1024),
+        gateway_inputs=GATEWAY_INPUTS,
+        snapshot_kwargs=dict(enable_memory_snapshot=True, experimental_options={"enable_gpu_snapshot": True})
+        if settings.snapshot else {},
+    )
+
+
+def gateway_image() -> Any:
+    import modal
+
+    return (modal.Image.debian_slim(python_version=PYTHON_VERSION).pip_install(*GATEWAY_REQUIREMENTS)
+            .add_local_python_source("llmodal"))
+
+
+def resources(settings: Settings) -> tuple[Any, dict[str, Any], list[Any]]:
+    """The Modal image, volume mounts and secrets for ``settings``."""
+    import modal
+
+    image = (
+        modal.Image.debian_slim(python_version=PYTHON_VERSION)
+        .pip_install(*IMAGE_REQUIREMENTS)
+        .add_local_python_source("llmodal")
+    )
+    volumes = {
+        HF_CACHE_PATH: modal.Volume.from_name(C.HF_CACHE_VOLUME, create_if_missing=True),
+        VLLM_CACHE_PATH: modal.Volume.from_name(C.VLLM_CACHE_VOLUME, create_if_missing=True),
+    }
+    return image, volumes, [modal.Secret.from_name(settings.secret_name)]

@@ -1,0 +1,62 @@
+"""Performance profiles: what ``LLMODAL_PROFILE`` changes, in terms the planner can account for.
+
+Measured on an H100 with the 70B AWQ plan (vLLM 0.26.0, shared/measurements/h100-kernels-sleep.md):
+Hopper's default AWQ kernel (Machete) gave 43.2 tok/s for one stream and 834 at 64 streams; Marlin
+gave 50.8 (+17.6 %) and 507 (−39 %). 8k prefill chunks stalled decoding at 64 streams (p99 ITL
+1.4 s). So: ``latency`` takes Marlin and short prefill chunks, ``throughput`` keeps Machete, allows
+more sequences and halves KV bytes with an FP8 KV cache, ``balanced`` is vLLM's default. On GPUs
+without Machete (A100) or without FP8 (A100, T4, A10G) only the batching changes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from llmodal.plan.gpus import GPU
+
+HOPPER = ("H100", "H200")
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    max_num_seqs: int | None  # None: vLLM's default for the GPU
+    max_num_batched_tokens: int | None
+    fp8_kv: bool  # --kv-cache-dtype fp8 (needs --dtype bfloat16 with FlashAttention 3)
+    marlin: bool  # on Hopper, AWQ/GPTQ through Marlin instead of Machete
+    concurrent_inputs: int  # Modal's per-container concurrency for this profile
+
+
+PROFILES = {
+    "latency": Profile("latency", 32, 2048, fp8_kv=False, marlin=True, concurrent_inputs=32),
+    "balanced": Profile("balanced", None, None, fp8_kv=False, marlin=False, concurrent_inputs=64),
+    "throughput": Profile("throughput", None, None, fp8_kv=True, marlin=False, concurrent_inputs=256),
+}
+
+
+@dataclass(frozen=True)
+class ProfileFlags:
+    """The profile applied to one GPU and quantization: what goes on vLLM's command line."""
+
+    max_num_seqs: int | None
+    max_num_batched_tokens: int | None
+    kv_cache_dtype: str | None
+    dtype: str | None
+    disabled_kernels: str | None  # VLLM_DISABLED_KERNELS
+
+    @property
+    def kv_dtype_bytes(self) -> int:
+        return 1 if self.kv_cache_dtype == "fp8" else 2
+
+
+def apply(profile: str, gpu: GPU, quant: str) -> ProfileFlags:
+    p = PROFILES[profile]
+    hopper = gpu.name in HOPPER
+    fp8_kv = p.fp8_kv and gpu.fp8
+    return ProfileFlags(
+        max_num_seqs=p.max_num_seqs,
+        max_num_batched_tokens=p.max_num_batched_tokens,
+        kv_cache_dtype="fp8" if fp8_kv else None,
+        dtype="bfloat16" if fp8_kv else None,
+        disabled_kernels="MacheteLinearKernel" if (p.marlin and hopper and quant in ("awq", "gptq")) else None,
+    )

@@ -1,0 +1,164 @@
+"""One supervisor for a vLLM server process, used by ``llmodal serve`` and the Modal container.
+
+Start it in its own process group (so a stop reaches the engine and worker processes too),
+stream its output to a sink (a log file, the container's stdout, or both), wait for
+``/health``, diagnose a death in one line, and drain on SIGTERM/SIGINT.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO
+
+from llmodal.core.errors import ServerStartError
+from llmodal.engine.diagnostics import diagnose
+from llmodal.run.health import HealthTimeout, ProcessDied, health_url, wait_healthy
+from llmodal.engine.launch import Launch
+
+
+def say(msg: str) -> None:
+    """One line to the container's log (Modal shows stdout): ``llmodal: …``, flushed at once."""
+    print(f"llmodal: {msg}", flush=True)
+
+
+def port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host if host not in ("", "::") else "0.0.0.0", port))
+        except OSError:
+            return False
+    return True
+
+
+class Supervisor:
+    """One vLLM server process. Use as a context manager, or call start/wait_ready/stop."""
+
+    def __init__(self, launch: Launch, log_path: Path | None = None, *, echo: IO[str] | None = None,
+                 env: dict[str, str] | None = None) -> None:
+        self.launch = launch
+        self.log_path = Path(log_path) if log_path else None
+        self.echo = echo  # e.g. sys.stdout in the container, where Modal collects the log
+        self._env = env
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._tail: collections.deque[str] = collections.deque(maxlen=400)
+        self._reader: threading.Thread | None = None
+        self.started_at = 0.0
+        self.stopping = False  # a stop was asked for: the exit that follows is not a death
+
+    @property
+    def root(self) -> str:
+        return self.launch.base_url.removesuffix("/v1")
+
+    def start(self) -> None:
+        if not port_free(self.launch.host, self.launch.port):
+            raise ServerStartError(f"port {self.launch.port} on {self.launch.host} is already in use: "
+                                   "stop the other server or pass --port")
+        if self.log_path:
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._tail.clear()
+        self.stopping = False
+        self.started_at = time.monotonic()
+        self.proc = subprocess.Popen(self.launch.argv, env=self.launch.child_env(self._env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        self._reader = threading.Thread(target=self._pump, daemon=True)
+        self._reader.start()
+
+    def _pump(self) -> None:
+        assert self.proc and self.proc.stdout
+        log = self.log_path.open("ab") if self.log_path else None
+        try:
+            for raw in self.proc.stdout:
+                if log:
+                    log.write(raw)
+                    log.flush()
+                line = raw.decode("utf-8", "replace")
+                if self.echo:
+                    self.echo.write(line)
+                    self.echo.flush()
+                self._tail.append(line.rstrip("\n"))
+        finally:
+            if log:
+                log.close()
+
+    def last_line(self) -> str:
+        return self._tail[-1] if self._tail else ""
+
+    def tail(self) -> str:
+        return "\n".join(self._tail)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def diagnosis(self) -> str:
+        """One line: why the process exited. Only called for exits nobody asked for: vLLM's API
+        server exits 0 after its engine dies, so the code alone does not say it was clean."""
+        if self._reader:
+            self._reader.join(timeout=5)
+        return diagnose(self.tail()).message
+
+    def wait_ready(self, timeout: float, on_tick: Callable[[float, str], None] | None = None) -> float:
+        """Block until /health answers 200; return seconds since start. Raise ServerStartError
+        with a one-line cause if the process exits or the deadline passes."""
+        left = timeout - (time.monotonic() - self.started_at)
+        tick = (lambda s: on_tick(time.monotonic() - self.started_at, self.last_line())) if on_tick else None
+        try:
+            wait_healthy(health_url(self.root), left, alive=self.alive, on_tick=tick, interval=0.5, cap=1.0)
+        except ProcessDied:
+            raise ServerStartError(self.diagnosis()) from None
+        except HealthTimeout:
+            self.stop()
+            raise ServerStartError(f"vLLM did not answer /health within {timeout:.0f} s "
+                                   f"(last line: {self.last_line()[:200]})") from None
+        return time.monotonic() - self.started_at
+
+    def wait_exit(self) -> int:
+        """Block until the process exits; return its code."""
+        assert self.proc
+        return self.proc.wait()
+
+    def send(self, sig: int) -> None:
+        if self.alive():
+            assert self.proc
+            try:
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def stop(self, grace: float = 30.0, sig: int = signal.SIGTERM) -> int | None:
+        """Signal the API server (it drains for ``--shutdown-timeout`` and stops its engine),
+        then SIGKILL the whole group after ``grace`` seconds."""
+        if self.proc is None:
+            return None
+        self.stopping = True
+        if self.alive():
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                self.send(signal.SIGKILL)
+                self.proc.wait(timeout=10)
+        # Engine and worker processes share the group; make sure none outlives the server.
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        if self._reader:
+            self._reader.join(timeout=5)
+        return self.proc.returncode
+
+    def __enter__(self) -> Supervisor:
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
