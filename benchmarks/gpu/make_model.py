@@ -2,7 +2,10 @@
 quantization_config of the checkpoint the planner picks, and a tokenizer made on the spot.
 No weights: vLLM serves it with --load-format dummy (same kernels, memory and speed).
 
-    python benchmarks/gpu/make_model.py OUT_DIR
+    python benchmarks/gpu/make_model.py OUT_DIR [--fp8]
+
+--fp8: the FP8 (W8A8, per-tensor, static activations) quantization_config of
+neuralmagic/Meta-Llama-3.1-70B-Instruct-FP8 instead of the AWQ one.
 """
 
 from __future__ import annotations
@@ -18,14 +21,20 @@ from llmodal.engine.tiny_model import TinyShape, _train_tokenizer, llama_config 
 L70 = TinyShape(hidden=8192, heads=64, kv_heads=8, head_dim=128, layers=80, intermediate=28672, vocab=2000,
                 max_position=131072)
 AWQ = {"quant_method": "awq", "bits": 4, "group_size": 128, "zero_point": True, "version": "gemm"}
+_FP8_ARGS = {"num_bits": 8, "type": "float", "strategy": "tensor", "dynamic": False, "symmetric": True,
+             "group_size": None, "block_structure": None, "observer": "minmax", "observer_kwargs": {}}
+FP8 = {"quant_method": "compressed-tensors", "format": "naive-quantized", "quantization_status": "frozen",
+       "config_groups": {"group_0": {"targets": ["Linear"], "weights": _FP8_ARGS, "input_activations": _FP8_ARGS,
+                                     "output_activations": None}},
+       "ignore": ["lm_head"], "kv_cache_scheme": None}
 
 
-def main(out: Path) -> None:
+def main(out: Path, fp8: bool = False) -> None:
     out.mkdir(parents=True, exist_ok=True)
     tok = _train_tokenizer(L70.vocab)
     tok.save_pretrained(out)
     cfg = llama_config(L70, tok.bos_token_id, tok.eos_token_id, vocab=128256)
-    cfg.update(torch_dtype="float16", quantization_config=AWQ, rope_scaling={
+    cfg.update(torch_dtype="bfloat16" if fp8 else "float16", quantization_config=FP8 if fp8 else AWQ, rope_scaling={
         "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
         "original_max_position_embeddings": 8192, "rope_type": "llama3"})
     (out / "config.json").write_text(json.dumps(cfg, indent=2))
@@ -33,4 +42,4 @@ def main(out: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    main(Path(sys.argv[1]), fp8="--fp8" in sys.argv)

@@ -210,7 +210,8 @@ def bench(
     health_timeout: Annotated[float, typer.Option(help="seconds to wait for a cold endpoint's /health")] = 900.0,
     request_timeout: Annotated[float, typer.Option(help="seconds per request")] = 600.0,
     slo: Annotated[Optional[str], typer.Option(
-        help="find the highest concurrency meeting e.g. \"ttft_p99<=2s,itl_p99<=100ms\" (1, 2, 4, …)")] = None,
+        help="find the highest load meeting e.g. \"ttft_p99<=2s,itl_p99<=100ms\": concurrency 1, 2, 4, …, or with "
+             "--request-rate the rates given (goodput: open-loop Poisson arrivals)")] = None,
     max_concurrency: Annotated[int, typer.Option(min=1, max=4096, help="where --slo stops raising")] = 256,
     cold: Annotated[bool, typer.Option(
         help="time the first request after the endpoint scaled to zero (waits --idle first)")] = False,
@@ -232,11 +233,9 @@ def bench(
         if api not in ("chat", "completions"):
             raise ConfigError(f"--api {api!r} is invalid: expected chat or completions")
         terms = S.parse(slo) if slo is not None else None
-        if terms and request_rate:
-            raise ConfigError("--slo raises concurrency (closed loop): drop --request-rate")
-        levels = S.sweep_levels(max_concurrency) if terms else \
-            R.parse_levels(request_rate, float, "--request-rate") if request_rate else \
-            R.parse_levels(concurrency, int, "--concurrency")
+        # With --slo and --request-rate: goodput, the rates tried in rising order until a term breaks.
+        levels = sorted(R.parse_levels(request_rate, float, "--request-rate")) if request_rate else \
+            S.sweep_levels(max_concurrency) if terms else R.parse_levels(concurrency, int, "--concurrency")
         ep = resolve_endpoint(base_url, api_key, model, env_file)
         if cold:
             from llmodal.tools.bench.cold import cold_start
@@ -272,7 +271,7 @@ def bench(
         console.print(f"plot: {plot}")
     failed = R.failed_requests(doc["levels"]) if not terms else 0  # a sweep ends by breaking the SLO
     if terms and doc["slo"]["knee"] is None:
-        err.print("[red]error:[/] not even concurrency 1 meets the SLO")
+        err.print(f"[red]error:[/] not even {doc['levels'][0]['label']} meets the SLO")
         raise typer.Exit(1)
     if failed:
         err.print(f"[red]error:[/] {failed} request(s) failed; see the failures column")
