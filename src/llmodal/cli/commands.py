@@ -206,6 +206,8 @@ def bench(
     tokenizer: Annotated[Optional[str], typer.Option(help="local tokenizer dir for exact prompt lengths")] = None,
     seed: Annotated[int, typer.Option(help="prompt seed: a new one shares no prefix (cache) with earlier runs")] = 0,
     ignore_eos: Annotated[bool, typer.Option(help="send ignore_eos (vLLM) for a fixed output length")] = True,
+    temperature: Annotated[Optional[float], typer.Option(
+        min=0, max=2, help="sampling temperature to send (default: none, the server's default, as vLLM's bench)")] = None,
     price_per_hour: Annotated[Optional[float], typer.Option(help="$/h for $/1M tokens (default: the plan's)")] = None,
     health_timeout: Annotated[float, typer.Option(help="seconds to wait for a cold endpoint's /health")] = 900.0,
     request_timeout: Annotated[float, typer.Option(help="seconds per request")] = 600.0,
@@ -253,7 +255,7 @@ def bench(
     console.print(f"endpoint ready after {waited:.1f} s; model {ep.model}; {input_len} in / {output_len} out; "
                   f"api {api}")
     cfg = R.BenchConfig(levels, bool(request_rate), input_len, output_len, num_prompts, warmup, api, tokenizer,
-                        ignore_eos, price_per_hour, request_timeout, seed)
+                        ignore_eos, price_per_hour, request_timeout, seed, temperature)
     doc = R.run(ep, cfg, console, health_wait_s=waited, until=(lambda row: bool(S.broken(row, terms))) if terms
                 else None)
     console.print(R.table(doc["levels"]))

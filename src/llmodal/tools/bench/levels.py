@@ -36,6 +36,7 @@ class BenchConfig:
     price_per_hour: float | None
     request_timeout: float
     seed: int = 0  # prompts differ by seed: runs against one server with different seeds share no prefix
+    temperature: float | None = None  # None: the server's default sampling, as vLLM's bench sends
 
 
 def parse_levels(text: str, kind: type, flag: str) -> list:
@@ -57,7 +58,7 @@ async def _run_levels(ep: Endpoint, cfg: BenchConfig, prompts: B.Prompts, consol
     """Each level in order; stop after the first level for which ``until(row)`` is true."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    runner = B.Runner(ep, api=cfg.api, output_len=cfg.output_len, ignore_eos=cfg.ignore_eos,
+    runner = B.Runner(ep, api=cfg.api, output_len=cfg.output_len, ignore_eos=cfg.ignore_eos, temperature=cfg.temperature,
                       timeout=cfg.request_timeout)
     rows = []
     try:

@@ -84,8 +84,10 @@ class Runner:
     lower than httpx's (the client shares the CPU with the engine), and it is what vLLM's own
     benchmark uses, so the two agree on what TTFT means."""
 
-    def __init__(self, ep: Endpoint, *, api: str, output_len: int, ignore_eos: bool, timeout: float) -> None:
+    def __init__(self, ep: Endpoint, *, api: str, output_len: int, ignore_eos: bool, timeout: float,
+                 temperature: float | None = None) -> None:
         self.ep, self.api, self.output_len, self.ignore_eos = ep, api, output_len, ignore_eos
+        self.temperature = temperature
         self.timeout = timeout
         self._session = None
 
@@ -99,8 +101,12 @@ class Runner:
         return self._session
 
     def body(self, prompt: str) -> dict:
+        # The request vLLM's own `bench serve` sends (it stopped forcing greedy sampling): both tools
+        # must measure the same work. --temperature sets one.
         b: dict = {"model": self.ep.model, "max_tokens": self.output_len, "stream": True,
-                   "stream_options": {"include_usage": True}, "temperature": 0.0}
+                   "stream_options": {"include_usage": True}}
+        if self.temperature is not None:
+            b["temperature"] = self.temperature
         if self.ignore_eos:
             # ignore_eos alone fixes the length in vLLM; min_tokens as well cost ~20 % throughput
             # on the CPU engine (its logits processor runs every step).

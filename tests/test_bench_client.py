@@ -1,0 +1,96 @@
+"""The bench client under 128 streams, against a fake engine whose schedule is known (tests/fake_engine.py):
+what the client measures is the server's timing, not its own overhead, and the request it sends is
+the one vLLM's own benchmark sends."""
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from conftest import free_port
+
+STEP_MS = 20.0
+HERE = Path(__file__).resolve().parent
+
+
+def _start(prompt_tokens: int):
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, str(HERE / "fake_engine.py"), str(port), str(STEP_MS), str(prompt_tokens)])
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.1)
+    return proc, f"http://127.0.0.1:{port}/v1"
+
+
+@pytest.fixture(scope="module")
+def fake_engine():
+    proc, url = _start(256)
+    yield url
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def long_prompts_engine():
+    """Every prompt 4,000 tokens: one prompt per engine step (prefill budget 4,096)."""
+    proc, url = _start(4000)
+    yield url
+    proc.terminate()
+    proc.wait(10)
+
+
+def test_128_streams_measure_the_servers_step_not_the_clients_overhead(fake_engine, tiny_model, tmp_path):
+    """128 streams × 64 tokens: every token comes one engine step (20 ms + prefill) after the last. A client
+    that falls behind parsing 6,400 chunks/s on two cores shows it as longer ITL and lower throughput."""
+    out = tmp_path / "b.json"
+    r = subprocess.run([sys.executable, "-m", "llmodal.cli", "bench", "--env-file", "", "--base-url", fake_engine,
+                        "--api-key", "x", "--model", "fake", "--api", "completions", "--tokenizer", str(tiny_model),
+                        "--concurrency", "128", "--num-prompts", "256", "--input-len", "256", "--output-len", "64",
+                        "--warmup", "0", "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    lv = json.loads(out.read_text())["levels"][0]
+    itl_p50 = lv["itl_ms"]["p50"]
+    # A step with no prefill takes STEP_MS; the fake cannot deliver faster than 128 tokens per step.
+    ceiling = 128 / (STEP_MS / 1000)
+    print(f"RECORD bench-client | 128 streams | ITL p50 {itl_p50:.1f} ms (engine step {STEP_MS} ms) | "
+          f"{lv['output_tok_s']:.0f} out tok/s of at most {ceiling:.0f}")
+    assert lv["completed"] == 256 and STEP_MS * 0.95 <= itl_p50 <= STEP_MS * 1.15
+    assert lv["output_tok_s"] >= 0.75 * ceiling
+
+
+def test_the_request_is_the_one_vllms_bench_sends():
+    """Same sampling as vLLM's `bench serve`: no temperature unless asked (it stopped forcing greedy)."""
+    from llmodal.tools.bench.runner import Runner
+    from llmodal.tools.client import Endpoint
+
+    ep = Endpoint("http://x/v1", "k", "m")
+    body = Runner(ep, api="completions", output_len=8, ignore_eos=True, timeout=1).body("hi")
+    assert body == {"model": "m", "max_tokens": 8, "stream": True, "stream_options": {"include_usage": True},
+                    "ignore_eos": True, "prompt": "hi"}
+    assert Runner(ep, api="chat", output_len=8, ignore_eos=False, timeout=1, temperature=0.0).body("hi")[
+        "temperature"] == 0.0
+
+
+def test_goodput_sweep_stops_at_the_first_rate_that_breaks_the_slo(long_prompts_engine, tiny_model, tmp_path):
+    """--slo with --request-rate: rates in rising order. At 4 req/s a prompt waits one engine step (~24 ms);
+    at 400 req/s the 40 prompts queue for the prefill budget, one a step (~1 s for the last)."""
+    out = tmp_path / "g.json"
+    r = subprocess.run([sys.executable, "-m", "llmodal.cli", "bench", "--env-file", "", "--base-url", long_prompts_engine,
+                        "--api-key", "x", "--model", "fake", "--api", "completions", "--tokenizer", str(tiny_model),
+                        "--request-rate", "400,4", "--num-prompts", "40", "--input-len", "256", "--output-len", "16",
+                        "--warmup", "0", "--slo", "ttft_p99<=300ms", "--out", str(out)], capture_output=True,
+                       text=True, timeout=300)
+    doc = json.loads(out.read_text())
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert [lv["request_rate"] for lv in doc["levels"]] == [4.0, 400.0]  # sorted, rising
+    assert doc["slo"]["knee"]["request_rate"] == 4.0 and doc["slo"]["first_failing"] == "400.0 req/s"
