@@ -22,12 +22,14 @@ pytestmark = pytest.mark.server
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def container_env(tiny_model, port, volumes: Path, hub: Listener, secret: dict) -> dict:
+def container_env(tiny_model, port, volumes: Path, hub: Listener, secret: dict, fast_boot: str = "off",
+                  **settings_kw) -> dict:
     """What Modal gives the container: the App's env (from modal_spec, as deployed) + the secret."""
     from llmodal.core.config import load_settings
     from llmodal.modal.spec import HF_CACHE_PATH, VLLM_CACHE_PATH, container_env as app_env
 
-    settings = load_settings(None, model=str(tiny_model), max_model_len=2048, gpu_memory_utilization=0.2)
+    settings = load_settings(None, model=str(tiny_model), max_model_len=2048, gpu_memory_utilization=0.2,
+                             fast_boot=fast_boot, **settings_kw)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VLLM_", "LLMODAL_", "HF_"))}
     env.update(app_env(settings))
     handed = json.loads(env["LLMODAL_SETTINGS"])
@@ -38,6 +40,8 @@ def container_env(tiny_model, port, volumes: Path, hub: Listener, secret: dict) 
     env["VLLM_CACHE_ROOT"] = str(volumes / Path(VLLM_CACHE_PATH).name)
     env["HF_ENDPOINT"] = hub.url
     env.update(secret)
+    env["LLMODAL_CPU_REHEARSAL"] = "1"  # the CPU engine stands in for the GPU
+    env["LLMODAL_RUN_DIR"] = str(volumes / "run")
     return env
 
 
@@ -46,8 +50,8 @@ class Container:
         self.log = log
         self.f = log.open("w")
         self.t0 = time.monotonic()
-        self.proc = subprocess.Popen([sys.executable, "-m", "llmodal.modal.container"], env=env, cwd=ROOT,
-                                     stdout=self.f, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "modal_hooks.py"), "server"], env=env,
+                                     cwd=log.parent, stdout=self.f, stderr=subprocess.STDOUT)
         self.sids: set[int] = set()
 
     def text(self):
@@ -155,12 +159,13 @@ def test_a_keyless_secret_refuses_to_start_with_the_fix(tiny_model, volumes, tmp
     print(f"RECORD container-keyless | exit {code} | vLLM never started")
 
 
-def _fast_boot(tiny_model, volumes, tmp_path, secret=SECRET):
+def _fast_boot(tiny_model, volumes, tmp_path, secret=SECRET, extra_env=None, **settings_kw):
     """The packaged app's fast-boot hooks in a process of their own (tests/modal_hooks.py)."""
     port = free_port()
-    env = container_env(tiny_model, port, volumes, Listener(), secret)
+    env = container_env(tiny_model, port, volumes, Listener(), secret, fast_boot="snapshot", **settings_kw)
     env["LLMODAL_RUN_DIR"] = str(tmp_path / "run")
     env["LLMODAL_HARNESS_RESTORE"] = str(tmp_path / "restore")
+    env.update(extra_env or {})
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "tests"), env.get("PYTHONPATH", "")])
     log = tmp_path / "container.log"
     with log.open("w") as f:
@@ -187,8 +192,9 @@ def _status(port, key, path="/v1/models"):
 
 def test_fast_boot_hooks_run_in_order_and_serve(tiny_model, volumes, tmp_path):
     """enter(snap=True) → [snapshot] → enter(snap=False) → serve → SIGINT → exit, the packaged app's own
-    hooks on the CPU engine (no sleep mode there: the hook says so and carries on)."""
-    c, port = _fast_boot(tiny_model, volumes, tmp_path)
+    hooks on the CPU engine (no sleep mode there: the hook says so and carries on). The body limit is
+    4 KiB, below a full-length warm-up prompt: the warm-up stays under it."""
+    c, port = _fast_boot(tiny_model, volumes, tmp_path, max_body_bytes=4096)
     try:
         _wait_for(c, "llmodal-harness: snapshot taken")
         (tmp_path / "restore").write_text("")
@@ -196,6 +202,14 @@ def test_fast_boot_hooks_run_in_order_and_serve(tiny_model, volumes, tmp_path):
         text = c.text()
         steps = [s for s in ("start_to_health", "warm_up", "sleep skipped", "health_after_restore") if s in text]
         assert steps == ["start_to_health", "warm_up", "sleep skipped", "health_after_restore"], text[-2000:]
+        # Volumes around the snapshot, in order: reload, start, commit, [snapshot], reload, wake.
+        marks = [ln.split("llmodal-harness: ")[1] if "llmodal-harness: " in ln else ln.split("fast boot: ")[1]
+                 for ln in text.splitlines() if "llmodal-harness: " in ln or ln.startswith("llmodal: fast boot: ")]
+        order = [m.split(":")[0] if m.startswith(("start_to", "warm_up", "health_after")) else
+                 ("reload" if m.endswith("reload") else "commit" if m.endswith("commit") else m)
+                 for m in marks if not m.startswith(("sleep", "serving "))]
+        assert order == ["reload", "reload", "start_to_health", "warm_up", "commit", "commit", "snapshot taken",
+                         "reload", "reload", "health_after_restore", "restored", "serving"], order
         # The container's control key: made, shown masked, never printed.
         assert "LLMODAL_CONTROL_KEY=<set, hidden>" in text and "LLMODAL_API_KEYS_FILE=" in text
         assert TEST_KEY not in text
@@ -231,3 +245,31 @@ def test_a_restored_container_serves_the_keys_of_restore_time(tiny_model, volume
         print(f"RECORD container-rotation | snapshot k1,k2: {before} | restore k2,k3: {after}")
     finally:
         c.kill()
+
+
+@pytest.mark.parametrize("step", ["warm_up", "restore"])
+def test_a_failed_snapshot_start_or_wake_exits_nonzero_with_the_reason(tiny_model, volumes, tmp_path, step):
+    c, port = _fast_boot(tiny_model, volumes, tmp_path, extra_env={"LLMODAL_HARNESS_FAIL": step})
+    try:
+        if step == "restore":
+            _wait_for(c, "llmodal-harness: snapshot taken")
+            (tmp_path / "restore").write_text("")
+        code = c.proc.wait(timeout=600)
+        text = c.text()
+        said = [ln for ln in text.splitlines() if "failed: RuntimeError" in ln]
+        assert code != 0 and said and "(simulated)" in said[0], text[-2000:]
+        assert "snapshot taken" not in text if step == "warm_up" else "restored" not in text
+        assert in_sessions(server_sessions(c.proc.pid)) == [] if c.proc.poll() is None else True
+        print(f"RECORD container-fail-{step} | exit {code} | {said[0][:140]}")
+    finally:
+        c.kill()
+
+
+def test_a_gpu_container_without_a_gpu_refuses_to_start(tiny_model, volumes, tmp_path):
+    env = container_env(tiny_model, free_port(), volumes, Listener(), SECRET)
+    env.pop("LLMODAL_CPU_REHEARSAL")  # as in production: nvidia-smi finds nothing here
+    c = Container(env, tmp_path / "container.log")
+    code = c.proc.wait(timeout=120)
+    text = c.text()
+    assert code != 0 and "lists no GPU" in text and "refusing to start" in text and "command:" not in text, text
+    print(f"RECORD container-no-gpu | exit {code} | vLLM never started")

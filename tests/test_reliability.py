@@ -137,7 +137,7 @@ def test_client_survives_a_cold_start(serve_cli):
 
     def call():
         try:
-            oa = llmodal.tools.client(serve_cli["base"], TEST_KEY, env_file=None, cold_start_timeout=600)
+            oa = llmodal.client(serve_cli["base"], TEST_KEY, env_file=None, cold_start_timeout=600)
             r = oa.chat.completions.create(model="llmodal/tiny-llama", messages=[{"role": "user", "content": "hi"}],
                                            max_tokens=4)
             result["ok"] = r.usage.completion_tokens
@@ -146,6 +146,9 @@ def test_client_survives_a_cold_start(serve_cli):
 
     t = threading.Thread(target=call)
     t_call = time.monotonic()
+    if serve_cli["proc"] is not None and serve_cli["proc"].poll() is None:  # another test's server: start anew
+        serve_cli["proc"].send_signal(signal.SIGTERM)
+        serve_cli["proc"].wait(90)
     t.start()  # the first call is made while nothing listens on the port yet
     time.sleep(3)
     assert t.is_alive(), result
@@ -156,9 +159,12 @@ def test_client_survives_a_cold_start(serve_cli):
 
 
 def _streaming(serve_cli) -> tuple[str, LongStream]:
-    """The healthy server's root and a long stream that has started producing tokens."""
+    """The healthy server's root and a long stream that has started producing tokens. Starts `llmodal
+    serve` when no earlier test left one running, so each test runs alone and in any order."""
     root = serve_cli["base"].removesuffix("/v1")
-    assert _wait_healthy(root, 60)
+    if serve_cli["proc"] is None or serve_cli["proc"].poll() is not None:
+        _start_serve(serve_cli)
+    assert _wait_healthy(root, 600), serve_cli["log"].read_text()[-2000:]
     t = LongStream(root)
     t.start()
     assert t.first_token.wait(60)
@@ -213,3 +219,39 @@ def test_sigterm_drains_in_flight_requests(serve_cli):
     # An engine that outlived its server is reparented, so look for it by its session, not its parent.
     time.sleep(1)
     assert in_sessions(sids) == [], "vLLM processes outlived `llmodal serve`"
+
+
+@pytest.mark.parametrize("method,first,retried", [
+    ("POST", "refused", True),            # nothing was sent: safe to send again
+    ("POST", 503, True),                  # Modal's proxy, no container ready: vLLM never saw it
+    ("POST", "broken", False),            # sent; the server may be generating: never twice
+    ("POST", 504, False),                 # the proxy gave up waiting: the request may be running
+    ("GET", "broken", True),              # idempotent
+    ("GET", 504, True),
+])
+def test_the_client_never_sends_a_generation_twice(method, first, retried):
+    from llmodal.tools.client import ColdStartTransport
+
+    sent = []
+
+    def handler(request):
+        sent.append((request.method, request.url.path))
+        if request.url.path == "/health":
+            return httpx.Response(200)
+        if len([s for s in sent if s[1] != "/health"]) == 1:
+            if first == "refused":
+                raise httpx.ConnectError("refused", request=request)
+            if first == "broken":
+                raise httpx.RemoteProtocolError("peer closed", request=request)
+            return httpx.Response(first)
+        return httpx.Response(200, json={"ok": True})
+
+    transport = ColdStartTransport(cold_start_timeout=30, inner=httpx.MockTransport(handler))
+    with httpx.Client(transport=transport, base_url="http://x") as c:
+        try:
+            status = c.request(method, "/v1/completions", json={}).status_code
+        except httpx.RemoteProtocolError:
+            status = "raised"
+    calls = [s for s in sent if s[1] != "/health"]
+    assert (len(calls) == 2) is retried, calls
+    assert status == (200 if retried else ("raised" if first == "broken" else first))

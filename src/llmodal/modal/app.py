@@ -9,7 +9,7 @@
 
 Two web functions. ``serve_vllm`` owns the guide's URL: a small CPU function that checks the key
 (``llmodal.modal.gateway``) and relays to the GPU server, so a request without a valid key never starts
-or keeps a GPU. The GPU server (``Server.serve_gpu`` with fast boot, else ``serve_gpu``) sits behind
+or keeps a GPU. The GPU server (``Server.serve_gpu``) sits behind
 Modal's proxy auth. Every setting comes from llmodal's config where you deploy (environment and
 .env, e.g. ``VLLM_MODEL=... modal deploy modal_vllm.py``) and travels into the containers as one value.
 """
@@ -33,49 +33,52 @@ image, volumes, secrets = resources(settings)
 app = modal.App(spec.app_name)
 
 
-if settings.snapshot:
-    # Fast boot (LLMODAL_FAST_BOOT, the default on one GPU): vLLM starts, warms up and sleeps before Modal
-    # snapshots the container (CPU and GPU memory); a restored container only wakes it.
-    @app.cls(image=image, secrets=secrets, volumes=volumes, env=spec.container_env, **spec.snapshot_kwargs,
-             **spec.function_kwargs)
-    @modal.concurrent(max_inputs=spec.concurrent_inputs)
-    class Server:
+# One lifecycle for both kinds, the one Modal runs: @modal.enter starts vLLM through the supervisor,
+# @modal.exit drains it (Modal calls it on scale-down and on preemption's SIGINT, within its grace).
+# With fast boot (LLMODAL_FAST_BOOT, the default on one GPU) the start is split around Modal's memory
+# snapshot: enter(snap=True) starts, warms up and sleeps vLLM; enter(snap=False) serves the secret's
+# current keys and wakes it.
+@app.cls(image=image, secrets=secrets, volumes=volumes, env=spec.container_env, **spec.snapshot_kwargs,
+         **spec.function_kwargs)
+@modal.concurrent(max_inputs=spec.concurrent_inputs)
+class Server:
+    if settings.snapshot:
         @modal.enter(snap=True)
         def start(self):
             from llmodal.modal.container import start_fast_boot
 
-            self.boot = start_fast_boot()
+            self.boot = start_fast_boot(volumes=volumes)
 
         @modal.enter(snap=False)
         def wake(self):
             from llmodal.modal.container import restore_fast_boot
 
-            restore_fast_boot(self.boot)
-
-        @modal.web_server(port=spec.web_port, startup_timeout=spec.startup_timeout, label=spec.gpu_label,
-                          requires_proxy_auth=True)
-        def serve_gpu(self):
-            pass
+            restore_fast_boot(self.boot, volumes=volumes)
 
         @modal.exit()
         def stop(self):
             self.boot.stop()
+    else:
+        @modal.enter()
+        def start(self):
+            from llmodal.modal.container import start_server
 
-    def _gpu_url() -> str:
-        return Server().serve_gpu.get_web_url()
+            self.sup = start_server(volumes=volumes)
 
-else:
-    @app.function(image=image, secrets=secrets, volumes=volumes, env=spec.container_env, **spec.function_kwargs)
-    @modal.concurrent(max_inputs=spec.concurrent_inputs)
+        @modal.exit()
+        def stop(self):
+            from llmodal.modal.container import stop_server
+
+            stop_server(self.sup)
+
     @modal.web_server(port=spec.web_port, startup_timeout=spec.startup_timeout, label=spec.gpu_label,
                       requires_proxy_auth=True)
-    def serve_gpu():
-        from llmodal.modal.container import start_server
+    def serve_gpu(self):
+        pass
 
-        start_server()
 
-    def _gpu_url() -> str:
-        return serve_gpu.get_web_url()
+def _gpu_url() -> str:
+    return Server().serve_gpu.get_web_url()
 
 
 @app.function(image=gateway_image(), secrets=secrets, env=spec.container_env, **spec.gateway_kwargs)
@@ -94,4 +97,4 @@ def download():
     download_weights(commit=volumes[HF_CACHE_PATH].commit)
 
 
-__all__ = ["app", "download", "serve_vllm", "settings", "spec", *(["Server"] if settings.snapshot else ["serve_gpu"])]
+__all__ = ["Server", "app", "download", "serve_vllm", "settings", "spec"]

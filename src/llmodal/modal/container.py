@@ -1,18 +1,22 @@
-"""What runs inside the Modal container: the serve body and the one-time weight download.
+"""What runs inside the Modal containers: the GPU server's lifecycle hooks, the gateway's body and the
+one-time weight download.
 
-Both can run on any machine (the tests run ``start_server`` on the CPU engine with the tiny
-model): they read llmodal's settings from the environment ``modal_vllm.py`` carried in.
+The packaged app (``llmodal.modal.app``) calls these from its ``@modal.enter`` / ``@modal.exit`` hooks;
+the rehearsal (tests/modal_hooks.py) calls the same hooks, in Modal's order, on the CPU engine. They
+read llmodal's settings from the one value the deploy carried in (``LLMODAL_SETTINGS``).
+
+Failures are loud: a start that cannot serve raises ``SystemExit`` with its reason (Modal marks the
+container failed and starts another); a vLLM that dies unasked ends the container non-zero from the
+watcher thread, so Modal replaces it instead of routing traffic to a dead engine.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import signal
 import sys
 import threading
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from llmodal.core.errors import ConfigError, DoesNotFit, LlmodalError
@@ -37,9 +41,12 @@ def read_pins() -> dict[str, str]:
         return {}
 
 
+WEIGHT_FILES = ("*.safetensors", "*.bin")  # what `download` keeps; either format is a cached checkpoint
+
+
 def weights_cached(repo: str, commit: str) -> bool:
     snap = _hf_home() / "hub" / f"models--{repo.replace('/', '--')}" / "snapshots" / commit
-    return (snap / "config.json").is_file() and any(snap.glob("*.safetensors"))
+    return (snap / "config.json").is_file() and any(f for pat in WEIGHT_FILES for f in snap.glob(pat))
 
 
 def _token_env() -> None:
@@ -80,6 +87,10 @@ def container_prepare(settings: Settings, *, gpu: bool | None = None, sleep_mode
     for warning in settings.key_warnings():
         say(warning)
     gpu = has_gpu() if gpu is None else gpu
+    if not gpu and not os.environ.get("LLMODAL_CPU_REHEARSAL"):
+        # Never serve a GPU deployment from the CPU engine by accident: say why and stop.
+        raise ConfigError(f"this container asks for {settings.gpu_count}× {settings.gpu} but `nvidia-smi -L` "
+                          "lists no GPU (driver missing, or the GPU was not attached): refusing to start")
     kf = keys_file(settings, fast_boot)
     if not gpu:  # the rehearsal here: the CPU engine serves whatever VLLM_MODEL names
         return prepare(settings, gpu=False, keys_file=kf, control_key=fast_boot)
@@ -97,71 +108,90 @@ def container_prepare(settings: Settings, *, gpu: bool | None = None, sleep_mode
                    control_key=fast_boot, resolution=res)
 
 
-def start_server(settings: Settings | None = None, *, exit_on_death: bool = True) -> Supervisor:
-    """Start vLLM in the background and return; Modal's web_server waits for the port.
-
-    The supervisor copies vLLM's output to the container log; if vLLM dies, a watcher prints a
-    one-line diagnosis and (in the container) exits the process non-zero, so Modal replaces an
-    unhealthy container instead of routing traffic to a dead engine. SIGINT/SIGTERM (Modal's
-    preemption) drain in-flight requests, then exit."""
+def start_server(settings: Settings | None = None, *, volumes: Mapping | None = None) -> Supervisor:
+    """``@modal.enter()`` of the GPU server: plan, start vLLM in the background, return once it listens
+    (Modal's web_server waits for the port). ``volumes``: reloaded first, so a start sees what another
+    container committed (weights, compile cache)."""
     _token_env()
-    try:
-        settings = settings or container_settings()
-        prep = container_prepare(settings)
-    except LlmodalError as e:
-        say(str(e))
-        if exit_on_death:
-            os._exit(e.exit_code)
-        raise
-    for line in dry_run_lines(prep):
-        say(line)
+    reload_volumes(volumes)
+    prep = _prepared(settings)
     sup = Supervisor(prep.launch, echo=sys.stdout)
     sup.start()
-    threading.Thread(target=_watch, args=(sup, exit_on_death), daemon=True).start()
-    if exit_on_death and threading.current_thread() is threading.main_thread():
-        _drain_on_signals(sup, settings.drain_timeout_s)
+    threading.Thread(target=_watch, args=(sup,), daemon=True).start()
     return sup
 
 
-_stopping = threading.Event()  # a signal is draining: vLLM's exit is expected, not a death
+def stop_server(sup: Supervisor, settings: Settings | None = None) -> int | None:
+    """``@modal.exit()``: SIGTERM → vLLM drains in-flight requests for LLMODAL_DRAIN_TIMEOUT, then stops."""
+    drain = (settings or container_settings()).drain_timeout_s
+    say(f"stopping: draining in-flight requests (up to {drain} s)")
+    code = sup.stop(grace=drain + 3)
+    say(f"vLLM stopped (code {code})")
+    return code
 
 
-def _drain_on_signals(sup: Supervisor, drain_s: int) -> None:
-    def handler(signum, _frame):
-        if _stopping.is_set():
-            return
-        _stopping.set()
-        say(f"signal {signal.Signals(signum).name}: draining in-flight requests (up to {drain_s} s)")
-        code = sup.stop(grace=drain_s + 3)
-        os._exit(0 if code in (0, -signal.SIGTERM, None) else 1)
-
-    signal.signal(signal.SIGINT, handler)
-    signal.signal(signal.SIGTERM, handler)
-
-
-def _watch(sup: Supervisor, exit_on_death: bool) -> None:
-    code = sup.wait_exit()
-    if _stopping.is_set() or sup.stopping:
-        return
-    say(f"vLLM exited with code {code}: {sup.diagnosis()}")
-    if exit_on_death:
-        os._exit(1)  # nobody asked it to stop: a death, whatever its code
-
-
-def start_fast_boot(settings: Settings | None = None) -> FastBoot:
-    """``@modal.enter(snap=True)`` of the fast-boot server: start asleep-ready, warm up, sleep."""
-    _token_env()
+def _prepared(settings: Settings | None, **kw) -> Prepared:
     try:
         settings = settings or container_settings()
-        gpu = has_gpu()
-        boot = FastBoot(container_prepare(settings, gpu=gpu, sleep_mode=gpu, fast_boot=True), gpu=gpu)
+        prep = container_prepare(settings, **kw)
     except LlmodalError as e:
         say(str(e))
-        os._exit(e.exit_code)
-    for line in dry_run_lines(boot.prep):
+        raise SystemExit(e.exit_code) from None
+    for line in dry_run_lines(prep):
         say(line)
-    boot.prepare_snapshot(settings.startup_timeout_s)
-    threading.Thread(target=_watch, args=(boot.sup, True), daemon=True).start()
+    return prep
+
+
+def _watch(sup: Supervisor) -> None:
+    code = sup.wait_exit()
+    if sup.stopping:
+        return
+    say(f"vLLM exited with code {code}: {sup.diagnosis()}")
+    # A death nobody asked for, whatever its code: end the container so Modal replaces it. This runs in
+    # a watcher thread, which cannot raise into Modal's main thread; _exit is the one way out.
+    os._exit(1)
+
+
+def reload_volumes(volumes: Mapping | None) -> None:
+    for path, vol in (volumes or {}).items():
+        try:
+            vol.reload()
+            say(f"volume {path}: reloaded")
+        except Exception as e:  # noqa: BLE001 - a read-only start still works; say so
+            say(f"volume {path}: reload failed ({type(e).__name__}: {e}); using what is mounted")
+
+
+def commit_volumes(volumes: Mapping | None) -> None:
+    """Before the snapshot: what this start wrote (compile cache, weights fetched while serving) is saved,
+    so a restore never points at a file the volume does not have."""
+    for path, vol in (volumes or {}).items():
+        vol.commit()
+        say(f"volume {path}: committed")
+
+
+# What Modal's GPU snapshot examples set for a restore: NCCL must not keep sockets or an async error
+# watchdog from before the snapshot (reported as a TCPStore broken pipe on restore).
+SNAPSHOT_ENV = {"NCCL_ASYNC_ERROR_HANDLING": "0", "TORCH_NCCL_ASYNC_ERROR_HANDLING": "0",
+                "NCCL_SOCKET_IFNAME": "lo", "TORCHINDUCTOR_COMPILE_THREADS": "1"}
+
+
+def start_fast_boot(settings: Settings | None = None, *, volumes: Mapping | None = None) -> FastBoot:
+    """``@modal.enter(snap=True)`` of the fast-boot server: start, warm up, sleep, commit the volumes.
+    Any failure here ends the start non-zero with its reason: no snapshot of a half-ready server."""
+    _token_env()
+    reload_volumes(volumes)
+    os.environ.update(SNAPSHOT_ENV)
+    gpu = has_gpu()
+    prep = _prepared(settings, gpu=gpu, sleep_mode=gpu, fast_boot=True)
+    boot = FastBoot(prep, gpu=gpu)
+    try:
+        boot.prepare_snapshot(prep.settings.startup_timeout_s)
+        commit_volumes(volumes)
+    except Exception as e:  # noqa: BLE001 - every cause ends the same way: stop vLLM, say why, fail the start
+        boot.sup.stop(grace=5)
+        say(f"fast boot: the snapshot-side start failed: {type(e).__name__}: {e}")
+        raise SystemExit(1) from None
+    threading.Thread(target=_watch, args=(boot.sup,), daemon=True).start()
     return boot
 
 
@@ -182,26 +212,20 @@ def start_gateway(gpu_url) -> object:
     return make_gateway(gpu_url, guard)
 
 
-def restore_fast_boot(boot: FastBoot) -> None:
-    """``@modal.enter(snap=False)``: serve the keys the secret holds now, then wake."""
+def restore_fast_boot(boot: FastBoot, *, volumes: Mapping | None = None) -> None:
+    """``@modal.enter(snap=False)``: reload the volumes, serve the keys the secret holds now, wake.
+    A wake that fails ends the container non-zero (Modal starts another, from the snapshot or afresh):
+    serving from a half-woken engine is never an option."""
+    reload_volumes(volumes)
     keys = from_handoff(os.environ.get("LLMODAL_SETTINGS")).api_keys()
     if not keys and not boot.prep.settings.public:
         say("fast boot: the secret has no VLLM_SERVER_API_KEY at restore: every client request gets 401")
-    boot.restore(keys=keys)
-
-
-def main() -> None:
-    """``python -m llmodal.modal.container [--fast-boot]``: the container's serve body as a foreground
-    process (what the rehearsal runs): start (with --fast-boot: the snapshot steps, then the restore
-    steps), then wait until vLLM exits or a signal drains it."""
-    if "--fast-boot" in sys.argv:
-        boot = start_fast_boot()
-        restore_fast_boot(boot)
-        _drain_on_signals(boot.sup, boot.prep.settings.drain_timeout_s)
-    else:
-        start_server()
-    while True:
-        time.sleep(3600)
+    try:
+        boot.restore(keys=keys)
+    except Exception as e:  # noqa: BLE001
+        boot.sup.stop(grace=5)
+        say(f"fast boot: wake after restore failed: {type(e).__name__}: {e}")
+        raise SystemExit(1) from None
 
 
 def download_weights(commit: Callable[[], None] | None = None) -> str:
@@ -223,6 +247,3 @@ def download_weights(commit: Callable[[], None] | None = None) -> str:
     print(f"llmodal: pinned {plan.checkpoint} at {sha}", flush=True)
     return sha
 
-
-if __name__ == "__main__":
-    main()

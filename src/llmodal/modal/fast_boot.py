@@ -91,9 +91,12 @@ class FastBoot:
         self.slept = True
 
     def warm_up(self) -> None:
-        """One full-length prompt (so every compiled shape exists) and a short one."""
+        """One full-length prompt (so every compiled shape exists) and a short one. Raises on any non-2xx."""
         s = self.prep.settings
-        body = {"model": self.prep.served_name, "prompt": "hello " * s.max_model_len, "max_tokens": 1,
+        # Never past the guard's body limit (a 413 here would fail every snapshot): 6 bytes a word,
+        # and room for the rest of the JSON.
+        words = max(1, min(s.max_model_len, (s.max_body_bytes - 1024) // 6))
+        body = {"model": self.prep.served_name, "prompt": "hello " * words, "max_tokens": 1,
                 "truncate_prompt_tokens": s.max_model_len - 1}
         self._control("POST", "/v1/completions", json=body)
         self._control("POST", "/v1/completions", json=dict(body, prompt="hello", truncate_prompt_tokens=None))

@@ -119,6 +119,7 @@ def supervise(local: Local, *, console: Console, max_restarts: int, startup_time
             delay = min(60, 2**restarts)
             console.print(f"[yellow]vLLM exited[/] ({cause}); restart {restarts}/{max_restarts} in {delay} s")
             time.sleep(delay)
+            proc.stop(grace=5)  # the old process group first: an orphaned engine would hold the port and memory
             proc.start()
             took = _wait(proc, console, startup_timeout)
             console.print(f"[green]ready again[/] after {took:.0f} s")

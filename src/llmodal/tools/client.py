@@ -1,9 +1,14 @@
 """OpenAI clients that survive a cold start, configured from the client's ``.env``.
 
 ``client()`` and ``async_client()`` return real ``openai`` clients whose HTTP transport
-waits for ``/health`` (bounded) when the endpoint is down or still booting, retries
-502/503/504 with backoff and jitter, and follows Modal's 303 redirect for long requests.
-The openai SDK's own retries cover seconds; a 70B cold start takes minutes.
+waits for ``/health`` (bounded) when the endpoint is down or still booting, retries with
+backoff and jitter, and follows Modal's 303 redirect for long requests. The openai SDK's own
+retries cover seconds; a 70B cold start takes minutes.
+
+A generation is never asked for twice: a POST is retried only where it provably never reached
+vLLM (the connection was refused, or Modal's proxy answered 502/503 while no container was ready);
+a connection that broke after the request was sent, a 504, or a stream cut mid-way surfaces as an
+error. GET/HEAD (idempotent) also retry those.
 """
 
 from __future__ import annotations
@@ -21,7 +26,16 @@ from llmodal.core.errors import ConfigError
 from llmodal.core.envfile import read_env
 from llmodal.core.state import last_local_server
 
-RETRY_STATUSES = (502, 503, 504)
+RETRY_STATUSES = (502, 503, 504)  # idempotent requests
+POST_RETRY_STATUSES = (502, 503)  # Modal's proxy while no container is ready: vLLM never saw the request
+
+
+def _retryable(request: httpx.Request, status: int | None, error: Exception | None = None) -> bool:
+    idempotent = request.method in ("GET", "HEAD", "OPTIONS")
+    if error is not None:
+        # ConnectError: nothing was sent. RemoteProtocolError: sent, and the server may be generating.
+        return isinstance(error, httpx.ConnectError) or idempotent
+    return status in (RETRY_STATUSES if idempotent else POST_RETRY_STATUSES)
 
 
 @dataclass(frozen=True)
@@ -89,11 +103,11 @@ class ColdStartTransport(httpx.BaseTransport, _ColdStart):
         while True:
             try:
                 resp = self.inner.handle_request(request)
-                if resp.status_code not in RETRY_STATUSES or time.monotonic() > deadline:
+                if not _retryable(request, resp.status_code) or time.monotonic() > deadline:
                     return resp
                 resp.close()
-            except (httpx.ConnectError, httpx.RemoteProtocolError):
-                if time.monotonic() > deadline:
+            except (httpx.ConnectError, httpx.RemoteProtocolError) as e:
+                if not _retryable(request, None, e) or time.monotonic() > deadline:
                     raise
             self._wait_healthy(request, deadline)
             time.sleep(_backoff(attempt))
@@ -129,11 +143,11 @@ class AsyncColdStartTransport(httpx.AsyncBaseTransport, _ColdStart):
         while True:
             try:
                 resp = await self.inner.handle_async_request(request)
-                if resp.status_code not in RETRY_STATUSES or time.monotonic() > deadline:
+                if not _retryable(request, resp.status_code) or time.monotonic() > deadline:
                     return resp
                 await resp.aclose()
-            except (httpx.ConnectError, httpx.RemoteProtocolError):
-                if time.monotonic() > deadline:
+            except (httpx.ConnectError, httpx.RemoteProtocolError) as e:
+                if not _retryable(request, None, e) or time.monotonic() > deadline:
                     raise
             await self._wait_healthy(request, deadline)
             await asyncio.sleep(_backoff(attempt))
