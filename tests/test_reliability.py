@@ -98,12 +98,15 @@ def test_64_streams_with_16_disconnects(server):
 
 # --- the lifecycle of `llmodal serve`: cold-start client, engine death and restart, graceful stop ---
 
+QUEUE_LIMIT = 4  # small, so a burst of 10 × it overflows on the CPU engine
+
 @pytest.fixture(scope="module")
 def serve_cli(tiny_model, tmp_path_factory):
     port = free_port()
     log = tmp_path_factory.mktemp("serve") / "out.log"
     env = dict(os.environ, VLLM_SERVER_API_KEY=TEST_KEY, VLLM_GPU_MEMORY_UTILIZATION="0.2",
-               VLLM_MAX_MODEL_LEN="2048", LLMODAL_DRAIN_TIMEOUT="30", PYTHONUNBUFFERED="1")
+               VLLM_MAX_MODEL_LEN="2048", LLMODAL_DRAIN_TIMEOUT="30", PYTHONUNBUFFERED="1",
+               LLMODAL_QUEUE_LIMIT=str(QUEUE_LIMIT))
     env.pop("VLLM_MODEL", None)
     state = {"port": port, "log": log, "env": env, "proc": None, "base": f"http://127.0.0.1:{port}/v1"}
     yield state
@@ -201,6 +204,35 @@ def test_dead_engine_fails_health_fast_ends_requests_and_restarts(serve_cli):
     log = serve_cli["log"].read_text()
     assert "restart 1/2" in log and "ready again" in log, log[-2000:]
     print(f"RECORD engine-kill | healthy again {time.monotonic() - t_restart:.0f} s later (restart 1/2)")
+
+
+def test_a_burst_of_ten_times_the_queue_limit_is_answered_in_full(serve_cli):
+    """10 × LLMODAL_QUEUE_LIMIT requests at once: each answered, 2xx or 429 with Retry-After, none lost
+    or hung, the server healthy after."""
+    root, t = _streaming(serve_cli)
+    t.join(timeout=60)
+    n = 10 * QUEUE_LIMIT
+
+    async def one(c, i):
+        body = chat("llmodal/tiny-llama", f"burst {i}", max_tokens=32, ignore_eos=True)
+        r = await c.post("/v1/chat/completions", json=body, headers=AUTH)
+        return r.status_code, r.headers.get("retry-after")
+
+    async def burst():
+        async with httpx.AsyncClient(base_url=root, timeout=120, limits=httpx.Limits(max_connections=n)) as c:
+            return await asyncio.gather(*(one(c, i) for i in range(n)), return_exceptions=True)
+
+    t0 = time.monotonic()
+    results = asyncio.run(burst())
+    took = time.monotonic() - t0
+    codes = [r[0] if isinstance(r, tuple) else type(r).__name__ for r in results]
+    assert all(c in (200, 429) for c in codes), codes
+    assert all(r[1] == "1" for r in results if r[0] == 429)
+    ok, busy = codes.count(200), codes.count(429)
+    assert ok >= QUEUE_LIMIT and busy > 0 and ok + busy == n
+    assert httpx.get(f"{root}/health", timeout=5).status_code == 200
+    print(f"RECORD burst | {n} at once, queue limit {QUEUE_LIMIT} | 200: {ok} | 429 (Retry-After 1): {busy} | "
+          f"lost 0 | all answered in {took:.1f} s | healthy after")
 
 
 def test_sigterm_drains_in_flight_requests(serve_cli):

@@ -75,6 +75,10 @@ class Settings(BaseSettings):
     min_sequences: int = _f(16, "LLMODAL_MIN_SEQUENCES",
                             "an integer from 1 to 1024: full-length sequences a build must hold for "
                             "VLLM_QUANTIZATION=auto to prefer it over a smaller one", ge=1, le=1024)
+    queue_limit: int | None = _f(None, "LLMODAL_QUEUE_LIMIT",
+                                 "an integer from 1 to 100000: inference requests in flight (running + queued) per "
+                                 "server before it answers 429 with Retry-After (default: from the plan, twice the "
+                                 "quarter-context requests its KV cache holds; 64 on the CPU engine)", ge=1, le=100000)
     profile: str = _f("balanced", "LLMODAL_PROFILE",
                       "latency, balanced or throughput (kernel, batching, KV dtype, Modal concurrency)",
                       pattern=r"^(latency|balanced|throughput)$")

@@ -42,6 +42,7 @@ class Inputs:
     sleep_mode: bool = False
     control_key: str | None = None  # the fast-boot container's own key for /sleep and /wake_up
     keys_file: str | None = None  # client keys in a file re-read on change (fast boot: keys of restore time)
+    queue_limit: int | None = None  # inference requests in flight before 429 (the guard enforces it)
     host: str = "127.0.0.1"
     port: int = 8000
     middleware: str = "llmodal.engine.auth.BearerAuthMiddleware"
@@ -104,6 +105,8 @@ FLAGS: tuple[Flag, ...] = (
     Flag("--api-key", "VLLM_SERVER_API_KEY",
          lambda i: None if i.keys_file else ",".join(i.settings.api_keys()), env="LLMODAL_API_KEYS", secret=True),
     Flag("", "VLLM_SERVER_API_KEY", lambda i: i.keys_file, env="LLMODAL_API_KEYS_FILE"),
+    # vLLM queues without bound; the guard answers 429 past this many in flight.
+    Flag("", "LLMODAL_QUEUE_LIMIT", lambda i: i.queue_limit, env="LLMODAL_QUEUE_LIMIT"),
     # vLLM takes n up to 16,384 per request: one request could claim the whole KV cache.
     Flag("", "LLMODAL_MAX_N", lambda i: i.max_n, env="VLLM_MAX_N_SEQUENCES"),
 )

@@ -15,7 +15,9 @@ Configuration comes from the environment vLLM is started with (``build_launch`` 
 ``LLMODAL_API_KEYS`` (comma-separated, each key works: rotation) or ``LLMODAL_API_KEYS_FILE`` (the
 same, in a file re-read when it changes: a restored fast-boot container serves the keys its secret
 holds at restore time, not at snapshot time); ``LLMODAL_CONTROL_KEY``; ``LLMODAL_METRICS_PUBLIC``;
-``LLMODAL_MAX_BODY_BYTES`` (default 16 MiB, 413 above it before vLLM parses the body).
+``LLMODAL_MAX_BODY_BYTES`` (default 16 MiB, 413 above it before vLLM parses the body);
+``LLMODAL_QUEUE_LIMIT``: the most inference requests in flight (running and queued in vLLM) — one more
+gets 429 with ``Retry-After`` at once instead of waiting minutes in an unbounded queue.
 """
 
 from __future__ import annotations
@@ -62,6 +64,9 @@ UNAUTHORIZED_BODY = _error(
     401, "Missing or invalid API key: send 'Authorization: Bearer <key>' (the key is VLLM_SERVER_API_KEY on the "
     "server, VLLM_API_KEY in the client's .env).", "authentication_error")
 FORBIDDEN_BODY = _error(403, "This route is not open to client keys on an llmodal server.", "permission_error")
+BUSY_BODY = _error(429, "The server's queue is full (LLMODAL_QUEUE_LIMIT): retry after the Retry-After seconds.",
+                   "rate_limit_error")
+RETRY_AFTER_S = b"1"
 
 
 async def _respond(send, status: int, body: bytes, extra: list[tuple[bytes, bytes]] = ()) -> None:
@@ -151,6 +156,8 @@ class BearerAuthMiddleware:
         self._max_body = int(environ.get("LLMODAL_MAX_BODY_BYTES") or DEFAULT_MAX_BODY)
         self._too_large = _error(413, f"request body larger than {self._max_body} bytes (LLMODAL_MAX_BODY_BYTES)",
                                  "invalid_request_error")
+        self._queue_limit = int(environ.get("LLMODAL_QUEUE_LIMIT") or 0)  # 0: no limit
+        self.in_flight = 0
         if self.keys.public:
             log.warning("llmodal: no API key configured; the client routes of this server are public")
 
@@ -188,7 +195,18 @@ class BearerAuthMiddleware:
         if scope["type"] == "websocket":
             await self.app(scope, receive, send)
             return
-        await self._limited(scope, receive, send)
+        counted = self._queue_limit and scope.get("method") == "POST" and route_kind(scope["path"]) == "client"
+        if not counted:
+            await self._limited(scope, receive, send)
+            return
+        if self.in_flight >= self._queue_limit:
+            await _respond(send, 429, BUSY_BODY, [(b"retry-after", RETRY_AFTER_S)])
+            return
+        self.in_flight += 1  # one event loop: no lock needed
+        try:
+            await self._limited(scope, receive, send)
+        finally:
+            self.in_flight -= 1
 
     async def _limited(self, scope, receive, send) -> None:
         length = dict(scope.get("headers") or []).get(b"content-length")

@@ -24,6 +24,7 @@ VLLM_DEFAULTS = ProfileFlags(None, None, None, None, None)  # no profile: vLLM's
 
 AUTH_MIDDLEWARE = "llmodal.engine.auth.BearerAuthMiddleware"
 CPU_MAX_N = 8  # n cap where no plan sizes it
+CPU_QUEUE_LIMIT = 64  # requests in flight where no plan sizes it
 # The client's names: a .env written for a client must not configure the server it starts.
 _CLIENT_ENV = ("VLLM_BASE_URL", "VLLM_API_KEY")
 
@@ -78,6 +79,7 @@ def build_launch(
     sleep_mode: bool = False,
     keys_file: str | None = None,
     control_key: bool = False,  # fast boot: a key of the container's own for /sleep, /wake_up
+    queue_limit: int | None = None,  # the plan's; LLMODAL_QUEUE_LIMIT wins
     max_n: int | None = None,
     profile: ProfileFlags | None = None,  # the plan's batching, KV dtype, kernel (None: vLLM's defaults)
     api_key: str | None = None,
@@ -103,6 +105,7 @@ def build_launch(
         kv_cache_bytes=kv_cache_bytes, tensor_parallel_size=settings.tp,
         tool_call_parser=tool_call_parser, reasoning_parser=reasoning_parser, sleep_mode=sleep_mode,
         control_key=secrets.token_urlsafe(32) if (sleep_mode or control_key) else None, keys_file=keys_file,
+        queue_limit=settings.queue_limit or queue_limit or CPU_QUEUE_LIMIT,
         max_n=settings.max_n or max_n or CPU_MAX_N,
         max_num_seqs=p.max_num_seqs, max_num_batched_tokens=p.max_num_batched_tokens,
         kv_cache_dtype=p.kv_cache_dtype, dtype=p.dtype, disabled_kernels=p.disabled_kernels,

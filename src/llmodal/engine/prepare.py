@@ -96,11 +96,18 @@ def prepare(settings: Settings, *, gpu: bool, tiny_model: str | None = None, tin
     launch = build_launch(settings, checkpoint=p.checkpoint, served_model_name=settings.model,
                           quantization=p.vllm_quantization, revision=revision, api_key=api_key,
                           kv_cache_bytes=p.kv_cache_bytes or None, tool_call_parser=tool, reasoning_parser=reasoning,
-                          sleep_mode=sleep_mode, keys_file=keys_file, control_key=control_key, max_n=max(1, int(p.full_length_sequences // 2)),
+                          sleep_mode=sleep_mode, keys_file=keys_file, control_key=control_key,
+                          queue_limit=queue_limit_for(p), max_n=max(1, int(p.full_length_sequences // 2)),
                           profile=p.flags)
     summary = (f"{settings.model} from {p.checkpoint} on {p.gpu_count}× {p.gpu}, profile {p.profile}: "
                f"{'fits' if p.fits else 'DOES NOT FIT'} — {p.reason}")
     return Prepared(launch, settings.model, summary, res, settings)
+
+
+def queue_limit_for(plan) -> int:
+    """Twice the requests of a quarter of the context that the plan's KV cache holds at once: what runs,
+    plus as many waiting. Past it a request is told to retry (429) instead of queueing for minutes."""
+    return max(16, 2 * int(plan.kv_tokens // max(1, plan.max_model_len // 4)))
 
 
 def _refuse_if_ram_short(settings: Settings) -> None:
