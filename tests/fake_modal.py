@@ -10,6 +10,7 @@ URL and the client `.env` lines as it would for real.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import socket
 import threading
 from collections import defaultdict
@@ -27,6 +28,7 @@ class FakeModal(api_grpc.ModalClientBase):
     def __init__(self) -> None:
         self.calls: dict[str, list] = defaultdict(list)
         self.app_name = ""
+        self.environment = ""  # the deploy's environment, from its requests
         self._n = 0
 
     def _id(self, prefix: str) -> str:
@@ -49,6 +51,7 @@ class FakeModal(api_grpc.ModalClientBase):
     async def AppCreate(self, stream):
         req = await self._rec(stream, "AppCreate")
         self.app_name = req.description
+        self.environment = getattr(req, "environment_name", "") or self.environment
         await stream.send_message(api_pb2.AppCreateResponse(app_id=self._id("ap"),
                                                             app_page_url=f"https://modal.com/apps/{WORKSPACE}"))
 
@@ -62,6 +65,7 @@ class FakeModal(api_grpc.ModalClientBase):
     async def AppGetOrCreate(self, stream):
         req = await self._rec(stream, "AppGetOrCreate")
         self.app_name = req.app_name
+        self.environment = getattr(req, "environment_name", "") or self.environment
         await stream.send_message(api_pb2.AppGetOrCreateResponse(app_id=self._id("ap")))
 
     async def AppGetLayout(self, stream):
@@ -138,11 +142,8 @@ class FakeModal(api_grpc.ModalClientBase):
             return meta
         url = ""
         if webhook and webhook.type:
-            if webhook.requested_suffix:  # a label: https://WS--LABEL.modal.run
-                return api_pb2.FunctionHandleMetadata(
-                    function_name=name, web_url=f"https://{WORKSPACE}--{webhook.requested_suffix}.modal.run")
-            label = name.replace("_", "-")
-            url = f"https://{WORKSPACE}--{self.app_name}-{label}.modal.run"
+            label = webhook.requested_suffix or f"{self.app_name}-{name.replace('_', '-').replace('.', '-')}"
+            url = web_url(label, self.environment)
         return api_pb2.FunctionHandleMetadata(function_name=name, web_url=url)
 
     async def ClassCreate(self, stream):
@@ -157,6 +158,18 @@ class FakeModal(api_grpc.ModalClientBase):
     async def AppClientDisconnect(self, stream):
         await self._rec(stream, "AppClientDisconnect")
         await stream.send_message(Empty())
+
+
+def web_url(label: str, environment: str | None = None) -> str:
+    """Modal's rule for a deployed web endpoint (modal.com/docs/guide/webhook-urls, read 2026-12-02):
+    ``https://<source>--<label>.modal.run``; the source is the workspace, with ``-<environment>`` for an
+    environment other than the default; a subdomain past 63 characters (one DNS label) is shortened.
+    How Modal shortens is not documented there: here the first 56 characters, a dash, 6 of a hash."""
+    source = WORKSPACE if environment in (None, "", "main") else f"{WORKSPACE}-{environment}"
+    sub = f"{source}--{label}"
+    if len(sub) > 63:
+        sub = f"{sub[:56]}-{hashlib.sha256(sub.encode()).hexdigest()[:6]}"
+    return f"https://{sub}.modal.run"
 
 
 class FakeModalServer:

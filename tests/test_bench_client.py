@@ -32,21 +32,19 @@ def _start(prompt_tokens: int):
     return proc, f"http://127.0.0.1:{port}/v1"
 
 
-@pytest.fixture(scope="module")
-def fake_engine():
-    proc, url = _start(256)
-    yield url
-    proc.terminate()
-    proc.wait(10)
+def _engine(prompt_tokens: int):
+    """A module fixture: a fake engine whose every prompt costs ``prompt_tokens`` of prefill."""
+    @pytest.fixture(scope="module")
+    def fixture():
+        proc, url = _start(prompt_tokens)
+        yield url
+        proc.terminate()
+        proc.wait(10)
+    return fixture
 
 
-@pytest.fixture(scope="module")
-def long_prompts_engine():
-    """Every prompt 4,000 tokens: one prompt per engine step (prefill budget 4,096)."""
-    proc, url = _start(4000)
-    yield url
-    proc.terminate()
-    proc.wait(10)
+fake_engine = _engine(256)
+long_prompts_engine = _engine(4000)  # one prompt per engine step (prefill budget 4,096)
 
 
 def test_128_streams_measure_the_servers_step_not_the_clients_overhead(fake_engine, tiny_model, tmp_path):

@@ -37,9 +37,18 @@ def sdk_view(fn):
     return fn.info(), impl._webhook_config, closure["autoscaler_settings"], closure
 
 
+def server_view(m):
+    """The GPU server class as modal would send it: its service function's view, and serve_gpu's web config."""
+    from modal._utils.async_utils import synchronizer
+
+    impl = synchronizer._translate_in(m.Server)
+    info, _, autoscale, raw = sdk_view(synchronizer._translate_out(impl._get_class_service_function()))
+    return info, impl._get_partial_functions()["serve_gpu"].params.webhook_config, autoscale, raw
+
+
 def test_default_on_one_gpu_is_the_fast_boot_class(monkeypatch):
     m = load_app(monkeypatch)
-    assert m.settings.snapshot and hasattr(m, "Server") and not hasattr(m, "serve_gpu")
+    assert m.settings.snapshot and hasattr(m, "Server")
     assert m.spec.snapshot_kwargs == {"enable_memory_snapshot": True,
                                       "experimental_options": {"enable_gpu_snapshot": True}}
 
@@ -47,8 +56,8 @@ def test_default_on_one_gpu_is_the_fast_boot_class(monkeypatch):
 def test_function_server_is_the_guides(monkeypatch):
     m = load_app(monkeypatch, LLMODAL_FAST_BOOT="off")
     assert m.app.name == "vllm-llama70b" and m.spec.snapshot_kwargs == {}
-    info, web, autoscale, raw = sdk_view(m.serve_gpu)
-    assert raw["tag"] == "serve_gpu" and web.requires_proxy_auth
+    info, web, autoscale, raw = server_view(m)
+    assert raw["tag"] == "Server.*" and web.requires_proxy_auth and web.requested_suffix == "vllm-llama70b-serve-vllm-gpu"
     gate, gate_web, _, _ = sdk_view(m.serve_vllm)  # the guide's URL: https://WS--vllm-llama70b-serve-vllm.modal.run
     assert gate_web.requested_suffix == "vllm-llama70b-serve-vllm" and not gate.gpus
     assert info.gpus == [("A100-80GB", 1)]
@@ -71,7 +80,7 @@ def test_env_overrides_reach_the_app_and_the_container(monkeypatch):
     m = load_app(monkeypatch, VLLM_MODEL="Qwen/Qwen2.5-72B-Instruct", LLMODAL_GPU="H100", LLMODAL_GPU_COUNT="2",
                  LLMODAL_SCALEDOWN_WINDOW="300", LLMODAL_MAX_CONCURRENT_INPUTS="16", VLLM_MAX_MODEL_LEN="16384",
                  VLLM_SERVER_API_KEY="must-not-travel-in-env-1234")
-    info, web, autoscale, _ = sdk_view(m.serve_gpu)
+    info, web, autoscale, _ = server_view(m)
     assert info.gpus == [("H100", 2)] and autoscale.scaledown_window == 300
     assert info.concurrency_info.max_inputs == 16
     env = m.spec.container_env
@@ -181,14 +190,12 @@ def test_modal_deploy_sends_the_guides_app(tmp_path, fast_boot):
     assert "https://acme--vllm-llama70b-serve-vllm.modal.run" in r.stdout
     assert [c.description for c in calls["AppCreate"]] == ["vllm-llama70b"]
     fns = _sent_functions(calls)
-    if fast_boot == "auto":  # the default on one GPU: the snapshot class
-        serve = fns["Server.*"]
+    serve = fns["Server.*"]  # both kinds: one class, started by @modal.enter, drained by @modal.exit
+    web = serve.method_definitions["serve_gpu"].webhook_config
+    if fast_boot == "auto":  # the default on one GPU: with memory and GPU snapshots
         assert serve.checkpointing_enabled and dict(serve.experimental_options) == {"enable_gpu_snapshot": "True"}
-        web = serve.method_definitions["serve_gpu"].webhook_config
     else:
-        serve = fns["serve_gpu"]
         assert not serve.checkpointing_enabled and not serve.experimental_options
-        web = serve.webhook_config
     # The GPU server: its own label, closed by Modal's proxy auth (no GPU starts without the proxy token).
     assert web.requested_suffix == "vllm-llama70b-serve-vllm-gpu" and web.requires_proxy_auth
     # The guide's URL belongs to the key-checking gateway: public, on a CPU, no volumes.
@@ -295,3 +302,22 @@ def test_llmodal_deploy_pins_the_build_it_found_on_the_hub(tmp_path):
               if "LLMODAL_SETTINGS" in c.env_dict][0]
     # The container plans what the preflight showed, whatever the hub says by then.
     assert (handed["model"], handed["checkpoint"]) == (BASE, "hugging-quants/Big-Chat-70B-AWQ-INT4")
+
+
+def test_a_long_app_name_gets_the_url_modal_prints(tmp_path):
+    """Modal shortens a subdomain past 63 characters: the .env `llmodal deploy` prints takes the URL Modal
+    printed for the gateway, not a formula."""
+    name = "a-very-long-application-name-for-the-llama-endpoint-x"
+    r, _ = _deploy_via_fake(tmp_path, [sys.executable, "-m", "llmodal.cli", "deploy", "--env-file", ""],
+                            LLMODAL_APP_NAME=name, **KEY)
+    assert r.returncode == 0, r.stdout + r.stderr
+    url = next(ln.split("=", 1)[1] for ln in r.stdout.splitlines() if "VLLM_BASE_URL=" in ln)
+    host = url.removeprefix("https://").split(".modal.run")[0]
+    assert len(host) <= 63 and url.endswith(".modal.run/v1") and name not in url, url
+
+
+def test_another_environment_adds_its_name_to_the_url(tmp_path):
+    r, _ = _deploy_via_fake(tmp_path, [sys.executable, "-m", "llmodal.cli", "deploy", "--env-file", ""],
+                            MODAL_ENVIRONMENT="staging", **KEY)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "VLLM_BASE_URL=https://acme-staging--vllm-llama70b-serve-vllm.modal.run/v1" in r.stdout

@@ -30,7 +30,9 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
 from llmodal.core.config import load_settings  # noqa: E402
 from llmodal.engine.prepare import prepare  # noqa: E402
+from llmodal.core.errors import LlmodalError  # noqa: E402
 from llmodal.modal.spec import IMAGE_ENV  # noqa: E402
+from llmodal.run.health import wait_healthy  # noqa: E402
 
 KEY = "gpu-bench-key-0123456789"
 PORT = int(os.environ.get("GP_PORT", "8000"))
@@ -107,18 +109,11 @@ def serve(out: Path, tag: str) -> None:
                                 start_new_session=True)
     PID.write_text(str(proc.pid))
     rec = {"command": launch.shell(), "plan": prep.summary}
-    while True:
-        time.sleep(0.5)
-        if proc.poll() is not None:
-            print(log.read_text()[-4000:])
-            sys.exit(f"vLLM died (code {proc.returncode})")
-        try:
-            if httpx.get(f"{BASE}/health", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() - t0 > 540:
-            sys.exit("no /health after 540 s")
+    try:  # llmodal's own health wait: the one the supervisor and the container use
+        wait_healthy(f"{BASE}/health", 540, alive=lambda: proc.poll() is None, interval=0.5, cap=1.0)
+    except LlmodalError as e:
+        print(log.read_text()[-4000:])
+        sys.exit(f"vLLM did not come up: {e}")
     rec["launch_to_health_s"] = round(time.monotonic() - t0, 1)
     rec["timeline_s"] = timeline(log.read_text(errors="replace"), t0, wall)
     kv = re.findall(r"GPU KV cache size: ([\d,]+) tokens", log.read_text(errors="replace"))

@@ -55,7 +55,8 @@ def deploy(
     if res is not None and res.discovery is not None and not settings.checkpoint:
         # A build found on the hub is pinned for the container: it plans what this preflight showed.
         env["VLLM_CHECKPOINT"] = res.chosen.checkpoint
-    code, out = run_streaming(modal_cli("deploy", "-m", APP_MODULE), console.print, env=env)
+    # Wide enough that Modal's CLI prints each URL on one line (its console wraps at 80 columns when piped).
+    code, out = run_streaming(modal_cli("deploy", "-m", APP_MODULE), console.print, env={**env, "COLUMNS": "400"})
     if code != 0:
         err.print(f"[red]error:[/] modal deploy failed (exit {code})")
         raise typer.Exit(code)

@@ -124,9 +124,16 @@ def run_streaming(argv: list[str], on_line: Callable[[str], None], cwd: str | No
 _URL = re.compile(r"https://[A-Za-z0-9._-]+\.modal\.run")
 
 
+_GATEWAY_URL = re.compile(r"Function serve_vllm\b[^\n]*\n[^h]*(https://[A-Za-z0-9._-]+\.modal\.run)")
+
+
 def deployed_url(output: str, settings: Settings) -> str | None:
-    """The gateway's URL as Modal printed it (its host ends in the guide's label; the GPU server's
-    own URL, behind proxy auth, is not for clients)."""
+    """The gateway's URL as Modal printed it: the URL under the function ``serve_vllm`` (Modal shortens a
+    label past 63 characters, so the printed URL wins over any formula), else one whose host ends in
+    the guide's label (the GPU server's own URL, behind proxy auth, is not for clients)."""
+    m = _GATEWAY_URL.search(output)
+    if m:
+        return m.group(1)
     label = f"--{settings.app_name}-{WEB_LABEL}.modal.run"
     urls = [u for u in _URL.findall(output) if u.rstrip("/").endswith(label)]
     return urls[-1] if urls else None
