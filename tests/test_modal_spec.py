@@ -232,6 +232,10 @@ def test_llmodal_deploy_prints_the_url_and_client_env(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     assert "VLLM_BASE_URL=https://acme--vllm-llama70b-serve-vllm.modal.run/v1" in r.stdout
     assert "VLLM_MODEL=meta-llama/Llama-3.1-70B-Instruct" in r.stdout and "0123456789" not in r.stdout
+    # The plan's queue limit travels, and Modal routes half as much again to a container: the guard says 429.
+    handed = [json.loads(c.env_dict["LLMODAL_SETTINGS"]) for c in calls["SecretGetOrCreate"]
+              if "LLMODAL_SETTINGS" in c.env_dict][0]
+    assert handed["queue_limit"] == 110 and _sent_functions(calls)["Server.*"].max_concurrent_inputs == 165
 
 
 def test_deploy_force_and_env_file_travel(tmp_path):
@@ -321,3 +325,23 @@ def test_another_environment_adds_its_name_to_the_url(tmp_path):
                             MODAL_ENVIRONMENT="staging", **KEY)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "VLLM_BASE_URL=https://acme-staging--vllm-llama70b-serve-vllm.modal.run/v1" in r.stdout
+
+
+def test_download_pins_the_same_hub_found_build_as_deploy(tmp_path):
+    """`llmodal download` and `llmodal deploy` plan once each, the same way: both hand the container the
+    build the hub showed (what `modal run` does after the app is sent is Modal's; the fake stops there)."""
+    from fake_hub import BASE, FakeHub
+
+    hub = FakeHub()
+    handed = {}
+    try:
+        for cmd in ("download", "deploy"):
+            r, calls = _deploy_via_fake(tmp_path / cmd, [sys.executable, "-m", "llmodal.cli", cmd, "--env-file", ""],
+                                        VLLM_MODEL=BASE, HF_ENDPOINT=hub.url, **KEY)
+            sent = [json.loads(c.env_dict["LLMODAL_SETTINGS"]) for c in calls["SecretGetOrCreate"]
+                    if "LLMODAL_SETTINGS" in c.env_dict]
+            assert sent, r.stdout[-2000:] + r.stderr[-2000:]
+            handed[cmd] = (sent[0]["model"], sent[0]["checkpoint"])
+    finally:
+        hub.close()
+    assert handed["download"] == handed["deploy"] == (BASE, "hugging-quants/Big-Chat-70B-AWQ-INT4")

@@ -139,3 +139,37 @@ def test_the_guides_llama33_overrides_fit_one_a100_with_a_4bit_build(monkeypatch
     p = plan_for_settings(s).chosen
     assert p.fits and p.gpu_count == 1 and p.gpu == "A100-80GB" and p.quantization in ("awq", "gptq", "w4a16")
     assert p.full_length_sequences >= at_least and p.model == "meta-llama/Llama-3.3-70B-Instruct"
+
+
+def test_compare_lists_every_fitting_option_with_speed_and_cost(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    png = tmp_path / "c.png"
+    r = subprocess.run([sys.executable, "-m", "llmodal.cli", "plan", "--env-file", "", "--compare", "--json",
+                        "--rps", "2", "--plot", str(png)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    rows = doc["rows"]
+    assert {r["gpu"] for r in rows} == {"A100-80GB", "L40S", "H100", "H200", "B200"}
+    assert not any(r["build"] == "fp8" and r["gpu"] in ("A100-80GB",) for r in rows)  # no FP8 tensor cores
+    costs = [r["cost_per_1m_tokens"] for r in rows]
+    assert costs == sorted(costs) and all(r["saturated_out_tok_s"] > r["single_stream_tok_s"] > 0 for r in rows)
+    assert all(r["at_load"]["replicas"] >= 1 and r["at_load"]["rps"] == 2 for r in rows)
+    assert doc["api"]["usd_per_1m_tokens"] > 0 and "read 2026" in doc["api"]["source"]
+    assert png.stat().st_size > 10_000  # the picture was drawn
+    bad = subprocess.run([sys.executable, "-m", "llmodal.cli", "plan", "--env-file", "", "--compare", "--mix", "1024"],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode != 0 and "--mix '1024' is invalid" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_plan_prints_the_choice_its_reason_and_the_predicted_speed():
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith(("VLLM_", "LLMODAL_"))}
+    r = subprocess.run([sys.executable, "-m", "llmodal.cli", "plan", "--env-file", "", "--gpu", "H200"],
+                       capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 0, r.stderr
+    assert "auto chose FP8" in r.stdout and "runner-up AWQ" in r.stdout and "predicted speed" in r.stdout

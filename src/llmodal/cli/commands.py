@@ -129,6 +129,7 @@ def plan(
     compare: Annotated[bool, typer.Option(
         help="every GPU × build × TP that fits, with predicted speed and $/1M tokens, sorted by $/1M")] = False,
     mix: Annotated[str, typer.Option(help="token mix IN:OUT for predicted speed and $/1M")] = "1024:256",
+    plot: Annotated[Optional[Path], typer.Option(help="with --compare: a PNG of $/1M against predicted tok/s")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
     env_file: EnvFile = ".env",
 ) -> None:
@@ -153,9 +154,20 @@ def plan(
                               gpu_memory_utilization=settings.gpu_memory_utilization, mix=token_mix, rps=rps,
                               model=settings.model)
             _print_compare(doc, as_json)
+            if plot:
+                from llmodal.plan.compare_plot import plot_compare
+
+                try:
+                    plot_compare(doc, plot)
+                except ImportError:
+                    raise ConfigError("--plot needs matplotlib: pip install 'llmodal[bench]'") from None
+                if not as_json:
+                    console.print(f"plot: {plot}")
             raise typer.Exit(0)
         speed = speed_of(res.chosen, res.spec, token_mix) if res.chosen.fits else None
         costs = costs_from_file(bench, res.chosen.price_per_hour) if bench else None
+        if plot is not None and not compare:
+            raise ConfigError("--plot draws the --compare options: add --compare")
         if rps is not None and bench is None and not compare:
             raise ConfigError("--rps needs --bench FILE (a `llmodal bench --slo … --out FILE` result)")
         cap = _capacity(bench, rps, res.chosen.price_per_hour, settings.model) if rps else None

@@ -47,14 +47,7 @@ def deploy(
         return
     if res is not None:
         console.print(f"plan: {res.chosen.checkpoint} on {res.chosen.gpu_count}× {res.chosen.gpu} — {res.chosen.reason}")
-    # modal_vllm.py re-reads the settings in the subprocess: point it at the same file, and carry the
-    # two choices made on this command line.
-    # Resolved once, here: the deploy subprocess reads exactly the file this preflight read.
-    env = {"LLMODAL_ENV_FILE": str(Path(env_file).resolve()) if env_file else "", **({"LLMODAL_FORCE": "true"} if force else {}),
-           **({"LLMODAL_PUBLIC": "true"} if public else {})}
-    if res is not None and res.discovery is not None and not settings.checkpoint:
-        # A build found on the hub is pinned for the container: it plans what this preflight showed.
-        env["VLLM_CHECKPOINT"] = res.chosen.checkpoint
+    env = _app_env(settings, res, env_file, force=force, public=public)
     # Wide enough that Modal's CLI prints each URL on one line (its console wraps at 80 columns when piped).
     code, out = run_streaming(modal_cli("deploy", "-m", APP_MODULE), console.print, env={**env, "COLUMNS": "400"})
     if code != 0:
@@ -65,6 +58,45 @@ def deploy(
     console.print(f"  VLLM_BASE_URL={url + '/v1' if url else modal_url(settings, 'WORKSPACE')}")
     console.print(f"  VLLM_MODEL={settings.model}")
     console.print(f"  VLLM_API_KEY={mask(settings.api_key())}")
+
+
+def _app_env(settings, res, env_file: str, *, force: bool = False, public: bool = False) -> dict[str, str]:
+    """What the `modal deploy`/`modal run` subprocess needs to plan exactly what this preflight showed: the
+    settings file (resolved once, here, to an absolute path), the two command-line choices, and a build
+    found on the hub pinned (``download`` and ``deploy`` pin the same one)."""
+    env = {"LLMODAL_ENV_FILE": str(Path(env_file).resolve()) if env_file else "",
+           **({"LLMODAL_FORCE": "true"} if force else {}), **({"LLMODAL_PUBLIC": "true"} if public else {})}
+    if res is not None and res.discovery is not None and not settings.checkpoint:
+        env["VLLM_CHECKPOINT"] = res.chosen.checkpoint
+    if res is not None and settings.queue_limit is None:
+        # The plan's queue limit, stated: the app sizes Modal's per-container concurrency from it.
+        from llmodal.engine.prepare import queue_limit_for
+
+        env["LLMODAL_QUEUE_LIMIT"] = str(queue_limit_for(res.chosen))
+    return env
+
+
+@app.command()
+def download(
+    env_file: EnvFile = ".env",
+) -> None:
+    """Fill the weights volume once with the build `llmodal deploy` will serve (`modal run … ::download`)."""
+    from llmodal.modal.preflight import modal_cli, modal_token_configured, run_streaming
+    from llmodal.plan.planner import plan_for_settings
+
+    settings = settings_or_fail(env_file)
+    try:
+        res = plan_for_settings(settings)
+    except LlmodalError as e:
+        fail(e)
+    if not modal_token_configured():
+        fail(LlmodalError("no Modal token: run `modal token new` (or set MODAL_TOKEN_ID and MODAL_TOKEN_SECRET)"))
+    console.print(f"downloading {res.chosen.checkpoint} ({res.chosen.weights_gib_total:.1f} GiB) into the volume")
+    code, _ = run_streaming(modal_cli("run", "-m", f"{APP_MODULE}::download"), console.print,
+                            env={**_app_env(settings, res, env_file), "COLUMNS": "400"})
+    if code != 0:
+        err.print(f"[red]error:[/] modal run … ::download failed (exit {code})")
+        raise typer.Exit(code)
 
 
 @app.command()

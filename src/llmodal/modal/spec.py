@@ -68,11 +68,15 @@ def container_env(settings: Settings) -> dict[str, str]:
 
 
 def concurrent_inputs(settings: Settings) -> int:
-    """LLMODAL_MAX_CONCURRENT_INPUTS when set, else the profile's."""
+    """Modal's per-container concurrency: LLMODAL_MAX_CONCURRENT_INPUTS when set; else, when the queue limit
+    is known (``llmodal deploy`` passes the plan's), half as much again as that limit, so a burst reaches
+    the guard and is told 429 at once instead of waiting in Modal's queue; else the profile's."""
     from llmodal.plan.profiles import PROFILES
 
     if "max_concurrent_inputs" in settings.model_fields_set:
         return settings.max_concurrent_inputs
+    if settings.queue_limit:
+        return min(1000, settings.queue_limit + settings.queue_limit // 2)
     return PROFILES[settings.profile].concurrent_inputs
 
 
