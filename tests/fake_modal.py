@@ -195,3 +195,28 @@ class FakeModalServer:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+
+# --- what the deploy tests share: run a command against a fresh fake control plane ---
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+TOKEN = {"MODAL_TOKEN_ID": "ak-test", "MODAL_TOKEN_SECRET": "as-test"}
+KEY = {"VLLM_SERVER_API_KEY": "server-key-0123456789"}
+
+
+def deploy_via_fake(tmp_path, argv, cwd=ROOT, **env_extra):
+    """Run ``argv`` (a `modal deploy` or `llmodal deploy`) against a fresh fake; (result, calls received)."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    srv = FakeModalServer()
+    Path(tmp_path).mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VLLM_", "MODAL_", "LLMODAL_S"))}
+    env.update(HOME=str(tmp_path), MODAL_SERVER_URL=srv.url, **TOKEN, **env_extra)
+    r = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=180)
+    return r, srv.servicer.calls
+
+
+def sent_functions(calls) -> dict:
+    return {c.function.function_name: c.function for c in calls["FunctionCreate"]}

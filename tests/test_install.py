@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from test_modal_spec import KEY, _deploy_via_fake, _sent_functions
+from fake_modal import KEY, deploy_via_fake, sent_functions
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -82,7 +82,7 @@ def test_serve_dry_run_with_the_guides_env_refuses_clearly(installed):
 
 
 def _what_was_sent(calls):
-    fns = _sent_functions(calls)
+    fns = sent_functions(calls)
     labels = {n: sorted(w.requested_suffix for w in [f.webhook_config, *(d.webhook_config for d in
                                                                             f.method_definitions.values())]
                         if w.type) for n, f in fns.items()}
@@ -92,11 +92,11 @@ def _what_was_sent(calls):
 
 def test_installed_deploy_sends_what_the_checkout_sends(installed, tmp_path):
     bin_, empty = installed
-    r, calls = _deploy_via_fake(tmp_path / "a", [str(bin_ / "llmodal"), "deploy", "--env-file", ""], cwd=empty,
+    r, calls = deploy_via_fake(tmp_path / "a", [str(bin_ / "llmodal"), "deploy", "--env-file", ""], cwd=empty,
                                 PATH=_env()["PATH"], **KEY)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "VLLM_BASE_URL=https://acme--vllm-llama70b-serve-vllm.modal.run/v1" in r.stdout
-    checkout, checkout_calls = _deploy_via_fake(tmp_path / "b", [sys.executable, "-m", "modal", "deploy",
+    checkout, checkout_calls = deploy_via_fake(tmp_path / "b", [sys.executable, "-m", "modal", "deploy",
                                                                  "modal_vllm.py"], **KEY)
     assert checkout.returncode == 0, checkout.stdout + checkout.stderr
     assert _what_was_sent(calls) == _what_was_sent(checkout_calls)
@@ -119,7 +119,7 @@ def test_init_writes_the_guides_files_and_modal_deploy_works_from_there(installe
     assert again.returncode == 2 and "nothing was written" in again.stderr
     assert (folder / ".env").read_text() == "mine\n"  # never overwritten without --force
     (folder / ".env").unlink()
-    r, calls = _deploy_via_fake(tmp_path / "h", [str(bin_ / "python"), "-m", "modal", "deploy", "modal_vllm.py"],
+    r, calls = deploy_via_fake(tmp_path / "h", [str(bin_ / "python"), "-m", "modal", "deploy", "modal_vllm.py"],
                                 cwd=folder, PATH=env["PATH"], **KEY)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "https://acme--vllm-llama70b-serve-vllm.modal.run" in r.stdout

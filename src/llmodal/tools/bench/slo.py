@@ -78,7 +78,7 @@ def knee(rows: list[dict], terms: list[Term]) -> dict:
     best = passed[-1] if passed and (failing is None or rows.index(passed[-1]) < rows.index(failing)) else None
     pick = ("label", "concurrency", "request_rate", "requests_s", "output_tok_s", "usd_per_million_output_tokens")
     return {"terms": [str(t) for t in terms],
-            "knee": {k: best[k] for k in pick} if best else None,
+            "knee": {k: best.get(k) for k in pick} if best else None,
             "first_failing": failing["label"] if failing else None,
             "why": broken(failing, terms) if failing else [],
             "limit_reached": failing is None}

@@ -11,8 +11,9 @@ import pytest
 
 
 from conftest import Listener
+from fake_modal import KEY, TOKEN, deploy_via_fake, sent_functions
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 modal = pytest.importorskip("modal")
 from modal_proto import api_pb2  # noqa: E402
 
@@ -143,8 +144,6 @@ def _deploy(tmp_path, listener, extra_env, *args):
                           env=env, capture_output=True, text=True, timeout=120)
 
 
-TOKEN = {"MODAL_TOKEN_ID": "ak-test", "MODAL_TOKEN_SECRET": "as-test"}
-KEY = {"VLLM_SERVER_API_KEY": "server-key-0123456789"}
 
 
 @pytest.mark.parametrize("extra,needle", [
@@ -164,32 +163,14 @@ def test_deploy_refuses_before_sending_anything(tmp_path, extra, needle):
 
 # --- the real `modal deploy` against a fake control plane (tests/fake_modal.py) ---
 
-def _deploy_via_fake(tmp_path, argv, cwd=ROOT, **env_extra):
-    from fake_modal import FakeModalServer
-
-    srv = FakeModalServer()
-    Path(tmp_path).mkdir(parents=True, exist_ok=True)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("VLLM_", "MODAL_", "LLMODAL_S"))}
-    env.update(HOME=str(tmp_path), MODAL_SERVER_URL=srv.url, **TOKEN, **env_extra)
-    r = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=180)
-    return r, srv.servicer.calls
-
-
-def _sent_functions(calls):
-    out = {}
-    for c in calls["FunctionCreate"]:
-        out[c.function.function_name] = c.function
-    return out
-
-
 @pytest.mark.parametrize("fast_boot", ["auto", "off"])
 def test_modal_deploy_sends_the_guides_app(tmp_path, fast_boot):
-    r, calls = _deploy_via_fake(tmp_path, [sys.executable, "-m", "modal", "deploy", "modal_vllm.py"],
+    r, calls = deploy_via_fake(tmp_path, [sys.executable, "-m", "modal", "deploy", "modal_vllm.py"],
                                 LLMODAL_FAST_BOOT=fast_boot, **KEY)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "https://acme--vllm-llama70b-serve-vllm.modal.run" in r.stdout
     assert [c.description for c in calls["AppCreate"]] == ["vllm-llama70b"]
-    fns = _sent_functions(calls)
+    fns = sent_functions(calls)
     serve = fns["Server.*"]  # both kinds: one class, started by @modal.enter, drained by @modal.exit
     web = serve.method_definitions["serve_gpu"].webhook_config
     if fast_boot == "auto":  # the default on one GPU: with memory and GPU snapshots
@@ -228,20 +209,20 @@ def test_modal_deploy_sends_the_guides_app(tmp_path, fast_boot):
 
 
 def test_llmodal_deploy_prints_the_url_and_client_env(tmp_path):
-    r, calls = _deploy_via_fake(tmp_path, [sys.executable, "-m", "llmodal.cli", "deploy", "--env-file", ""], **KEY)
+    r, calls = deploy_via_fake(tmp_path, [sys.executable, "-m", "llmodal.cli", "deploy", "--env-file", ""], **KEY)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "VLLM_BASE_URL=https://acme--vllm-llama70b-serve-vllm.modal.run/v1" in r.stdout
     assert "VLLM_MODEL=meta-llama/Llama-3.1-70B-Instruct" in r.stdout and "0123456789" not in r.stdout
     # The plan's queue limit travels, and Modal routes half as much again to a container: the guard says 429.
     handed = [json.loads(c.env_dict["LLMODAL_SETTINGS"]) for c in calls["SecretGetOrCreate"]
               if "LLMODAL_SETTINGS" in c.env_dict][0]
-    assert handed["queue_limit"] == 110 and _sent_functions(calls)["Server.*"].max_concurrent_inputs == 165
+    assert handed["queue_limit"] == 110 and sent_functions(calls)["Server.*"].max_concurrent_inputs == 165
 
 
 def test_deploy_force_and_env_file_travel(tmp_path):
     envf = tmp_path / "deploy.env"
     envf.write_text("VLLM_QUANTIZATION=none\nVLLM_MAX_MODEL_LEN=4096\n")
-    r, calls = _deploy_via_fake(tmp_path, [sys.executable, "-m", "llmodal.cli", "deploy", "--env-file", str(envf),
+    r, calls = deploy_via_fake(tmp_path, [sys.executable, "-m", "llmodal.cli", "deploy", "--env-file", str(envf),
                                            "--force"], **KEY)
     assert r.returncode == 0, r.stdout + r.stderr
     handed = [json.loads(c.env_dict["LLMODAL_SETTINGS"]) for c in calls["SecretGetOrCreate"]
@@ -269,10 +250,10 @@ def test_deploy_dry_run_json_sends_nothing(tmp_path):
 
 
 def test_fast_boot_deploy_sends_snapshot_options_and_keeps_the_url(tmp_path):
-    r, calls = _deploy_via_fake(tmp_path, [sys.executable, "-m", "modal", "deploy", "modal_vllm.py"],
+    r, calls = deploy_via_fake(tmp_path, [sys.executable, "-m", "modal", "deploy", "modal_vllm.py"],
                                 LLMODAL_FAST_BOOT="snapshot", **KEY)
     assert r.returncode == 0, r.stdout + r.stderr
-    server = _sent_functions(calls)["Server.*"]
+    server = sent_functions(calls)["Server.*"]
     assert server.is_class and server.checkpointing_enabled  # enable_memory_snapshot
     assert dict(server.experimental_options) == {"enable_gpu_snapshot": "True"}
     web = server.method_definitions["serve_gpu"].webhook_config
@@ -297,7 +278,7 @@ def test_llmodal_deploy_pins_the_build_it_found_on_the_hub(tmp_path):
 
     hub = FakeHub()
     try:
-        r, calls = _deploy_via_fake(tmp_path, [sys.executable, "-m", "llmodal.cli", "deploy", "--env-file", ""],
+        r, calls = deploy_via_fake(tmp_path, [sys.executable, "-m", "llmodal.cli", "deploy", "--env-file", ""],
                                     VLLM_MODEL=BASE, HF_ENDPOINT=hub.url, **KEY)
     finally:
         hub.close()
@@ -312,7 +293,7 @@ def test_a_long_app_name_gets_the_url_modal_prints(tmp_path):
     """Modal shortens a subdomain past 63 characters: the .env `llmodal deploy` prints takes the URL Modal
     printed for the gateway, not a formula."""
     name = "a-very-long-application-name-for-the-llama-endpoint-x"
-    r, _ = _deploy_via_fake(tmp_path, [sys.executable, "-m", "llmodal.cli", "deploy", "--env-file", ""],
+    r, _ = deploy_via_fake(tmp_path, [sys.executable, "-m", "llmodal.cli", "deploy", "--env-file", ""],
                             LLMODAL_APP_NAME=name, **KEY)
     assert r.returncode == 0, r.stdout + r.stderr
     url = next(ln.split("=", 1)[1] for ln in r.stdout.splitlines() if "VLLM_BASE_URL=" in ln)
@@ -321,7 +302,7 @@ def test_a_long_app_name_gets_the_url_modal_prints(tmp_path):
 
 
 def test_another_environment_adds_its_name_to_the_url(tmp_path):
-    r, _ = _deploy_via_fake(tmp_path, [sys.executable, "-m", "llmodal.cli", "deploy", "--env-file", ""],
+    r, _ = deploy_via_fake(tmp_path, [sys.executable, "-m", "llmodal.cli", "deploy", "--env-file", ""],
                             MODAL_ENVIRONMENT="staging", **KEY)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "VLLM_BASE_URL=https://acme-staging--vllm-llama70b-serve-vllm.modal.run/v1" in r.stdout
@@ -336,7 +317,7 @@ def test_download_pins_the_same_hub_found_build_as_deploy(tmp_path):
     handed = {}
     try:
         for cmd in ("download", "deploy"):
-            r, calls = _deploy_via_fake(tmp_path / cmd, [sys.executable, "-m", "llmodal.cli", cmd, "--env-file", ""],
+            r, calls = deploy_via_fake(tmp_path / cmd, [sys.executable, "-m", "llmodal.cli", cmd, "--env-file", ""],
                                         VLLM_MODEL=BASE, HF_ENDPOINT=hub.url, **KEY)
             sent = [json.loads(c.env_dict["LLMODAL_SETTINGS"]) for c in calls["SecretGetOrCreate"]
                     if "LLMODAL_SETTINGS" in c.env_dict]

@@ -14,7 +14,7 @@ import pytest
 from conftest import free_port
 
 STEP_MS = 20.0
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parents[1]  # tests/: the shared helpers
 
 
 def _start(prompt_tokens: int):

@@ -65,7 +65,7 @@ def test_flag_table_generates_argv_and_kv_bytes_from_the_plan(monkeypatch):
 
 
 def test_every_reserved_flag_in_every_spelling_is_refused(monkeypatch):
-    from llmodal import flags
+    from llmodal.core import vllm_flags as flags
     from llmodal.core.errors import ConfigError
 
     for flag, owner in flags.reserved().items():

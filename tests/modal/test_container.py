@@ -19,7 +19,7 @@ import pytest
 from conftest import TEST_KEY, Listener, LongStream, engine_core, free_port, in_sessions, server_sessions
 
 pytestmark = pytest.mark.server
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def container_env(tiny_model, port, volumes: Path, hub: Listener, secret: dict, fast_boot: str = "off",

@@ -24,7 +24,7 @@ def _routes(argv):
     from pathlib import Path
 
     i = argv.index("vllm.entrypoints.openai.api_server")
-    out = subprocess.run([sys.executable, str(Path(__file__).with_name("vllm_routes.py")), *argv[i + 1:]],
+    out = subprocess.run([sys.executable, str(Path(__file__).resolve().parents[1] / "vllm_routes.py"), *argv[i + 1:]],
                          env={**os.environ, "VLLM_SERVER_DEV_MODE": "1"}, capture_output=True, text=True,
                          timeout=120, check=True).stdout
     return [tuple(r) for r in json.loads(out.strip().splitlines()[-1])]

@@ -11,7 +11,7 @@ from llmodal.cli import app
 from llmodal.plan.gpus import get_gpu
 from llmodal.plan.planner import choose, make_plan
 
-RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
 RECORDED = RESULTS / "h100-llama70b-awq.json"
 L70 = "meta-llama/Llama-3.1-70B-Instruct"
 
