@@ -84,40 +84,30 @@ def volumes(tmp_path_factory):
 SECRET = {"VLLM_SERVER_API_KEY": TEST_KEY, "HUGGING_FACE_HUB_TOKEN": "hf_rehearsal_dummy"}
 
 
-def _healthy_container(tiny_model, volumes, tmp_path):
-    port = free_port()
-    c = Container(container_env(tiny_model, port, volumes, Listener(), SECRET), tmp_path / "container.log")
-    c.wait_healthy(port)
-    return c, port
-
-
-def _smoke(port, model):
+def _smoke(port, model, key=TEST_KEY):
     from llmodal.tools.client import Endpoint
     from llmodal.tools.smoke import run_smoke
 
-    return run_smoke(Endpoint(f"http://127.0.0.1:{port}/v1", TEST_KEY, model), max_tokens=16)
+    return run_smoke(Endpoint(f"http://127.0.0.1:{port}/v1", key, model), max_tokens=16)
 
 
-@pytest.mark.parametrize("phase", ["cold", "warm"])
-def test_cold_then_warm_start_pass_smoke_without_the_hub(tiny_model, volumes, tmp_path, phase):
-    hub = Listener()
-    port = free_port()
+def _serves_without_the_hub(c, port, hub, tiny_model, phase):
+    took = c.wait_healthy(port)
+    checks = _smoke(port, str(tiny_model))
+    assert all(x.ok for x in checks), [(x.name, x.detail) for x in checks if not x.ok]
+    assert hub.connections == 0
+    assert "llmodal: command:" in c.text() and TEST_KEY not in c.text()
+    print(f"RECORD container-{phase} | healthy after {took:.0f} s | smoke {len(checks)}/{len(checks)} "
+          f"| hub connections {hub.connections}")
+
+
+def test_cold_start_serves_then_sigint_mid_stream_drains_in_time(tiny_model, volumes, tmp_path):
+    """enter() on empty volumes → serve (smoke, no hub) → Modal's preemption SIGINT during a long stream →
+    exit(): the stream ends cleanly and the container exits 0 within Modal's grace."""
+    hub, port = Listener(), free_port()
     c = Container(container_env(tiny_model, port, volumes, hub, SECRET), tmp_path / "container.log")
     try:
-        took = c.wait_healthy(port)
-        checks = _smoke(port, str(tiny_model))
-        assert all(c.ok for c in checks), [(x.name, x.detail) for x in checks if not x.ok]
-        assert hub.connections == 0
-        assert "llmodal: command:" in c.text() and TEST_KEY not in c.text()
-        print(f"RECORD container-{phase} | healthy after {took:.0f} s | smoke {len(checks)}/{len(checks)} "
-              f"| hub connections {hub.connections}")
-    finally:
-        c.kill()
-
-
-def test_sigint_during_a_stream_drains_and_exits_in_time(tiny_model, volumes, tmp_path):
-    c, port = _healthy_container(tiny_model, volumes, tmp_path)
-    try:
+        _serves_without_the_hub(c, port, hub, tiny_model, "cold")
         s = LongStream(f"http://127.0.0.1:{port}", model=str(tiny_model))
         s.start()
         assert s.first_token.wait(60)
@@ -135,9 +125,13 @@ def test_sigint_during_a_stream_drains_and_exits_in_time(tiny_model, volumes, tm
         c.kill()
 
 
-def test_engine_death_exits_nonzero_with_one_line(tiny_model, volumes, tmp_path):
-    c, _ = _healthy_container(tiny_model, volumes, tmp_path)
+def test_warm_start_serves_then_a_dead_engine_ends_the_container(tiny_model, volumes, tmp_path):
+    """enter() again on the same volume dirs (warm, when the test above ran first) → serve → the engine
+    dies: the container exits non-zero with one line, so Modal replaces it."""
+    hub, port = Listener(), free_port()
+    c = Container(container_env(tiny_model, port, volumes, hub, SECRET), tmp_path / "container.log")
     try:
+        _serves_without_the_hub(c, port, hub, tiny_model, "warm")
         engine_core(c.proc.pid).kill()
         t0 = time.monotonic()
         code = c.proc.wait(timeout=60)
@@ -190,15 +184,22 @@ def _status(port, key, path="/v1/models"):
                      timeout=30).status_code
 
 
-def test_fast_boot_hooks_run_in_order_and_serve(tiny_model, volumes, tmp_path):
+def test_fast_boot_hooks_run_in_order_serve_and_take_the_keys_of_restore_time(tiny_model, volumes, tmp_path):
     """enter(snap=True) → [snapshot] → enter(snap=False) → serve → SIGINT → exit, the packaged app's own
     hooks on the CPU engine (no sleep mode there: the hook says so and carries on). The body limit is
-    4 KiB, below a full-length warm-up prompt: the warm-up stays under it."""
-    c, port = _fast_boot(tiny_model, volumes, tmp_path, max_body_bytes=4096)
+    4 KiB, below a full-length warm-up prompt: the warm-up stays under it. The snapshot is taken with
+    keys k1,k2; the secret rotates to k2,k3 before the restore: k1 is refused after it."""
+    k1, k2, k3 = TEST_KEY, "rotation-key-two-0000000000", "rotation-key-three-000000000"
+    c, port = _fast_boot(tiny_model, volumes, tmp_path, {**SECRET, "VLLM_SERVER_API_KEY": f"{k1},{k2}"},
+                         max_body_bytes=4096)
     try:
         _wait_for(c, "llmodal-harness: snapshot taken")
-        (tmp_path / "restore").write_text("")
-        _wait_for(c, "llmodal-harness: restored")
+        before = [_status(port, k) for k in (k1, k2, k3)]
+        (tmp_path / "restore").write_text(f"VLLM_SERVER_API_KEY={k2},{k3}\n")
+        _wait_for(c, "llmodal-harness: serving")
+        after = [_status(port, k) for k in (k1, k2, k3)]
+        assert before == [200, 200, 401] and after == [401, 200, 200], (before, after)
+        print(f"RECORD container-rotation | snapshot k1,k2: {before} | restore k2,k3: {after}")
         text = c.text()
         steps = [s for s in ("start_to_health", "warm_up", "sleep skipped", "health_after_restore") if s in text]
         assert steps == ["start_to_health", "warm_up", "sleep skipped", "health_after_restore"], text[-2000:]
@@ -210,14 +211,14 @@ def test_fast_boot_hooks_run_in_order_and_serve(tiny_model, volumes, tmp_path):
                  for m in marks if not m.startswith(("sleep", "serving "))]
         assert order == ["reload", "reload", "start_to_health", "warm_up", "commit", "commit", "snapshot taken",
                          "reload", "reload", "health_after_restore", "restored", "serving"], order
-        # The container's control key: made, shown masked, never printed.
+        # The container's control key: made, shown masked, never printed; no client key in the log.
         assert "LLMODAL_CONTROL_KEY=<set, hidden>" in text and "LLMODAL_API_KEYS_FILE=" in text
-        assert TEST_KEY not in text
-        checks = _smoke(port, str(tiny_model))
+        assert not any(k in text for k in (k1, k2, k3))
+        checks = _smoke(port, str(tiny_model), key=k2)
         assert all(x.ok for x in checks), [(x.name, x.detail) for x in checks if not x.ok]
         import httpx
 
-        assert httpx.post(f"http://127.0.0.1:{port}/sleep", headers={"Authorization": f"Bearer {TEST_KEY}"},
+        assert httpx.post(f"http://127.0.0.1:{port}/sleep", headers={"Authorization": f"Bearer {k2}"},
                           timeout=10).status_code == 403  # a client's key never reaches the control routes
         c.proc.send_signal(signal.SIGINT)
         code = c.proc.wait(60)
@@ -225,24 +226,6 @@ def test_fast_boot_hooks_run_in_order_and_serve(tiny_model, volumes, tmp_path):
         timings = {ln.split(": ")[2]: ln.split(": ")[3] for ln in text.splitlines() if ln.startswith("llmodal: fast boot:")
                    and ln.count(": ") >= 3}
         print(f"RECORD container-fast-boot | steps {' → '.join(steps)} → SIGINT → exit hook, code {code} | {timings}")
-    finally:
-        c.kill()
-
-
-def test_a_restored_container_serves_the_keys_of_restore_time(tiny_model, volumes, tmp_path):
-    """Snapshot with k1,k2; the secret rotates to k2,k3 before the restore: k1 is refused after it."""
-    k1, k2, k3 = TEST_KEY, "rotation-key-two-0000000000", "rotation-key-three-000000000"
-    c, port = _fast_boot(tiny_model, volumes, tmp_path, {**SECRET, "VLLM_SERVER_API_KEY": f"{k1},{k2}"})
-    try:
-        _wait_for(c, "llmodal-harness: snapshot taken")
-        before = [_status(port, k) for k in (k1, k2, k3)]
-        assert before == [200, 200, 401], before
-        (tmp_path / "restore").write_text(f"VLLM_SERVER_API_KEY={k2},{k3}\n")
-        _wait_for(c, "llmodal-harness: restored")
-        after = [_status(port, k) for k in (k1, k2, k3)]
-        assert after == [401, 200, 200], after
-        assert k3 not in c.text() and k1 not in c.text()
-        print(f"RECORD container-rotation | snapshot k1,k2: {before} | restore k2,k3: {after}")
     finally:
         c.kill()
 
