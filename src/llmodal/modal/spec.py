@@ -1,5 +1,5 @@
 """What the Modal App is made of, computed from llmodal's settings. ``llmodal.modal.app`` declares
-the App from it (the guide's ``modal_vllm.py`` imports that); the containers run ``modal_runtime``.
+the App from it (the guide's ``modal_vllm.py`` imports that); the containers run ``modal.container``.
 
 Settings are read where ``modal deploy`` runs (environment and ``.env``, or ``--env-file``) and
 carried into the container as one value, ``LLMODAL_SETTINGS``, so the container plans and
