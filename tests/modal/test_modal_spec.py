@@ -326,3 +326,33 @@ def test_download_pins_the_same_hub_found_build_as_deploy(tmp_path):
     finally:
         hub.close()
     assert handed["download"] == handed["deploy"] == (BASE, "hugging-quants/Big-Chat-70B-AWQ-INT4")
+
+
+def test_a_container_start_plans_once(monkeypatch):
+    """Settings → one resolution → launch: the model's facts are looked up (catalog, hub) once per start, and
+    the launch carries the plan that was made, not a second one."""
+    from llmodal.core.config import load_settings
+    from llmodal.modal import container
+    from llmodal.plan import catalog, model_facts, planner
+
+    calls = {"facts": 0, "lookup": 0, "plan": 0}
+
+    def counting(module, name, key):
+        real = getattr(module, name)
+
+        def wrapper(*a, **kw):
+            calls[key] += 1
+            return real(*a, **kw)
+        monkeypatch.setattr(module, name, wrapper)
+
+    counting(model_facts, "model_facts", "facts")
+    counting(catalog, "lookup", "lookup")
+    counting(planner, "make_plan", "plan")
+    monkeypatch.setenv("LLMODAL_CPU_REHEARSAL", "")
+    settings = load_settings(None, server_api_key="k" * 20)
+    prep = container.container_prepare(settings, gpu=True)
+    assert calls["facts"] == 1 and calls["lookup"] == 1, calls
+    made = calls["plan"]
+    assert prep.resolution is not None and f"--kv-cache-memory-bytes {prep.resolution.chosen.kv_cache_bytes}" in \
+        prep.launch.shell()
+    assert calls["plan"] == made  # building the launch planned nothing more
