@@ -4,7 +4,9 @@
 #   bash benchmarks/gpu/goodput_run.sh start   install the staged wheels, start the pipeline
 #   bash benchmarks/gpu/goodput_run.sh poll S  wait up to S seconds, then pack /tmp/gp into $OUT
 # Steps (benchmarks/gpu/goodput.py): cold start (balanced) → bench agreement → goodput sweep →
-# warm restart (same flags: the warm-start timeline) → one tuning flag → its goodput sweep → stop.
+# warm restart (same flags: the warm-start timeline) → a profile (default latency: 2,048-token prefill
+# chunks) → its goodput sweep → stop. Flags a profile owns go through LLMODAL_PROFILE, never
+# VLLM_EXTRA_ARGS (llmodal refuses them there: the 2026-12-02 run lost its tuning step to that).
 set -u
 root=$(cd "$(dirname "$0")/../.." && pwd)
 export PYTHONPATH="/tmp/site:$root/src" PYTHONUNBUFFERED=1 VLLM_USE_FLASHINFER_SAMPLER=0
@@ -23,7 +25,7 @@ case "$1" in
       gp agree $G --levels 1,32,128 --rounds 2
       gp goodput $G balanced --rates ${RATES:-3,4,5,5.5,6} --n 160 --slo '$SLO'
       gp serve $G warm
-      gp serve $G tuned --extra '${TUNE:---max-num-batched-tokens 2048}'
+      gp serve $G tuned --profile ${TUNE_PROFILE:-latency}
       gp goodput $G tuned --rates ${RATES:-3,4,5,5.5,6} --n 160 --slo '$SLO'
       gp stop
       echo PIPELINE-DONE >> $G/steps.txt" > /dev/null 2>&1 < /dev/null &
