@@ -36,6 +36,13 @@ def private_env() -> frozenset[str]:
     return frozenset(names | set(_CLIENT_ENV) | flags.env_names() | {"MODAL_PROXY_TOKEN_ID", "MODAL_PROXY_TOKEN_SECRET"})
 
 
+def guard_env(settings: Settings) -> dict[str, str]:
+    """The auth guard's settings that are not flag-table rows: the GPU server's guard (inside vLLM) and the
+    gateway's read the same names."""
+    return {"LLMODAL_METRICS_PUBLIC": "1" if settings.metrics_public else "0",
+            "LLMODAL_MAX_BODY_BYTES": str(settings.max_body_bytes)}
+
+
 @dataclass(frozen=True)
 class Launch:
     """What it takes to start vLLM: argv, the environment to add, and where it will listen."""
@@ -113,8 +120,7 @@ def build_launch(
     )
     args, env = flags.render(inputs)
     args += settings.extra_argv + flags.check_extra_args(shlex.join(extra or []))
-    env["LLMODAL_METRICS_PUBLIC"] = "1" if settings.metrics_public else "0"
-    env["LLMODAL_MAX_BODY_BYTES"] = str(settings.max_body_bytes)
+    env.update(guard_env(settings))
     argv = [python or sys.executable, "-m", "vllm.entrypoints.openai.api_server", *args]
     # The table renders every secret row into the environment (flags.render); the one way a key could
     # reach argv is a user pasting it into VLLM_EXTRA_ARGS. Whole tokens: a key such as "auto" or

@@ -199,11 +199,11 @@ def start_gateway(gpu_url) -> object:
     """The body of ``serve_vllm``, the CPU function that owns the guide's URL: the same guard as the GPU
     server, with the keys this container's secret holds, in front of a relay to ``gpu_url()``.
     A keyless secret (and public not chosen) accepts no key at all: closed, not open."""
+    from llmodal.engine.launch import guard_env
     from llmodal.modal.gateway import make_gateway
 
     settings = container_settings()
-    guard = {"LLMODAL_METRICS_PUBLIC": "1" if settings.metrics_public else "0",
-             "LLMODAL_MAX_BODY_BYTES": str(settings.max_body_bytes), "LLMODAL_API_KEYS": ",".join(settings.api_keys())}
+    guard = {**guard_env(settings), "LLMODAL_API_KEYS": ",".join(settings.api_keys())}
     if not settings.api_keys() and not settings.public:
         say(keyless_refusal(settings))
         guard["LLMODAL_API_KEYS_FILE"] = "/nonexistent/llmodal-no-key"  # no key opens anything

@@ -18,10 +18,8 @@ sleep is skipped.
 from __future__ import annotations
 
 import os
-import secrets
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -54,13 +52,12 @@ class FastBoot:
 
     def __init__(self, prep: Prepared, *, gpu: bool) -> None:
         self.prep, self.gpu = prep, gpu
-        env = dict(prep.launch.env)
-        # The launch made one where it turned sleep mode on; the CPU rehearsal (no sleep) makes its own.
-        self.control_key = env.setdefault("LLMODAL_CONTROL_KEY", secrets.token_urlsafe(32))
-        self.keys_file = env.get("LLMODAL_API_KEYS_FILE")
+        # Made by build_launch (control_key=True, which the container asks for with fast boot).
+        self.control_key = prep.launch.env["LLMODAL_CONTROL_KEY"]
+        self.keys_file = prep.launch.env.get("LLMODAL_API_KEYS_FILE")
         if self.keys_file:
             write_keys(self.keys_file, prep.settings.api_keys())
-        self.sup = Supervisor(replace(prep.launch, env=env), echo=sys.stdout)
+        self.sup = Supervisor(prep.launch, echo=sys.stdout)
         self.timings: dict[str, float] = {}
         self.slept = False
 

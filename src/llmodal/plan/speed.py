@@ -83,10 +83,11 @@ def predict(spec: ModelSpec, gpu: GPU, quant: str, *, weight_bytes: int, kv_byte
     context = n_in + n_out // 2
     args = (spec, gpu, quant, weight_bytes, kv_bytes_per_token, tp)
     one = step_seconds(*args, 1, context)
-    ttft = prefill_seconds(spec, gpu, quant, tp, n_in) + one
+    prefill = prefill_seconds(spec, gpu, quant, tp, n_in)
+    ttft = prefill + one
     batch = max(1, min(concurrency, kv_tokens // max(1, n_in + n_out)))
     hidden = OVERLAP if batch > 1 else 0.0
-    per_request = (prefill_seconds(spec, gpu, quant, tp, n_in) * (1 - hidden)
+    per_request = (prefill * (1 - hidden)
                    + n_out * step_seconds(*args, batch, context) / batch)
     out_tok_s = n_out / per_request
     total_tok_s = out_tok_s * (n_in + n_out) / n_out
