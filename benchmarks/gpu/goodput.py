@@ -1,8 +1,9 @@
 """Goodput on one GPU: bench agreement with vLLM's own tool, an open-loop SLO sweep, one flag at a time.
 
-    python benchmarks/gpu/goodput.py serve OUT TAG [--profile P] [--extra "vLLM flags"]
-    python benchmarks/gpu/goodput.py agree OUT [--levels 1,32,128] [--rounds 2]
-    python benchmarks/gpu/goodput.py goodput OUT TAG [--rates 3,4,5,6] [--n 160] [--slo "..."]
+    python benchmarks/gpu/goodput.py serve OUT TAG [--profile P] [--batched N] [--seqs N] [--extra "vLLM flags"]
+    python benchmarks/gpu/goodput.py agree OUT [--levels 1,32,128] [--rounds 2] [--greedy]
+    python benchmarks/gpu/goodput.py goodput OUT TAG [--rates 3,4,5,6 | --around TAG2] [--n 160] [--slo "..."]
+    python benchmarks/gpu/goodput.py importtime OUT
     python benchmarks/gpu/goodput.py stop
 
 ``serve`` plans MODEL (env GP_MODEL, default /tmp/m70fp8: make_model.py --fp8) for this GPU through
@@ -10,7 +11,8 @@ llmodal's own ``prepare`` (planner KV size, the profile's flags), starts vLLM de
 /metrics open so the server's own TTFT histogram can be read) and records launch → /health with a
 timeline parsed from vLLM's log. ``agree`` runs llmodal bench and ``vllm bench serve`` alternately on
 that server, fresh prompts each run, and reads the server's TTFT histogram (``/metrics``) before and
-after each run: the server's own mean TTFT per run says whether a difference is the client's.
+after each run: the server's own mean TTFT per run says whether a difference is the client's, and
+its prefix-cache counters say whether one tool's prompts were partly served from cache.
 Every step appends to OUT/*.json as it goes (a run cut by its time limit keeps what it measured).
 """
 
@@ -97,8 +99,10 @@ def serve(out: Path, tag: str) -> None:
     if not (Path(MODEL) / "config.json").exists():
         subprocess.run([sys.executable, str(Path(__file__).with_name("make_model.py")), MODEL, "--fp8"], check=True)
     extra = "--load-format dummy " + (_arg("--extra") or "")
+    batching = {k: int(v) for k, v in (("max_num_batched_tokens", _arg("--batched")), ("max_num_seqs", _arg("--seqs")))
+                if v}
     settings = load_settings(None, model=MODEL, gpu=GPU, server_api_key=KEY, metrics_public=True, port=PORT,
-                             extra_args=extra.strip(), profile=_arg("--profile", "balanced"))
+                             extra_args=extra.strip(), profile=_arg("--profile", "balanced"), **batching)
     prep = prepare(settings, gpu=True)
     launch = prep.launch
     env = launch.child_env({**os.environ, **IMAGE_ENV})
@@ -122,14 +126,16 @@ def serve(out: Path, tag: str) -> None:
     print(json.dumps(rec, indent=2), flush=True)
 
 
-def server_ttft() -> tuple[float, float]:
-    """(sum, count) of the server's own time-to-first-token histogram."""
+def server_ttft() -> tuple[float, float, float, float]:
+    """(sum, count) of the server's own time-to-first-token histogram, and its prefix cache's
+    (hit tokens, queried tokens)."""
     try:
         text = httpx.get(f"{BASE}/metrics", timeout=30).text
     except httpx.HTTPError:
-        return 0.0, 0.0
+        return 0.0, 0.0, 0.0, 0.0
     get = lambda name: sum(float(m) for m in re.findall(rf"^{name}(?:{{[^}}]*}})? ([0-9.e+-]+)$", text, re.M))  # noqa: E731
-    return get("vllm:time_to_first_token_seconds_sum"), get("vllm:time_to_first_token_seconds_count")
+    return (get("vllm:time_to_first_token_seconds_sum"), get("vllm:time_to_first_token_seconds_count"),
+            get("vllm:prefix_cache_hits_total"), get("vllm:prefix_cache_queries_total"))
 
 
 def _served() -> str:
@@ -137,7 +143,7 @@ def _served() -> str:
 
 
 def llmodal_bench(out: Path, tag: str, *, c: int | None = None, rates: str | None = None, n: int,
-                  slo: str | None = None) -> dict:
+                  slo: str | None = None, temperature: float | None = None) -> dict:
     path = out / f"{tag}.json"
     argv = [sys.executable, "-m", "llmodal.cli", "bench", "--env-file", "", "--base-url", BASE + "/v1",
             "--api-key", KEY, "--model", _served(), "--api", "completions", "--tokenizer", MODEL,
@@ -145,6 +151,7 @@ def llmodal_bench(out: Path, tag: str, *, c: int | None = None, rates: str | Non
             "--price-per-hour", str(PRICE), "--seed", str(zlib.crc32(tag.encode())), "--out", str(path)]
     argv += ["--request-rate", rates] if rates else ["--concurrency", str(c)]
     argv += ["--slo", slo] if slo else []
+    argv += ["--temperature", str(temperature)] if temperature is not None else []
     before = server_ttft()
     t = time.monotonic()
     r = subprocess.run(argv, capture_output=True, text=True)
@@ -157,7 +164,7 @@ def llmodal_bench(out: Path, tag: str, *, c: int | None = None, rates: str | Non
             "ttft_p50_ms": (lv.get("ttft_ms") or {}).get("p50"), "ttft_p99_ms": (lv.get("ttft_ms") or {}).get("p99"),
             "itl_p50_ms": (lv.get("itl_ms") or {}).get("p50"), "itl_p99_ms": (lv.get("itl_ms") or {}).get("p99"),
             "output_tokens": lv.get("output_tokens"), "prompt_tokens": lv.get("prompt_tokens"),
-            "server_ttft_mean_ms": _server_mean(before, after), "slo": doc.get("slo")}
+            "server_ttft_mean_ms": _server_mean(before, after), **_cache(before, after), "slo": doc.get("slo")}
 
 
 def _server_mean(before, after) -> float | None:
@@ -165,7 +172,14 @@ def _server_mean(before, after) -> float | None:
     return round((after[0] - before[0]) / d * 1000, 1) if d else None
 
 
-def vllm_bench(out: Path, tag: str, *, c: int | None = None, rate: float | None = None, n: int) -> dict:
+def _cache(before, after) -> dict:
+    q = after[3] - before[3]
+    return {"prefix_cache_hit_tokens": after[2] - before[2], "prefix_cache_hit_share": round((after[2] - before[2]) / q, 4)
+            if q else None}
+
+
+def vllm_bench(out: Path, tag: str, *, c: int | None = None, rate: float | None = None, n: int,
+               temperature: float | None = None) -> dict:
     code = ("import sys; from vllm.utils.argparse_utils import FlexibleArgumentParser; "
             "from vllm.benchmarks.serve import add_cli_args, main; p = FlexibleArgumentParser(); add_cli_args(p); "
             "main(p.parse_args(sys.argv[1:]))")
@@ -173,8 +187,9 @@ def vllm_bench(out: Path, tag: str, *, c: int | None = None, rate: float | None 
             "--tokenizer", MODEL, "--dataset-name", "random", "--random-input-len", "1024", "--random-output-len",
             "256", "--ignore-eos", "--num-prompts", str(n), "--percentile-metrics", "ttft,tpot,itl,e2el",
             "--metric-percentiles", "50,99", "--seed", str(zlib.crc32(tag.encode()) % 100000), "--save-result",
-            "--result-dir", str(out), "--result-filename", f"{tag}.json"]
+            "--save-detailed", "--result-dir", str(out), "--result-filename", f"{tag}.json"]
     argv += ["--max-concurrency", str(c)] if c else ["--request-rate", str(rate)]
+    argv += ["--temperature", str(temperature)] if temperature is not None else []
     before = server_ttft()
     t = time.monotonic()
     r = subprocess.run(argv, capture_output=True, text=True, env={**os.environ, "OPENAI_API_KEY": KEY})
@@ -186,33 +201,59 @@ def vllm_bench(out: Path, tag: str, *, c: int | None = None, rate: float | None 
             "out_tok_s": doc.get("output_throughput"), "ttft_mean_ms": doc.get("mean_ttft_ms"),
             "ttft_p50_ms": doc.get("median_ttft_ms"), "ttft_p99_ms": doc.get("p99_ttft_ms"),
             "itl_p50_ms": doc.get("median_itl_ms"), "itl_p99_ms": doc.get("p99_itl_ms"),
-            "output_tokens": doc.get("total_output_tokens"), "prompt_tokens": doc.get("total_input"),
-            "server_ttft_mean_ms": _server_mean(before, after)}
+            "output_tokens": doc.get("total_output_tokens"), "prompt_tokens": doc.get("total_input_tokens"),
+            "server_ttft_mean_ms": _server_mean(before, after), **_cache(before, after)}
 
 
 def agree(out: Path) -> None:
+    """Both tools at each level; --greedy: both with temperature 0 (what llmodal sent before
+    2026-12-02), to see whether sampling alone moves the server's TTFT."""
     levels = [int(x) for x in (_arg("--levels") or "1,32,128").split(",")]
-    rows = []
+    greedy = "--greedy" in sys.argv
+    key = "greedy" if greedy else "rows"
+    doc = json.loads((out / "agree.json").read_text()) if (out / "agree.json").exists() else {}
+    rows = doc.get(key, [])
     for rnd in range(int(_arg("--rounds", "1"))):
         for c in levels:
             n = 4 if c == 1 else 2 * c
             order = (llmodal_bench, vllm_bench) if rnd % 2 == 0 else (vllm_bench, llmodal_bench)
             for fn in order:
-                tag = f"agree-r{rnd}-c{c}-{'llmodal' if fn is llmodal_bench else 'vllm'}"
-                rows.append({"round": rnd, "c": c, **fn(out, tag, c=c, n=n)})
-                _save(out / "agree.json", "rows", rows)
+                tag = f"agree{'-t0' if greedy else ''}-r{rnd}-c{c}-{'llmodal' if fn is llmodal_bench else 'vllm'}"
+                rows.append({"round": rnd, "c": c, **fn(out, tag, c=c, n=n, temperature=0.0 if greedy else None)})
+                _save(out / "agree.json", key, rows)
 
 
 def goodput(out: Path, tag: str) -> None:
     slo = _arg("--slo", "ttft_p99<=2s,itl_p99<=100ms")
     n = int(_arg("--n", "160"))
-    rec = {"slo": slo, "llmodal": llmodal_bench(out, f"{tag}-sweep", rates=_arg("--rates", "3,4,5,6"), n=n, slo=slo)}
+    rates = _arg("--rates", "3,4,5,6")
+    if around := _arg("--around"):  # the knee of an earlier sweep and the first rate that broke it
+        s = json.loads((out / "goodput.json").read_text())[around]["llmodal"]["slo"]
+        got = [str((s.get("knee") or {}).get("request_rate") or ""), (s.get("first_failing") or "").split(" ")[0]]
+        rates = ",".join(r for r in got if r) or rates
+    rec = {"slo": slo, "rates": rates,
+           "llmodal": llmodal_bench(out, f"{tag}-sweep", rates=rates, n=n, slo=slo)}
     _save(out / "goodput.json", tag, rec)
     knee = (rec["llmodal"].get("slo") or {}).get("knee")
     if knee and knee.get("request_rate"):
         rec["vllm_at_knee"] = vllm_bench(out, f"{tag}-vllm-at-knee", rate=knee["request_rate"], n=n)
         _save(out / "goodput.json", tag, rec)
     print(json.dumps(rec, indent=2), flush=True)
+
+
+def importtime(out: Path) -> None:
+    """Where the API server's first ~20 s go: its imports, cumulative, largest first."""
+    r = subprocess.run([sys.executable, "-X", "importtime", "-c", "import vllm.entrypoints.openai.api_server"],
+                       capture_output=True, text=True, env={**os.environ, **IMAGE_ENV})
+    (out / "importtime.txt").write_text(r.stderr)
+    rows = []
+    for line in r.stderr.splitlines():
+        if m := re.match(r"import time:\s+(\d+) \|\s+(\d+) \|(\s*)(\S+)", line):
+            rows.append((int(m.group(2)) / 1e6, len(m.group(3)), m.group(4), int(m.group(1)) / 1e6))
+    top = sorted([x for x in rows if x[1] <= 9], reverse=True)[:25]
+    own = sorted(rows, key=lambda x: -x[3])[:15]
+    print("cumulative:\n" + "\n".join(f"{t:7.2f} s  {' ' * d}{name}" for t, d, name, _ in top), flush=True)
+    print("self:\n" + "\n".join(f"{o:7.2f} s  {name}" for _, _, name, o in own), flush=True)
 
 
 def main() -> None:
@@ -227,8 +268,10 @@ def main() -> None:
         agree(out)
     elif step == "goodput":
         goodput(out, sys.argv[3])
+    elif step == "importtime":
+        importtime(out)
     else:
-        sys.exit(f"unknown step {step!r}: serve, agree, goodput, stop")
+        sys.exit(f"unknown step {step!r}: serve, agree, goodput, importtime, stop")
 
 
 if __name__ == "__main__":

@@ -64,6 +64,12 @@ def test_128_streams_measure_the_servers_step_not_the_clients_overhead(fake_engi
           f"{lv['output_tok_s']:.0f} out tok/s of at most {ceiling:.0f}")
     assert lv["completed"] == 256 and STEP_MS * 0.95 <= itl_p50 <= STEP_MS * 1.15
     assert lv["output_tok_s"] >= 0.75 * ceiling
+    # Per request, in sending order: the first 128 go at once, each refill only when a slot frees.
+    reqs = lv["requests"]
+    starts = [r["start_s"] for r in reqs]
+    assert len(reqs) == 256 and starts == sorted(starts) and all(r["ttft_ms"] > 0 for r in reqs)
+    first_done = min(r["start_s"] + r["e2el_ms"] / 1000 for r in reqs[:128])
+    assert starts[127] < 0.5 < first_done <= starts[128] + 0.001  # rows are rounded to 0.1 ms
 
 
 def test_the_request_is_the_one_vllms_bench_sends():

@@ -82,6 +82,13 @@ class Settings(BaseSettings):
     profile: str = _f("balanced", "LLMODAL_PROFILE",
                       "latency, balanced or throughput (kernel, batching, KV dtype, Modal concurrency)",
                       pattern=r"^(latency|balanced|throughput)$")
+    max_num_batched_tokens: int | None = _f(
+        None, "VLLM_MAX_NUM_BATCHED_TOKENS",
+        "an integer from 256 to 131072: tokens one engine step may process, prefill chunks included "
+        "(default: the profile's, else vLLM's for the GPU)", ge=256, le=131072)
+    max_num_seqs: int | None = _f(None, "VLLM_MAX_NUM_SEQS",
+                                  "an integer from 1 to 4096: sequences one engine step may run "
+                                  "(default: the profile's, else vLLM's for the GPU)", ge=1, le=4096)
     fast_boot: str = _f("auto", "LLMODAL_FAST_BOOT",
                         "auto, off or snapshot (Modal GPU memory snapshot with vLLM sleep mode; one GPU only; "
                         "auto: snapshot on one GPU, off on several)",

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field, replace
 from llmodal.core.errors import PlanError
 from llmodal.plan.model_spec import ModelSpec
 from llmodal.plan.gpus import GPU, GiB
-from llmodal.plan.profiles import ProfileFlags
+from llmodal.plan.profiles import Batching, ProfileFlags
 from llmodal.plan.profiles import apply as apply_profile
 
 NON_TORCH_GIB = 0.25  # CUDA context, allocator slack; measured 0.22 GiB on one H100
@@ -123,6 +123,7 @@ def make_plan(
     scaledown_window_s: int = 900,
     price_per_hour: float | None = None,
     profile: str = "balanced",
+    batching: Batching = Batching(),
 ) -> Plan:
     """Plan one configuration. ``quantization`` None means the checkpoint's own precision."""
     if max_model_len <= 0:
@@ -135,8 +136,16 @@ def make_plan(
     notes: list[str] = []
     quant = quantization or spec.quant
     weights = spec.weight_bytes(quant)
-    flags = apply_profile(profile, gpu, quant)
+    flags = apply_profile(profile, gpu, quant, batching)
     shape = EngineShape.for_gpu(gpu, flags)
+    if shape.max_num_seqs > shape.max_num_batched_tokens:
+        # vLLM refuses to start when a step's token budget is below its sequence limit.
+        if batching.max_num_seqs:
+            raise PlanError(f"VLLM_MAX_NUM_BATCHED_TOKENS={shape.max_num_batched_tokens} is below "
+                            f"VLLM_MAX_NUM_SEQS={shape.max_num_seqs}: a step must hold one token of every sequence")
+        flags = replace(flags, max_num_seqs=shape.max_num_batched_tokens)
+        shape = EngineShape.for_gpu(gpu, flags)
+        notes.append(f"max_num_seqs lowered to {shape.max_num_seqs}: the step's token budget")
     act = int(activation_bytes(spec, shape, tp) * ACTIVATION_MARGIN)
     graphs = cuda_graph_bytes(spec, tp)
     non_torch = (NON_TORCH_GIB + (NON_TORCH_TP_GIB if tp > 1 else 0)) * GiB
@@ -266,7 +275,7 @@ def choose(spec: ModelSpec, gpu: GPU, quantization: str, *, min_sequences: float
                             "checkpoint instead")
         ckpt = spec.checkpoints.get(quantization) if quantization != spec.quant else None
         base = make_plan(spec, gpu, quantization=quantization, checkpoint=ckpt, **kw)
-    keep = ("gpu_memory_utilization", "scaledown_window_s", "price_per_hour", "profile")
+    keep = ("gpu_memory_utilization", "scaledown_window_s", "price_per_hour", "profile", "batching")
     sugg = suggestions(spec, gpu, base, **{k: v for k, v in kw.items() if k in keep})
     if quantization == "auto":
         same = [s for s in sugg if s.plan.gpu_count == base.gpu_count and s.plan.max_model_len == base.max_model_len]
@@ -337,6 +346,7 @@ def plan_for_settings(settings, *, gpu: str | None = None, gpu_count: int | None
         scaledown_window_s=settings.scaledown_window_s,
         price_per_hour=settings.gpu_price_per_hour,
         profile=settings.profile,
+        batching=Batching(settings.max_num_batched_tokens, settings.max_num_seqs),
         min_sequences=settings.min_sequences,
     )
     return replace(res, discovery=found, spec=spec)

@@ -49,13 +49,21 @@ class ProfileFlags:
         return 1 if self.kv_cache_dtype == "fp8" else 2
 
 
-def apply(profile: str, gpu: GPU, quant: str) -> ProfileFlags:
+@dataclass(frozen=True)
+class Batching:
+    """``VLLM_MAX_NUM_BATCHED_TOKENS`` / ``VLLM_MAX_NUM_SEQS``: set, they replace the profile's value."""
+
+    max_num_batched_tokens: int | None = None
+    max_num_seqs: int | None = None
+
+
+def apply(profile: str, gpu: GPU, quant: str, batching: Batching = Batching()) -> ProfileFlags:
     p = PROFILES[profile]
     hopper = gpu.name in HOPPER
     fp8_kv = p.fp8_kv and gpu.fp8
     return ProfileFlags(
-        max_num_seqs=p.max_num_seqs,
-        max_num_batched_tokens=p.max_num_batched_tokens,
+        max_num_seqs=batching.max_num_seqs or p.max_num_seqs,
+        max_num_batched_tokens=batching.max_num_batched_tokens or p.max_num_batched_tokens,
         kv_cache_dtype="fp8" if fp8_kv else None,
         dtype="bfloat16" if fp8_kv else None,
         disabled_kernels="MacheteLinearKernel" if (p.marlin and hopper and quant in ("awq", "gptq")) else None,

@@ -37,6 +37,7 @@ class RequestResult:
     output_tokens: int = 0
     prompt_tokens: int = 0
     itls: list[float] = field(default_factory=list)
+    start: float = 0.0  # when it was sent: perf_counter, then seconds from the level's start
 
 
 @dataclass
@@ -123,7 +124,7 @@ class Runner:
         path = "/chat/completions" if self.api == "chat" else "/completions"
         t0 = time.perf_counter()
         last = None
-        res = RequestResult(ok=False)
+        res = RequestResult(ok=False, start=t0)
         chunks = 0
         done = False
         try:
@@ -205,15 +206,18 @@ class Runner:
                     await self._track(p, results, on_done)
 
             await asyncio.gather(*(worker(p) for p in prompts))
+        for r in results:
+            r.start -= t0
         return results, time.perf_counter() - t0
 
     async def _track(self, prompt: str, results: list[RequestResult], on_done: Callable[[], None]) -> None:
         # Every request ends as one result: a failure the stream parser did not foresee is counted
         # under its type, never allowed to abort the level and lose the others.
+        sent = time.perf_counter()
         try:
             res = await self.one(prompt)
         except Exception as e:  # noqa: BLE001
-            res = RequestResult(ok=False, error=f"error:{type(e).__name__}")
+            res = RequestResult(ok=False, error=f"error:{type(e).__name__}", start=sent)
         results.append(res)
         on_done()
 
@@ -252,6 +256,12 @@ def summarize(results: list[RequestResult], duration: float, sent: int, price_pe
         "e2el_ms": summary_ms([r.e2e for r in ok]),
         "usd_per_million_output_tokens": (price_per_hour / (out_tps * 3600) * 1e6
                                           if price_per_hour and out_tps > 0 else None),
+        # One row per request in sending order: when each was sent and what it saw, so a mean can be
+        # taken apart (a closed-loop level's first wave against its refills, an open-loop queue's growth).
+        "requests": [{"start_s": round(r.start, 4), "ttft_ms": round(r.ttft * 1000, 2) if r.ok else None,
+                      "e2el_ms": round(r.e2e * 1000, 2) if r.ok else None, "output_tokens": r.output_tokens,
+                      **({"error": r.error} if not r.ok else {})}
+                     for r in sorted(results, key=lambda r: r.start)],
     }
 
 
