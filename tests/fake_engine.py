@@ -98,7 +98,8 @@ def main() -> None:
     app.on_startup.append(start)
     app.add_routes([web.post("/v1/completions", completions), web.post("/tokenize", tokenize),
                     web.get("/v1/models", models), web.get("/health", health)])
-    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None,
+                keepalive_timeout=float(os.environ.get("FAKE_KEEPALIVE_S", "75")))
 
 
 if __name__ == "__main__":

@@ -227,10 +227,10 @@ def goodput(out: Path, tag: str) -> None:
     slo = _arg("--slo", "ttft_p99<=2s,itl_p99<=100ms")
     n = int(_arg("--n", "160"))
     rates = _arg("--rates", "3,4,5,6")
-    if around := _arg("--around"):  # the knee of an earlier sweep and the first rate that broke it
+    if around := _arg("--around"):  # from the first rate that broke an earlier sweep, upward
         s = json.loads((out / "goodput.json").read_text())[around]["llmodal"]["slo"]
-        got = [str((s.get("knee") or {}).get("request_rate") or ""), (s.get("first_failing") or "").split(" ")[0]]
-        rates = ",".join(r for r in got if r) or rates
+        if first := (s.get("first_failing") or "").split(" ")[0]:
+            rates = ",".join(str(float(first) + d) for d in (0, 0.5, 1.0))
     rec = {"slo": slo, "rates": rates,
            "llmodal": llmodal_bench(out, f"{tag}-sweep", rates=rates, n=n, slo=slo)}
     _save(out / "goodput.json", tag, rec)

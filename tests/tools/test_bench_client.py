@@ -2,7 +2,9 @@
 what the client measures is the server's timing, not its own overhead, and the request it sends is
 the one vLLM's own benchmark sends."""
 
+import asyncio
 import json
+import os
 import subprocess
 import sys
 import time
@@ -17,9 +19,10 @@ STEP_MS = 20.0
 HERE = Path(__file__).resolve().parents[1]  # tests/: the shared helpers
 
 
-def _start(prompt_tokens: int):
+def _start(prompt_tokens: int, env: dict | None = None):
     port = free_port()
-    proc = subprocess.Popen([sys.executable, str(HERE / "fake_engine.py"), str(port), str(STEP_MS), str(prompt_tokens)])
+    proc = subprocess.Popen([sys.executable, str(HERE / "fake_engine.py"), str(port), str(STEP_MS), str(prompt_tokens)],
+                            env={**os.environ, **(env or {})})
     deadline = time.monotonic() + 30
     while True:
         try:
@@ -98,3 +101,31 @@ def test_goodput_sweep_stops_at_the_first_rate_that_breaks_the_slo(long_prompts_
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert [lv["request_rate"] for lv in doc["levels"]] == [4.0, 400.0]  # sorted, rising
     assert doc["slo"]["knee"]["request_rate"] == 4.0 and doc["slo"]["first_failing"] == "400.0 req/s"
+
+
+def test_a_connection_the_server_closed_as_idle_is_not_a_failed_request():
+    """The H200 sweep lost a level to this: one request of 200 failed at once ("disconnect") because
+    it went out on a pooled connection the server had just closed as idle (uvicorn: after 5 s).
+    Here the server closes idle connections after 1 s and each level starts just about then."""
+    from llmodal.tools.bench.runner import Runner
+    from llmodal.tools.client import Endpoint
+
+    proc, url = _start(64, env={"FAKE_KEEPALIVE_S": "1"})
+
+    async def levels() -> list[str]:
+        r = Runner(Endpoint(url, "k", "fake"), api="completions", output_len=4, ignore_eos=True, timeout=30)
+        errors = []
+        try:
+            for gap in (0.99, 0.995, 1.0, 1.0, 0.995, 0.99, 1.0, 0.995, 1.0, 0.99):
+                res, _ = await r.level(["hi"] * 8, concurrency=8, rate=None, on_done=lambda: None)
+                errors += [x.error for x in res if not x.ok]
+                await asyncio.sleep(gap)
+        finally:
+            await r.aclose()
+        return errors
+
+    try:
+        assert asyncio.run(levels()) == []
+    finally:
+        proc.terminate()
+        proc.wait(10)

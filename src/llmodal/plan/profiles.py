@@ -6,6 +6,12 @@ gave 50.8 (+17.6 %) and 507 (−39 %). 8k prefill chunks stalled decoding at 64 
 1.4 s). So: ``latency`` takes Marlin and short prefill chunks, ``throughput`` keeps Machete, allows
 more sequences and halves KV bytes with an FP8 KV cache, ``balanced`` is vLLM's default. On GPUs
 without Machete (A100) or without FP8 (A100, T4, A10G) only the batching changes.
+
+An FP8 build on FP8 tensor cores under ``throughput`` runs 512-token engine steps. Measured on an
+H200 with the 70B FP8 build (vLLM 0.32.0, benchmarks/results/h200-2026-12-02b): open-loop arrivals,
+1,024 in / 256 out, vLLM's 8,192-token steps broke p99 ITL 100 ms already at 3 req/s (171 ms: a whole
+prompt's prefill lands in one step), 512-token steps held 68 ms at 3.5 and 78 ms at 4 req/s; closed
+loop at 128 streams they cost 3–7 % throughput, so ``balanced`` keeps vLLM's default.
 """
 
 from __future__ import annotations
@@ -25,12 +31,13 @@ class Profile:
     fp8_kv: bool  # --kv-cache-dtype fp8 (needs --dtype bfloat16 with FlashAttention 3)
     marlin: bool  # on Hopper, AWQ/GPTQ through Marlin instead of Machete
     concurrent_inputs: int  # Modal's per-container concurrency for this profile
+    fp8_steps: int | None = None  # FP8 build on FP8 tensor cores: tokens (and sequences) per engine step
 
 
 PROFILES = {
     "latency": Profile("latency", 32, 2048, fp8_kv=False, marlin=True, concurrent_inputs=32),
     "balanced": Profile("balanced", None, None, fp8_kv=False, marlin=False, concurrent_inputs=64),
-    "throughput": Profile("throughput", None, None, fp8_kv=True, marlin=False, concurrent_inputs=256),
+    "throughput": Profile("throughput", None, None, fp8_kv=True, marlin=False, concurrent_inputs=256, fp8_steps=512),
 }
 
 
@@ -61,9 +68,10 @@ def apply(profile: str, gpu: GPU, quant: str, batching: Batching = Batching()) -
     p = PROFILES[profile]
     hopper = gpu.name in HOPPER
     fp8_kv = p.fp8_kv and gpu.fp8
+    steps = p.fp8_steps if (p.fp8_steps and quant == "fp8" and gpu.fp8 and not batching.max_num_batched_tokens) else None
     return ProfileFlags(
-        max_num_seqs=batching.max_num_seqs or p.max_num_seqs,
-        max_num_batched_tokens=batching.max_num_batched_tokens or p.max_num_batched_tokens,
+        max_num_seqs=batching.max_num_seqs or steps or p.max_num_seqs,
+        max_num_batched_tokens=batching.max_num_batched_tokens or steps or p.max_num_batched_tokens,
         kv_cache_dtype="fp8" if fp8_kv else None,
         dtype="bfloat16" if fp8_kv else None,
         disabled_kernels="MacheteLinearKernel" if (p.marlin and hopper and quant in ("awq", "gptq")) else None,

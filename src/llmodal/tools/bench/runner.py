@@ -96,8 +96,9 @@ class Runner:
         import aiohttp
 
         if self._session is None:
+            # Idle connections are dropped before uvicorn's 5-second keep-alive closes them.
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=0), timeout=aiohttp.ClientTimeout(total=self.timeout),
+                connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=4), timeout=aiohttp.ClientTimeout(total=self.timeout),
                 headers=self.ep.headers)
         return self._session
 
@@ -128,7 +129,15 @@ class Runner:
         chunks = 0
         done = False
         try:
-            async with self._http().post(self.ep.base_url + path, json=self.body(prompt)) as r:
+            try:
+                resp = await self._http().post(self.ep.base_url + path, json=self.body(prompt))
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
+                # A pooled connection the server closed as idle just as it was reused (uvicorn
+                # closes after 5 s; measured on the H200: one of 200 requests): the request never
+                # reached the server, so it is sent again, once, on a new connection.
+                t0 = res.start = time.perf_counter()
+                resp = await self._http().post(self.ep.base_url + path, json=self.body(prompt))
+            async with resp as r:
                 if r.status != 200:
                     await r.read()
                     res.error = f"http_{r.status}"
