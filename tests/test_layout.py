@@ -72,3 +72,15 @@ def test_no_circles():
     for m in graph:
         visit(m)
     assert circles == [], circles
+
+
+def test_the_guard_loads_into_vllms_process_without_the_rest_of_llmodal():
+    """vLLM's API process imports the guard while it starts (part of every cold and warm start): the
+    package init pulled the client, httpx and the config in with it (~0.1 s there on this CPU)."""
+    import subprocess
+    import sys
+
+    code = "import sys, llmodal.engine.auth; print(' '.join(m for m in sys.modules if m.startswith('llmodal')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    loaded = set(out.split())
+    assert loaded == {"llmodal", "llmodal.core", "llmodal.core.constants", "llmodal.engine", "llmodal.engine.auth"}

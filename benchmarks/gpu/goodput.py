@@ -174,8 +174,8 @@ def _server_mean(before, after) -> float | None:
 
 def _cache(before, after) -> dict:
     q = after[3] - before[3]
-    return {"prefix_cache_hit_tokens": after[2] - before[2], "prefix_cache_hit_share": round((after[2] - before[2]) / q, 4)
-            if q else None}
+    hits = after[2] - before[2]
+    return {"prefix_cache_hit_tokens": hits, "prefix_cache_hit_share": round(hits / q, 4) if q else None}
 
 
 def vllm_bench(out: Path, tag: str, *, c: int | None = None, rate: float | None = None, n: int,

@@ -68,7 +68,8 @@ def apply(profile: str, gpu: GPU, quant: str, batching: Batching = Batching()) -
     p = PROFILES[profile]
     hopper = gpu.name in HOPPER
     fp8_kv = p.fp8_kv and gpu.fp8
-    steps = p.fp8_steps if (p.fp8_steps and quant == "fp8" and gpu.fp8 and not batching.max_num_batched_tokens) else None
+    fp8_build = quant == "fp8" and gpu.fp8
+    steps = p.fp8_steps if (fp8_build and not batching.max_num_batched_tokens) else None
     return ProfileFlags(
         max_num_seqs=batching.max_num_seqs or steps or p.max_num_seqs,
         max_num_batched_tokens=batching.max_num_batched_tokens or steps or p.max_num_batched_tokens,

@@ -98,7 +98,8 @@ class Runner:
         if self._session is None:
             # Idle connections are dropped before uvicorn's 5-second keep-alive closes them.
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=4), timeout=aiohttp.ClientTimeout(total=self.timeout),
+                connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=4),
+                timeout=aiohttp.ClientTimeout(total=self.timeout),
                 headers=self.ep.headers)
         return self._session
 
