@@ -3,13 +3,15 @@
 # the pipeline runs on, detached, while the machine stays warm between calls).
 #   bash benchmarks/gpu/goodput_run.sh start   install the staged wheels, start the pipeline
 #   bash benchmarks/gpu/goodput_run.sh poll S  wait up to S seconds, then pack /tmp/gp into $OUT
-# Steps (benchmarks/gpu/goodput.py), most wanted first; those after the deadline (GP_BUDGET_S from
-# start, default 1200) are skipped so the session's device time is not overrun:
-#   cold start with 512-token steps (VLLM_MAX_NUM_BATCHED_TOKENS, the one flag changed from the stored
-#   balanced run) → its goodput sweep (+ vLLM's bench at the knee) → bench agreement on that server →
-#   cold start adding fewer CUDA-graph sizes (compile cache keyed by them) → warm restart of the same
-#   (the warm-start timeline) → sweep at the knee and the rate that broke it → API-server import
-#   times → both tools greedy (temperature 0, the old request) at c = 1 and 128 → stop.
+# Steps (benchmarks/gpu/goodput.py), most wanted first; blocks that would start after the deadline
+# (GP_BUDGET_S from start, default 1000) are skipped so the session's device time is not overrun:
+#   cold start, LLMODAL_PROFILE=throughput (an FP8 build on FP8 tensor cores: 512-token steps, FP8 KV)
+#   → its goodput sweep from 4 req/s up (+ vLLM's bench at the knee) → a server with prefix caching off
+#   (vLLM's random prompts repeat with make_model.py's 2,000-token tokenizer: 10.5 % of their tokens came
+#   from the cache at c = 128 on 2026-12-02) → bench agreement on it, then both tools greedy → a cold start
+#   with fewer CUDA-graph sizes, its warm restart (the warm-start timeline) → API-server import times.
+# Poll back to back: the machine is released ~30 s after a call returns, and with it the pipeline and
+# every file not yet polled (2026-12-02: the last 7 minutes of a session were lost that way).
 set -u
 root=$(cd "$(dirname "$0")/../.." && pwd)
 export PYTHONPATH="/tmp/site:$root/src" PYTHONUNBUFFERED=1 VLLM_USE_FLASHINFER_SAMPLER=0
@@ -22,18 +24,18 @@ case "$1" in
     nvidia-smi --query-gpu=name,memory.total --format=csv > $G/gpu.txt
     python3 -c "import vllm, torch; print('vllm', vllm.__version__, 'torch', torch.__version__)" >> $G/gpu.txt 2>&1
     cat $G/gpu.txt
-    deadline=$(( $(date +%s) + ${GP_BUDGET_S:-1200} ))
+    deadline=$(( $(date +%s) + ${GP_BUDGET_S:-1000} ))
     setsid bash -c "
       gp() { python3 '$root/benchmarks/gpu/goodput.py' \"\$@\" >> $G/pipeline.log 2>&1; rc=\$?; echo \"\$(date +%T) step \$1 \${3:-} exit \$rc\" >> $G/steps.txt; }
       late() { [ \$(date +%s) -gt $deadline ] && echo \"\$(date +%T) skipped: \$*\" >> $G/steps.txt; }
-      gp serve $G b512 --batched 512
-      gp goodput $G b512 --rates ${RATES:-3.5,4,4.5,5,5.5,6} --n 200 --slo '$SLO'
-      late agree || gp agree $G --levels 1,32,128
-      late sizes || { gp serve $G b512s --batched 512 --extra '$SIZES'
-                      gp serve $G b512s-warm --batched 512 --extra '$SIZES'
-                      gp goodput $G b512s --around b512 --n 200 --slo '$SLO'; }
+      gp serve $G tput --profile throughput
+      gp goodput $G tput --rates ${RATES:-4,4.5,5,5.5,6} --n 200 --slo '$SLO'
+      late agree || { gp serve $G nocache --extra '--no-enable-prefix-caching'
+                      gp agree $G --levels 1,32,128
+                      gp agree $G --levels 1,128 --greedy; }
+      late sizes || { gp serve $G sizes --profile throughput --extra '$SIZES'
+                      gp serve $G sizes-warm --profile throughput --extra '$SIZES'; }
       late importtime || gp importtime $G
-      late greedy || gp agree $G --levels 1,128 --greedy
       gp stop
       echo PIPELINE-DONE >> $G/steps.txt" > /dev/null 2>&1 < /dev/null &
     echo started ;;
