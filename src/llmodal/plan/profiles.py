@@ -7,7 +7,7 @@ gave 50.8 (+17.6 %) and 507 (−39 %). 8k prefill chunks stalled decoding at 64 
 more sequences and halves KV bytes with an FP8 KV cache, ``balanced`` is vLLM's default. On GPUs
 without Machete (A100) or without FP8 (A100, T4, A10G) only the batching changes.
 
-An FP8 build on FP8 tensor cores under ``throughput`` runs 512-token engine steps. Measured on an
+An FP8 build on Hopper (H100, H200) under ``throughput`` runs 512-token engine steps. Measured on an
 H200 with the 70B FP8 build (vLLM 0.32.0, benchmarks/results/h200-2026-12-02b): open-loop arrivals,
 1,024 in / 256 out, vLLM's 8,192-token steps broke p99 ITL 100 ms already at 3 req/s (171 ms: a whole
 prompt's prefill lands in one step), 512-token steps held 68 ms at 3.5 and 78 ms at 4 req/s; closed
@@ -31,7 +31,7 @@ class Profile:
     fp8_kv: bool  # --kv-cache-dtype fp8 (needs --dtype bfloat16 with FlashAttention 3)
     marlin: bool  # on Hopper, AWQ/GPTQ through Marlin instead of Machete
     concurrent_inputs: int  # Modal's per-container concurrency for this profile
-    fp8_steps: int | None = None  # FP8 build on FP8 tensor cores: tokens (and sequences) per engine step
+    fp8_steps: int | None = None  # FP8 build on Hopper: tokens (and sequences) per engine step
 
 
 PROFILES = {
@@ -68,7 +68,7 @@ def apply(profile: str, gpu: GPU, quant: str, batching: Batching = Batching()) -
     p = PROFILES[profile]
     hopper = gpu.name in HOPPER
     fp8_kv = p.fp8_kv and gpu.fp8
-    fp8_build = quant == "fp8" and gpu.fp8
+    fp8_build = quant == "fp8" and hopper  # measured on the H200; H100 has the same FP8 tensor cores
     steps = p.fp8_steps if (fp8_build and not batching.max_num_batched_tokens) else None
     return ProfileFlags(
         max_num_seqs=batching.max_num_seqs or steps or p.max_num_seqs,
