@@ -1,3 +1,5 @@
+import os
+
 import pytest
 
 from llmodal.core.config import load_settings
@@ -100,3 +102,39 @@ def test_the_key_cannot_reach_argv_even_through_extra(monkeypatch):
     with pytest.raises(ConfigError) as e:
         load_settings(None)
     assert "sekrit" not in str(e.value)
+
+
+def test_parser_names_are_read_from_vllms_source_as_vllm_registers_them():
+    """The container validates VLLM_TOOL_CALL_PARSER / VLLM_REASONING_PARSER before launching vLLM:
+    from vLLM's registry tables read as text, which must list what vLLM itself registers."""
+    from vllm.reasoning import ReasoningParserManager
+    from vllm.tool_parsers import ToolParserManager
+
+    from llmodal.engine.prepare import installed_parsers
+
+    tools, reasoning = installed_parsers()
+    assert tools == set(ToolParserManager.tool_parsers) | set(ToolParserManager.lazy_parsers)
+    assert reasoning == set(ReasoningParserManager.reasoning_parsers) | set(ReasoningParserManager.lazy_parsers)
+    assert "llama3_json" in tools and "hermes" in tools
+
+
+def test_preparing_a_start_does_not_import_vllm():
+    """Importing vLLM and torch took 9–12 s on this CPU, in front of every container start."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from llmodal.core.config import load_settings; from llmodal.engine.prepare import prepare;"
+            "s = load_settings(None, server_api_key='k' * 24, gpu='H200', tool_call_parser='hermes');"
+            "prepare(s, gpu=True); print(sorted(m for m in ('vllm', 'torch') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "HF_HUB_OFFLINE": "1"}).stdout
+    assert out.strip() == "[]"
+
+
+def test_a_parser_vllm_does_not_offer_is_refused_before_launch():
+    from llmodal.core.errors import ConfigError
+    from llmodal.engine.prepare import prepare
+
+    s = load_settings(None, server_api_key="k" * 24, gpu="H200", tool_call_parser="no_such_parser")
+    with pytest.raises(ConfigError, match="VLLM_TOOL_CALL_PARSER='no_such_parser' is invalid.*hermes"):
+        prepare(s, gpu=True)

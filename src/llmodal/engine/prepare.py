@@ -8,9 +8,11 @@ here too, so the printed command is the command that runs.
 
 from __future__ import annotations
 
+import ast
 import functools
-
+import importlib.util
 from dataclasses import dataclass
+from pathlib import Path
 
 from llmodal.core.errors import ConfigError, DoesNotFit
 from llmodal.plan.catalog import tool_parser_for
@@ -33,18 +35,33 @@ class Prepared:
 
 @functools.cache
 def installed_parsers() -> tuple[set[str], set[str]] | None:
-    """(tool parsers, reasoning parsers) the installed vLLM offers; None where vLLM is absent.
-    Cached: importing vLLM takes seconds, and the answer cannot change within a process."""
-    try:
-        from vllm.reasoning import ReasoningParserManager
-        from vllm.tool_parsers import ToolParserManager
-    except Exception:  # noqa: BLE001 - no vLLM here (the deployer's laptop): checked in the container
+    """(tool parsers, reasoning parsers) the installed vLLM offers; None where vLLM is absent or its
+    registry is not where this reads it (vLLM then checks the name itself when it starts).
+
+    Read from vLLM's source, not by importing it: the import (vLLM, torch) took 9–12 s on the 2-core
+    CPU, in front of every container start, before vLLM's own process imports it all again
+    (benchmarks/results/cpu-2026-12-02/prepare-time.txt)."""
+    spec = importlib.util.find_spec("vllm")  # locates the package without running it
+    if spec is None or not spec.submodule_search_locations:
         return None
-    tools = set(getattr(ToolParserManager, "tool_parsers", {}) or {}) | set(
-        getattr(ToolParserManager, "lazy_parsers", {}) or {})
-    reasoning = set(getattr(ReasoningParserManager, "reasoning_parsers", {}) or {}) | set(
-        getattr(ReasoningParserManager, "lazy_parsers", {}) or {})
-    return tools, reasoning
+    root = Path(next(iter(spec.submodule_search_locations)))
+    tools = _registry(root / "tool_parsers" / "__init__.py", "_TOOL_PARSERS_TO_REGISTER")
+    reasoning = _registry(root / "reasoning" / "__init__.py", "_REASONING_PARSERS_TO_REGISTER")
+    return (tools, reasoning) if tools and reasoning else None
+
+
+def _registry(path: Path, name: str) -> set[str]:
+    """The string keys of the module-level dict ``name`` in ``path`` (empty if absent)."""
+    try:
+        tree = ast.parse(path.read_text())
+    except (OSError, SyntaxError):
+        return set()
+    for node in tree.body:
+        target = node.target if isinstance(node, ast.AnnAssign) else (
+            node.targets[0] if isinstance(node, ast.Assign) and len(node.targets) == 1 else None)
+        if isinstance(target, ast.Name) and target.id == name and isinstance(node.value, ast.Dict):
+            return {k.value for k in node.value.keys if isinstance(k, ast.Constant) and isinstance(k.value, str)}
+    return set()
 
 
 def resolve_parsers(settings: Settings, *names: str) -> tuple[str | None, str | None]:
