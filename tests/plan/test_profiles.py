@@ -44,6 +44,14 @@ def test_batching_settings_replace_the_profile_and_size_the_activations():
     assert _steps(mine) == (4096, 64)
     with pytest.raises(PlanError, match="VLLM_MAX_NUM_BATCHED_TOKENS=512 is below VLLM_MAX_NUM_SEQS=1024"):
         make_plan(spec, gpu, quantization="fp8", batching=Batching(512, 1024))
+    # The sequence limit alone: the profile's short steps give way, and a budget it did not choose is named.
+    assert _steps(make_plan(spec, gpu, quantization="fp8", profile="throughput", batching=Batching(None, 1024))) \
+        == (None, 1024)
+    with pytest.raises(PlanError, match="LLMODAL_PROFILE=latency's 2048 tokens per step is below VLLM_MAX_NUM_SEQS=4096"
+                                        ".*at least 4096"):
+        make_plan(spec, gpu, quantization="fp8", profile="latency", batching=Batching(None, 4096))
+    with pytest.raises(PlanError, match="vLLM's default of 2048 tokens per step on A100-80GB"):
+        make_plan(spec, get_gpu("A100-80GB"), quantization="awq", batching=Batching(None, 4096))
 
 
 def test_the_settings_reach_vllms_argv_and_extra_args_may_not_set_them(tmp_path):

@@ -141,8 +141,12 @@ def make_plan(
     if shape.max_num_seqs > shape.max_num_batched_tokens:
         # vLLM refuses to start when a step's token budget is below its sequence limit.
         if batching.max_num_seqs:
-            raise PlanError(f"VLLM_MAX_NUM_BATCHED_TOKENS={shape.max_num_batched_tokens} is below "
-                            f"VLLM_MAX_NUM_SEQS={shape.max_num_seqs}: a step must hold one token of every sequence")
+            t = shape.max_num_batched_tokens
+            src = (f"VLLM_MAX_NUM_BATCHED_TOKENS={t}" if batching.max_num_batched_tokens else
+                   f"LLMODAL_PROFILE={profile}'s {t} tokens per step" if flags.max_num_batched_tokens else
+                   f"vLLM's default of {t} tokens per step on {gpu.name}")
+            raise PlanError(f"{src} is below VLLM_MAX_NUM_SEQS={shape.max_num_seqs}: a step must hold one token of "
+                            f"every sequence; set VLLM_MAX_NUM_BATCHED_TOKENS to at least {shape.max_num_seqs}")
         flags = replace(flags, max_num_seqs=shape.max_num_batched_tokens)
         shape = EngineShape.for_gpu(gpu, flags)
         notes.append(f"max_num_seqs lowered to {shape.max_num_seqs}: the step's token budget")

@@ -69,7 +69,7 @@ def apply(profile: str, gpu: GPU, quant: str, batching: Batching = Batching()) -
     hopper = gpu.name in HOPPER
     fp8_kv = p.fp8_kv and gpu.fp8
     fp8_build = quant == "fp8" and hopper  # measured on the H200; H100 has the same FP8 tensor cores
-    steps = p.fp8_steps if (fp8_build and not batching.max_num_batched_tokens) else None
+    steps = p.fp8_steps if (fp8_build and batching == Batching()) else None  # either setting: the user's batching
     return ProfileFlags(
         max_num_seqs=batching.max_num_seqs or steps or p.max_num_seqs,
         max_num_batched_tokens=batching.max_num_batched_tokens or steps or p.max_num_batched_tokens,

@@ -132,10 +132,13 @@ class Runner:
         try:
             try:
                 resp = await self._http().post(self.ep.base_url + path, json=self.body(prompt))
+            except aiohttp.ClientConnectorError:
+                raise
             except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
-                # A pooled connection the server closed as idle just as it was reused (uvicorn
-                # closes after 5 s; measured on the H200: one of 200 requests): the request never
-                # reached the server, so it is sent again, once, on a new connection.
+                # Closed before any answer: almost always a pooled connection the server closed as
+                # idle just as it was reused (uvicorn closes after 5 s; on the H200 one request of
+                # 200 failed so). Sent again, once, on a new connection; a server that really went
+                # away refuses that one.
                 t0 = res.start = time.perf_counter()
                 resp = await self._http().post(self.ep.base_url + path, json=self.body(prompt))
             async with resp as r:
