@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import subprocess
+import sys
+import tempfile
 import threading
 from pathlib import Path
 
@@ -15,6 +19,39 @@ ROOT = Path(__file__).resolve().parents[1]
 TEST_KEY = "test-key-0123456789abcdef"
 SECOND_KEY = "second-key-rotation-9876543210"  # the session server accepts both (key rotation)
 CONTROL_KEY = "control-key-of-the-container-42"  # what a fast-boot container makes for /sleep, /wake_up
+
+
+_BACKGROUND: dict[str, tuple] = {}
+
+
+def image_resolution() -> tuple[subprocess.Popen, Path]:
+    """pip's dry-run resolution of the Modal image's requirements for the image's platform: about a
+    minute, waiting on the package registry. Started once, when the test that reads it is collected,
+    so it runs beside the CPU-bound tests instead of after them."""
+    if "image" not in _BACKGROUND:
+        from llmodal.modal.spec import IMAGE_REQUIREMENTS, PYTHON_VERSION
+
+        d = Path(tempfile.mkdtemp(prefix="llmodal-image-resolve-"))
+        platforms = [f"--platform=manylinux_2_{n}_x86_64" for n in range(5, 37)]  # bookworm: glibc 2.36
+        argv = [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet",
+                "--only-binary=:all:", f"--python-version={PYTHON_VERSION}", "--implementation=cp", *platforms,
+                "--platform=manylinux2014_x86_64", "--platform=any", "--target", str(d / "t"),
+                "--report", str(d / "r.json"), *IMAGE_REQUIREMENTS]
+        with (d / "stderr").open("wb") as err:
+            _BACKGROUND["image"] = (subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err), d)
+    return _BACKGROUND["image"]
+
+
+def pytest_collection_modifyitems(config, items):
+    if any(i.name == "test_image_requirements_resolve_for_the_image_platform" for i in items):
+        image_resolution()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    for proc, d in _BACKGROUND.values():
+        if proc.poll() is None:
+            proc.kill()
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def free_port() -> int:

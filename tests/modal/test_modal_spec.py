@@ -119,20 +119,15 @@ def test_a_bad_handoff_fails_with_the_fields_message(text, needle):
         from_handoff(text)
 
 
-def test_image_requirements_resolve_for_the_image_platform(tmp_path):
-    from llmodal.modal.spec import IMAGE_REQUIREMENTS, PYTHON_VERSION
+def test_image_requirements_resolve_for_the_image_platform():
+    from conftest import image_resolution
 
-    platforms = [f"--platform=manylinux_2_{n}_x86_64" for n in range(5, 37)]  # bookworm: glibc 2.36
-    r = subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet",
-                        "--only-binary=:all:", f"--python-version={PYTHON_VERSION}", "--implementation=cp",
-                        *platforms, "--platform=manylinux2014_x86_64", "--platform=any",
-                        "--target", str(tmp_path / "t"), "--report", str(tmp_path / "r.json"),
-                        *IMAGE_REQUIREMENTS], capture_output=True, text=True, timeout=900)
-    assert r.returncode == 0, r.stderr[-2000:]
+    proc, d = image_resolution()  # started at collection (conftest): it waits on the registry
+    assert proc.wait(timeout=900) == 0, (d / "stderr").read_text()[-2000:]
     import json
 
     installs = {i["metadata"]["name"].lower(): i["metadata"]["version"]
-                for i in json.loads((tmp_path / "r.json").read_text())["install"]}
+                for i in json.loads((d / "r.json").read_text())["install"]}
     assert installs["vllm"] == "0.32.0" and "torch" in installs
 
 
