@@ -143,7 +143,7 @@ def _prepared(settings: Settings | None, **kw) -> Prepared:
 
 
 def _watch(sup: Supervisor) -> None:
-    code = sup.wait_exit()
+    code = sup.wait_dead()
     if sup.stopping:
         return
     say(f"vLLM exited with code {code}: {sup.diagnosis()}")

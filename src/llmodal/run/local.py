@@ -109,9 +109,7 @@ def supervise(local: Local, *, console: Console, max_restarts: int, startup_time
             console.print(f"  {k}={mask(v) if k == 'VLLM_API_KEY' else v}")
         console.print("[dim]Ctrl-C stops the server.[/]")
         while True:
-            time.sleep(1.0)
-            if proc.alive():
-                continue
+            proc.wait_dead()
             cause = proc.diagnosis()
             if restarts >= max_restarts:
                 raise ServerStartError(f"vLLM exited and {max_restarts} restarts are used up: {cause}")

@@ -18,6 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
+import httpx
+
 from llmodal.core.errors import ServerStartError
 from llmodal.engine.diagnostics import diagnose
 from llmodal.run.health import HealthTimeout, ProcessDied, health_url, wait_healthy
@@ -53,6 +55,7 @@ class Supervisor:
         self._reader: threading.Thread | None = None
         self.started_at = 0.0
         self.stopping = False  # a stop was asked for: the exit that follows is not a death
+        self.hung_s = 0.0  # set when wait_dead ended a server that answered /health with errors
 
     @property
     def root(self) -> str:
@@ -66,6 +69,7 @@ class Supervisor:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._tail.clear()
         self.stopping = False
+        self.hung_s = 0.0
         self.started_at = time.monotonic()
         self.proc = subprocess.Popen(self.launch.argv, env=self.launch.child_env(self._env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, start_new_session=True)
@@ -103,7 +107,10 @@ class Supervisor:
         server exits 0 after its engine dies, so the code alone does not say it was clean."""
         if self._reader:
             self._reader.join(timeout=5)
-        return diagnose(self.tail()).message
+        cause = diagnose(self.tail()).message
+        if self.hung_s:
+            cause += f" (its API server kept answering /health with an error for {self.hung_s:.0f} s: stopped)"
+        return cause
 
     def wait_ready(self, timeout: float, on_tick: Callable[[float, str], None] | None = None) -> float:
         """Block until /health answers 200; return seconds since start. Raise ServerStartError
@@ -124,6 +131,29 @@ class Supervisor:
         """Block until the process exits; return its code."""
         assert self.proc
         return self.proc.wait()
+
+    def wait_dead(self, unhealthy_s: float = 15.0, poll_s: float = 1.0) -> int:
+        """Block until the server is gone: its process exited, or it kept answering /health with an
+        error for ``unhealthy_s`` (then its group is killed). vLLM's API server normally exits within
+        seconds of its engine's death, but a CI run saw it answer 503 for ten minutes instead (its
+        watchdog did not end it). Only answers count: a slow or refused probe is not a verdict, and
+        a stop someone asked for is waited out."""
+        assert self.proc
+        since = None
+        while self.proc.poll() is None:
+            time.sleep(poll_s)
+            if self.stopping:
+                continue
+            try:
+                ok = httpx.get(health_url(self.root), timeout=2).status_code == 200
+            except httpx.HTTPError:  # refused, reset or timed out: no answer
+                continue
+            since = None if ok else (since or time.monotonic())
+            if since is not None and time.monotonic() - since >= unhealthy_s and self.proc.poll() is None:
+                self.hung_s = time.monotonic() - since
+                self.send(signal.SIGKILL)
+                return self.proc.wait()
+        return self.proc.returncode
 
     def send(self, sig: int) -> None:
         if self.alive():
