@@ -127,11 +127,6 @@ class Supervisor:
                                    f"(last line: {self.last_line()[:200]})") from None
         return time.monotonic() - self.started_at
 
-    def wait_exit(self) -> int:
-        """Block until the process exits; return its code."""
-        assert self.proc
-        return self.proc.wait()
-
     def wait_dead(self, unhealthy_s: float = 15.0, poll_s: float = 1.0) -> int:
         """Block until the server is gone: its process exited, or it kept answering /health with an
         error for ``unhealthy_s`` (then its group is killed). vLLM's API server normally exits within
@@ -140,7 +135,7 @@ class Supervisor:
         a stop someone asked for is waited out."""
         assert self.proc
         since = None
-        while self.proc.poll() is None:
+        while self.alive():
             time.sleep(poll_s)
             if self.stopping:
                 continue
@@ -149,7 +144,7 @@ class Supervisor:
             except httpx.HTTPError:  # refused, reset or timed out: no answer
                 continue
             since = None if ok else (since or time.monotonic())
-            if since is not None and time.monotonic() - since >= unhealthy_s and self.proc.poll() is None:
+            if since is not None and time.monotonic() - since >= unhealthy_s and self.alive():
                 self.hung_s = time.monotonic() - since
                 self.send(signal.SIGKILL)
                 return self.proc.wait()
