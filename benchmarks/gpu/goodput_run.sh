@@ -6,10 +6,11 @@
 # Steps (benchmarks/gpu/goodput.py), most wanted first; blocks that would start after the deadline
 # (GP_BUDGET_S from start, default 1000) are skipped so the session's device time is not overrun:
 #   cold start, LLMODAL_PROFILE=throughput (an FP8 build on FP8 tensor cores: 512-token steps, FP8 KV)
-#   → its goodput sweep from 4 req/s up (+ vLLM's bench at the knee) → a server with prefix caching off
-#   (vLLM's random prompts repeat with make_model.py's 2,000-token tokenizer: 10.5 % of their tokens came
-#   from the cache at c = 128 on 2026-12-02) → bench agreement on it, then both tools greedy → a cold start
-#   with fewer CUDA-graph sizes, its warm restart (the warm-start timeline) → API-server import times.
+#   → its goodput sweep from 4 req/s up (+ vLLM's bench at the knee) → a cold start of the balanced
+#   profile with prefix caching off and ten CUDA-graph sizes, then its warm restart (the warm-start
+#   timeline) → bench agreement on that server (prefix caching off: vLLM's random prompts repeat with
+#   make_model.py's 2,000-token tokenizer, 10.5 % of their tokens came from the cache at c = 128 on
+#   2026-12-02) → API-server import times → both tools greedy.
 # Poll back to back: the machine is released ~30 s after a call returns, and with it the pipeline and
 # every file not yet polled (2026-12-02: the last 7 minutes of a session were lost that way).
 set -u
@@ -30,12 +31,11 @@ case "$1" in
       late() { [ \$(date +%s) -gt $deadline ] && echo \"\$(date +%T) skipped: \$*\" >> $G/steps.txt; }
       gp serve $G tput --profile throughput
       gp goodput $G tput --rates ${RATES:-4,4.5,5,5.5,6} --n 200 --slo '$SLO'
-      late agree || { gp serve $G nocache --extra '--no-enable-prefix-caching'
-                      gp agree $G --levels 1,32,128
-                      gp agree $G --levels 1,128 --greedy; }
-      late sizes || { gp serve $G sizes --profile throughput --extra '$SIZES'
-                      gp serve $G sizes-warm --profile throughput --extra '$SIZES'; }
+      gp serve $G nocache --extra '--no-enable-prefix-caching $SIZES'
+      gp serve $G nocache-warm --extra '--no-enable-prefix-caching $SIZES'
+      late agree || gp agree $G --levels 1,32,128
       late importtime || gp importtime $G
+      late greedy || gp agree $G --levels 1,128 --greedy
       gp stop
       echo PIPELINE-DONE >> $G/steps.txt" > /dev/null 2>&1 < /dev/null &
     echo started ;;
