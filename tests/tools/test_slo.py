@@ -8,6 +8,7 @@ import pytest
 from conftest import TEST_KEY
 from llmodal.core.errors import ConfigError
 from llmodal.plan.prices import ApiPrice, cheapest
+from llmodal.tools.bench.runner import held
 from llmodal.tools.bench.slo import broken, capacity, knee, parse, sweep_levels
 from test_bench import _bench
 
@@ -57,6 +58,26 @@ def test_capacity_containers_cost_and_break_even():
     assert capacity(result, 10.0, 4.0, None).api_usd_per_day is None
     with pytest.raises(ConfigError, match="no level"):
         capacity({"meta": {}, "levels": [], "slo": None}, 1.0, 4.0, api)
+
+
+def test_an_open_loop_level_held_what_arrived_and_capacity_plans_from_it():
+    """H200, 2026-12-02: 200 requests at 5.26 req/s arrived and were all answered inside the SLO; over
+    the level (fill and drain) it completed 4.29 req/s. Planning from 4.29 buys 23 % more containers."""
+    row = {**_row("c=1", 1268), "label": "5.5 req/s", "concurrency": None, "request_rate": 5.5,
+           "achieved_rate": 5.256, "requests_s": 4.288, "output_tok_s": 1097.6, "output_tokens": 51200,
+           "completed": 200}
+    h = held(row, 4.54)
+    assert h["held_requests_s"] == 5.256 and h["held_output_tok_s"] == pytest.approx(5.256 * 256)
+    assert h["held_usd_per_million_output_tokens"] == pytest.approx(4.54 / (5.256 * 256 * 3600) * 1e6)
+    assert held({**row, "failed": 1}, 4.54)["held_requests_s"] == 4.288  # a failed request: only what it measured
+    closed = {**_row("c=32", 500), "requests_s": 3.0, "output_tok_s": 700.0, "achieved_rate": None,
+              "output_tokens": 2100, "completed": 9}
+    assert held(closed, None) == {"held_requests_s": 3.0, "held_output_tok_s": 700.0,
+                                  "held_usd_per_million_output_tokens": None}
+    terms = parse("ttft_p99<=2s")
+    result = {"meta": {"input_len": 1024, "output_len": 256}, "levels": [{**row, **h}],
+              "slo": knee([{**row, **h}], terms)}
+    assert capacity(result, 21.0, 4.54, None).containers == 4  # 21 / 5.256; from 4.288 it would be 5
 
 
 def test_the_guides_model_has_a_sourced_dated_price():

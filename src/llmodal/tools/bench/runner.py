@@ -278,6 +278,23 @@ def summarize(results: list[RequestResult], duration: float, sent: int, price_pe
     }
 
 
+def held(row: dict, price_per_hour: float | None) -> dict:
+    """The load a level held, for the knee and for capacity planning.
+
+    Closed loop: what it measured. Open loop, every request answered: the arrival rate actually sent,
+    times the mean output per request -- a deployment that keeps up serves what arrives. The level's own
+    ``output_tok_s`` counts its finite run's fill and drain (on the H200, 200 requests at 5.26 req/s:
+    4.29 req/s over the level), which is not the rate that was held."""
+    rate = row.get("achieved_rate")
+    if rate and not row["failed"] and not row.get("unaccounted") and row["completed"]:
+        rps, tps = rate, rate * row["output_tokens"] / row["completed"]
+    else:
+        rps, tps = row["requests_s"], row["output_tok_s"]
+    return {"held_requests_s": rps, "held_output_tok_s": tps,
+            "held_usd_per_million_output_tokens": price_per_hour / (tps * 3600) * 1e6
+            if price_per_hour and tps > 0 else None}
+
+
 async def wait_for_endpoint(ep: Endpoint, timeout: float) -> tuple[float, Endpoint]:
     """Wait (bounded) for /health, then check the key on /v1/models. Returns the seconds waited and
     the endpoint with its model filled in (the first served one when none was given)."""

@@ -76,7 +76,9 @@ def knee(rows: list[dict], terms: list[Term]) -> dict:
     passed = [r for r in rows if not broken(r, terms)]
     failing = next((r for r in rows if broken(r, terms)), None)
     best = passed[-1] if passed and (failing is None or rows.index(passed[-1]) < rows.index(failing)) else None
-    pick = ("label", "concurrency", "request_rate", "requests_s", "output_tok_s", "usd_per_million_output_tokens")
+    pick = ("label", "concurrency", "request_rate", "achieved_rate", "requests_s", "output_tok_s",
+            "usd_per_million_output_tokens", "held_requests_s", "held_output_tok_s",
+            "held_usd_per_million_output_tokens")
     return {"terms": [str(t) for t in terms],
             "knee": {k: best.get(k) for k in pick} if best else None,
             "first_failing": failing["label"] if failing else None,
@@ -100,17 +102,23 @@ class Capacity:
 def capacity(result: dict, rps: float, price_per_hour: float, api: ApiPrice | None) -> Capacity:
     """``result``: a bench result with an ``slo`` knee (or, without one, its best level by req/s)."""
     slo = result.get("slo") or {}
-    k = slo.get("knee") or max(result["levels"], key=lambda r: r["requests_s"], default=None)
-    if not k or k["requests_s"] <= 0:
+    k = slo.get("knee") or max(result["levels"], key=_held, default=None)
+    if not k or _held(k) <= 0:
         raise ConfigError("--bench: the result has no level that completed requests; nothing to plan from")
-    containers = max(1, math.ceil(rps / k["requests_s"]))
+    per = _held(k)
+    containers = max(1, math.ceil(rps / per))
     day = containers * price_per_hour * 24
     meta = result["meta"]
     if api is None:
-        return Capacity(rps, k["requests_s"], containers, day, None, None, None)
+        return Capacity(rps, per, containers, day, None, None, None)
     per_request = api.per_request(meta["input_len"], meta["output_len"])
-    return Capacity(rps, k["requests_s"], containers, day, rps * 86400 * per_request, api.source,
+    return Capacity(rps, per, containers, day, rps * 86400 * per_request, api.source,
                     price_per_hour * 24 / (86400 * per_request))
+
+
+def _held(row: dict) -> float:
+    """Requests/s a level held (results saved before 2026-12-02 have only what it measured)."""
+    return row.get("held_requests_s") or row["requests_s"]
 
 
 def api_beside(knee_row: dict | None, api: ApiPrice | None, input_len: int, output_len: int) -> dict | None:
@@ -119,4 +127,5 @@ def api_beside(knee_row: dict | None, api: ApiPrice | None, input_len: int, outp
         return None
     return {"source": api.source, "usd_per_million_output_tokens": api.per_request(input_len, output_len)
             / output_len * 1e6,
-            "self_hosted_usd_per_million_output_tokens": (knee_row or {}).get("usd_per_million_output_tokens")}
+            "self_hosted_usd_per_million_output_tokens": (knee_row or {}).get("held_usd_per_million_output_tokens")
+            or (knee_row or {}).get("usd_per_million_output_tokens")}
