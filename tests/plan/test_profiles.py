@@ -64,3 +64,31 @@ def test_the_settings_reach_vllms_argv_and_extra_args_may_not_set_them(tmp_path)
         load_settings(None, model=L70, extra_args="--max-num-batched-tokens 512")
     with pytest.raises(ConfigError, match="VLLM_MAX_NUM_SEQS.*from 1 to 4096"):
         load_settings(None, model=L70, max_num_seqs=0)
+
+
+@pytest.mark.parametrize(("gpu", "quant", "profile", "batching", "top"), [
+    ("H200", "fp8", "balanced", Batching(), 512),  # the measured start: 10 sizes, 57.7 s warm
+    ("H200", "fp8", "throughput", Batching(), 512),  # 512-token steps: the step's budget is the ceiling too
+    ("H200", "fp8", "latency", Batching(), 64),  # 32 sequences: vLLM captures up to twice that
+    ("A100-80GB", "awq", "balanced", Batching(), 512),
+    ("B200", "fp8", "balanced", Batching(), 1024),  # vLLM's own ceiling on Blackwell
+    ("H200", "fp8", "balanced", Batching(max_num_seqs=24), 32),
+    ("H200", "fp8", "balanced", Batching(max_num_batched_tokens=256), 256),
+])
+def test_cuda_graphs_are_captured_for_powers_of_two_up_to_vllms_ceiling(gpu, quant, profile, batching, top):
+    g = make_plan(lookup(L70), get_gpu(gpu), quantization=quant, profile=profile, batching=batching).flags
+    assert g.cudagraph_capture_sizes == tuple(2 ** k for k in range(top.bit_length()))
+
+
+def test_the_graph_sizes_reach_vllms_argv_as_separate_numbers_on_a_gpu_only():
+    s = load_settings(None, model=L70, gpu="H200", quantization="fp8", server_api_key="k" * 24)
+    argv = prepare(s, gpu=True).launch.argv
+    at = argv.index("--cudagraph-capture-sizes")
+    assert argv[at + 1:at + 11] == ["1", "2", "4", "8", "16", "32", "64", "128", "256", "512"]
+    assert argv[at + 11].startswith("--")
+    from llmodal.engine.launch import build_launch  # the CPU engine's launch: no profile, no graphs
+    assert "--cudagraph-capture-sizes" not in build_launch(s).argv
+    with pytest.raises(ConfigError, match="the planner sets it"):
+        load_settings(None, model=L70, extra_args="--cudagraph-capture-sizes 1 2 4")
+    with pytest.raises(ConfigError, match="the planner sets it"):
+        load_settings(None, model=L70, extra_args="--max-cudagraph-capture-size 256")

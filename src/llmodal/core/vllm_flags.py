@@ -33,6 +33,7 @@ class Inputs:
     tensor_parallel_size: int = 1
     max_num_seqs: int | None = None
     max_num_batched_tokens: int | None = None
+    cudagraph_capture_sizes: tuple[int, ...] | None = None
     max_n: int | None = None
     disabled_kernels: str | None = None
     kv_cache_dtype: str | None = None
@@ -77,6 +78,8 @@ FLAGS: tuple[Flag, ...] = (
     Flag("--max-num-seqs", "VLLM_MAX_NUM_SEQS", lambda i: i.max_num_seqs),
     Flag("--max-num-batched-tokens", "VLLM_MAX_NUM_BATCHED_TOKENS", lambda i: i.max_num_batched_tokens),
     Flag("", "LLMODAL_PROFILE", lambda i: i.disabled_kernels, env="VLLM_DISABLED_KERNELS"),
+    # Fewer graphs, shorter starts (plan/profiles.py); vLLM takes the sizes as separate arguments.
+    Flag("--cudagraph-capture-sizes", PLANNER, lambda i: i.cudagraph_capture_sizes),
     Flag("--enable-auto-tool-choice", "VLLM_TOOL_CALL_PARSER", lambda i: bool(i.tool_call_parser), switch=True),
     Flag("--tool-call-parser", "VLLM_TOOL_CALL_PARSER", lambda i: i.tool_call_parser),
     # parameter: a forced call's arguments always match the tool's schema, `strict: true` or not
@@ -114,7 +117,9 @@ FLAGS: tuple[Flag, ...] = (
 # Flags llmodal never sets but may not be set behind its back: a YAML file of flags (could set any
 # row above), and parallel layouts the planner's memory arithmetic does not model.
 _ALSO_RESERVED = {"--config": LLMODAL, "--pipeline-parallel-size": PLANNER, "-pp": PLANNER,
-                  "--data-parallel-size": PLANNER, "-dp": PLANNER}
+                  "--data-parallel-size": PLANNER, "-dp": PLANNER,
+                  # vLLM refuses a ceiling that is not the largest of the planner's sizes
+                  "--max-cudagraph-capture-size": PLANNER}
 
 
 def _norm(flag: str) -> str:
@@ -186,6 +191,8 @@ def render(inputs: Inputs) -> tuple[list[str], dict[str, str]]:
             env[f.env] = str(v)
         elif f.switch:
             argv.append(f.flag)
+        elif isinstance(v, tuple):
+            argv += [f.flag, *map(str, v)]
         else:
             argv += [f.flag, str(v)]
     return argv, env

@@ -115,6 +115,7 @@ def build_launch(
         queue_limit=settings.queue_limit or queue_limit or CPU_QUEUE_LIMIT,
         max_n=settings.max_n or max_n or CPU_MAX_N,
         max_num_seqs=p.max_num_seqs, max_num_batched_tokens=p.max_num_batched_tokens,
+        cudagraph_capture_sizes=p.cudagraph_capture_sizes,
         kv_cache_dtype=p.kv_cache_dtype, dtype=p.dtype, disabled_kernels=p.disabled_kernels,
         host=host or settings.host, port=port or settings.port, middleware=AUTH_MIDDLEWARE,
     )

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field, replace
 from llmodal.core.errors import PlanError
 from llmodal.plan.model_spec import ModelSpec
 from llmodal.plan.gpus import GPU, GiB
-from llmodal.plan.profiles import Batching, ProfileFlags
+from llmodal.plan.profiles import Batching, ProfileFlags, graph_sizes
 from llmodal.plan.profiles import apply as apply_profile
 
 NON_TORCH_GIB = 0.25  # CUDA context, allocator slack; measured 0.22 GiB on one H100
@@ -150,6 +150,7 @@ def make_plan(
         flags = replace(flags, max_num_seqs=shape.max_num_batched_tokens)
         shape = EngineShape.for_gpu(gpu, flags)
         notes.append(f"max_num_seqs lowered to {shape.max_num_seqs}: the step's token budget")
+    flags = replace(flags, cudagraph_capture_sizes=graph_sizes(gpu, shape.max_num_seqs, shape.max_num_batched_tokens))
     act = int(activation_bytes(spec, shape, tp) * ACTIVATION_MARGIN)
     graphs = cuda_graph_bytes(spec, tp)
     non_torch = (NON_TORCH_GIB + (NON_TORCH_TP_GIB if tp > 1 else 0)) * GiB

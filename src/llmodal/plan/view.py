@@ -54,6 +54,8 @@ def plan_table(plan: Plan, asked: Plan | None, sugg: list[Suggestion], console: 
         shown = {"--max-num-seqs": f.max_num_seqs, "--max-num-batched-tokens": f.max_num_batched_tokens,
                  "--kv-cache-dtype": f.kv_cache_dtype, "--dtype": f.dtype, "VLLM_DISABLED_KERNELS": f.disabled_kernels}
         t.add_row(f"profile {plan.profile}", " ".join(f"{k} {v}" for k, v in shown.items() if v) or "vLLM's defaults")
+        if g := f.cudagraph_capture_sizes:
+            t.add_row("CUDA graphs", f"{len(g)} sizes, {' '.join(map(str, g))} (vLLM's default: one every 8 or 16)")
     t.add_row("KV cache per GPU", f"{plan.kv_gib_per_gpu:.1f} GiB = {plan.kv_tokens:,} tokens "
               f"(--kv-cache-memory-bytes {plan.kv_cache_bytes})")
     fb = fast_boot_row(plan, snapshot)
