@@ -119,6 +119,12 @@ def test_plan_cli_json_and_bench_cost(tmp_path):
     assert out["plan"]["fits"] and not out["as_configured"]["fits"]
     usd = out["cost_per_million_output_tokens"][0]["usd_per_million_output_tokens"]
     assert usd == pytest.approx(out["plan"]["price_per_hour"] / (43.45 * 3600) * 1e6)
+    # An open-loop level is priced at what it held (arrivals × output), and named by its rate.
+    bench.write_text(json.dumps({"levels": [{"label": "5.5 req/s", "concurrency": None, "request_rate": 5.5,
+                                             "output_tok_s": 1097.6, "held_output_tok_s": 1345.5}]}))
+    r = CliRunner().invoke(app, ["plan", "--env-file", "", "--bench", str(bench)], env={"COLUMNS": "200"})
+    held = out["plan"]["price_per_hour"] / (1345.5 * 3600) * 1e6  # the same plan's $/h
+    assert f"at 5.5 req/s: 1346 output tok/s → ${held:.2f} per 1M output tokens" in r.output, r.output
 
 
 def test_does_not_fit_exits_3():

@@ -195,8 +195,9 @@ def plan(
                           f"{speed.saturated_out_tok_s:,.0f} out tok/s at {speed.concurrency} streams → "
                           f"${speed.cost_per_1m_tokens:.3f} per 1M tokens", markup=False)
         for row in costs or []:
-            console.print(f"at concurrency {row['concurrency']}: {row['output_tok_s']:.0f} output tok/s → "
-                          f"${row['usd_per_million_output_tokens']:.2f} per 1M output tokens")
+            usd = row["usd_per_million_output_tokens"]
+            console.print(f"at {row['label']}: {row['output_tok_s']:.0f} output tok/s → "
+                          + (f"${usd:.2f} per 1M output tokens" if usd else "no completed output"), markup=False)
         if cap is not None:
             console.print(_capacity_text(cap), markup=False)
     raise typer.Exit(0 if res.chosen.fits else 3)

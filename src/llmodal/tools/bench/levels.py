@@ -180,7 +180,10 @@ def costs_from_file(path: Path, price_per_hour: float) -> list[dict]:
         raise ConfigError(f"--bench {path}: not a llmodal bench result file ({e})") from None
     rows = []
     for lv in levels:
-        tps = float(lv.get("output_tok_s") or 0)
-        rows.append({"concurrency": lv.get("concurrency"), "output_tok_s": tps,
+        # An open-loop level is priced at the load it held (runner.held), not its fill-and-drain figure.
+        tps = float(lv.get("held_output_tok_s") or lv.get("output_tok_s") or 0)
+        label = lv.get("label") or f"c={lv.get('concurrency')}"
+        rows.append({"label": label, "concurrency": lv.get("concurrency"), "request_rate": lv.get("request_rate"),
+                     "output_tok_s": tps,
                      "usd_per_million_output_tokens": price_per_hour / (tps * 3600) * 1e6 if tps > 0 else None})
     return rows
