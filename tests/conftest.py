@@ -18,6 +18,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 TEST_KEY = "test-key-0123456789abcdef"
 SECOND_KEY = "second-key-rotation-9876543210"  # the session server accepts both (key rotation)
+# The CPU engine's share of RAM for the test servers: the tiny model needs ~1 KiB of KV per token, and at
+# 0.2 vLLM filled 3.6 GiB of KV memory (3.8 M tokens) on every start — 10 s idle, 30–45 s in a CI run
+# beside other servers. 0.05 leaves ~0.4 GiB (~400 k tokens) and no measurable wait.
+TEST_MEMORY_FRACTION = 0.05
 CONTROL_KEY = "control-key-of-the-container-42"  # what a fast-boot container makes for /sleep, /wake_up
 
 
@@ -94,8 +98,8 @@ def start_server(model: Path, port: int, key: str | None = TEST_KEY, extra: list
     from llmodal.run.supervisor import Supervisor
     from llmodal.engine.tiny_model import SERVED_NAME
 
-    settings = load_settings(None, max_model_len=2048, gpu_memory_utilization=0.2, port=port,
-                             extra_args=shlex.join(extra or []), **settings_kw)
+    settings_kw.setdefault("gpu_memory_utilization", TEST_MEMORY_FRACTION)
+    settings = load_settings(None, max_model_len=2048, port=port, extra_args=shlex.join(extra or []), **settings_kw)
     from dataclasses import replace
 
     prep = prepare(settings, gpu=False, tiny_model=str(model), tiny_name=SERVED_NAME, api_key=key or "")
