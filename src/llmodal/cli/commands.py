@@ -217,7 +217,8 @@ def bench(
     warmup: Annotated[int, typer.Option(min=0, help="uncounted requests before each level")] = 1,
     api: Annotated[str, typer.Option(help="chat or completions")] = "chat",
     tokenizer: Annotated[Optional[str], typer.Option(help="local tokenizer dir for exact prompt lengths")] = None,
-    seed: Annotated[int, typer.Option(help="prompt and arrival seed: a new one shares no prefix (cache) with earlier runs")] = 0,
+    seed: Annotated[int, typer.Option(
+        help="prompt and arrival seed: a new one shares no prefix (cache) with earlier runs")] = 0,
     ignore_eos: Annotated[bool, typer.Option(help="send ignore_eos (vLLM) for a fixed output length")] = True,
     temperature: Annotated[Optional[float], typer.Option(
         min=0, max=2, help="sampling temperature to send (default: none, the server's default, as vLLM's bench)")] = None,
