@@ -63,11 +63,13 @@ def rows():
                        else "version" if c == 64 else None)
                 out.append((f"H100 AWQ {tag}, vLLM 0.32, c={c}", H100_AWQ, kv_bytes, kv, c, _llmodal(f)[0],
                             str(f.relative_to(ROOT)), why))
-    for f in sorted(h200.glob("agree-r*-c*-*.json")):
-        c = int(f.stem.split("-c")[1].split("-")[0])
-        tps = _llmodal(f)[0] if f.stem.endswith("llmodal") else _vllm(f)[0]
-        out.append((f"H200 FP8, vLLM 0.32, c={c} ({f.stem.split('-')[-1]}, round {f.stem.split('-')[1][1]})",
-                    H200_FP8, 2, 195022, c, tps, str(f.relative_to(ROOT)), "tail" if c == 32 else None))
+    # §0 (vLLM's 51 graph sizes) and §0c (ten, prefix caching off): balanced, vLLM's own steps.
+    for d, note in ((h200, ""), (R / "h200-2026-12-02c", ", ten graph sizes")):
+        for f in sorted(d.glob("agree-r*-c*-*.json")):
+            c = int(f.stem.split("-c")[1].split("-")[0])
+            tps = _llmodal(f)[0] if f.stem.endswith("llmodal") else _vllm(f)[0]
+            out.append((f"H200 FP8, vLLM 0.32, c={c} ({f.stem.split('-')[-1]}, round {f.stem.split('-')[1][1]}{note})",
+                        H200_FP8, 2, 195022, c, tps, str(f.relative_to(ROOT)), "tail" if c == 32 else None))
     return out
 
 
