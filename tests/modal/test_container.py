@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (TEST_KEY, TEST_MEMORY_FRACTION, Listener, LongStream, engine_core, free_port, in_sessions,
+from conftest import (TEST_KEY, TEST_MEMORY_FRACTION, TEST_VLLM_ARGS, Listener, LongStream, engine_core, free_port, in_sessions,
                       server_sessions)
 
 pytestmark = pytest.mark.server
@@ -29,6 +29,7 @@ def container_env(tiny_model, port, volumes: Path, hub: Listener, secret: dict, 
     from llmodal.core.config import load_settings
     from llmodal.modal.spec import HF_CACHE_PATH, VLLM_CACHE_PATH, container_env as app_env
 
+    settings_kw.setdefault("extra_args", TEST_VLLM_ARGS)
     settings = load_settings(None, model=str(tiny_model), max_model_len=2048,
                              gpu_memory_utilization=TEST_MEMORY_FRACTION, fast_boot=fast_boot, **settings_kw)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VLLM_", "LLMODAL_", "HF_"))}

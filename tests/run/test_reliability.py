@@ -12,7 +12,7 @@ import time
 import httpx
 import pytest
 
-from conftest import TEST_KEY, TEST_MEMORY_FRACTION, LongStream, engine_core, free_port, in_sessions, server_sessions
+from conftest import TEST_KEY, TEST_MEMORY_FRACTION, TEST_VLLM_ARGS, LongStream, engine_core, free_port, in_sessions, server_sessions
 
 pytestmark = pytest.mark.server
 AUTH = {"Authorization": f"Bearer {TEST_KEY}"}
@@ -105,6 +105,7 @@ def serve_cli(tiny_model, tmp_path_factory):
     port = free_port()
     log = tmp_path_factory.mktemp("serve") / "out.log"
     env = dict(os.environ, VLLM_SERVER_API_KEY=TEST_KEY, VLLM_GPU_MEMORY_UTILIZATION=str(TEST_MEMORY_FRACTION),
+               VLLM_EXTRA_ARGS=TEST_VLLM_ARGS,
                VLLM_MAX_MODEL_LEN="2048", LLMODAL_DRAIN_TIMEOUT="30", PYTHONUNBUFFERED="1",
                LLMODAL_QUEUE_LIMIT=str(QUEUE_LIMIT),
                # vLLM stays up after its engine dies, as one CI run saw it do anyway (503 for ten minutes):

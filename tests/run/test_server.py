@@ -7,7 +7,7 @@ import sys
 import openai
 import pytest
 
-from conftest import TEST_KEY, free_port
+from conftest import TEST_KEY, TEST_VLLM_ARGS, free_port
 
 LLMODAL = [sys.executable, "-m", "llmodal.cli"]
 pytestmark = pytest.mark.server
@@ -89,7 +89,7 @@ def test_serve_refuses_a_port_in_use(server):
     ({"VLLM_GPU_MEMORY_UTILIZATION": "0.00001"}, "out of memory: run `llmodal plan`"),
 ])
 def test_serve_startup_failures_are_classified(tiny_model, env_extra, needle):
-    env = dict(os.environ, HF_HUB_OFFLINE="1", **env_extra)
+    env = dict(os.environ, HF_HUB_OFFLINE="1", VLLM_EXTRA_ARGS=TEST_VLLM_ARGS, **env_extra)
     r = subprocess.run([*LLMODAL, "serve", "--env-file", "", "--model", str(tiny_model), "--max-model-len", "2048",
                         "--port", str(free_port()), "--max-restarts", "0"], capture_output=True, text=True,
                        timeout=300, env=env)
