@@ -179,3 +179,7 @@ def test_plan_prints_the_choice_its_reason_and_the_predicted_speed():
                        capture_output=True, text=True, timeout=120, env=env)
     assert r.returncode == 0, r.stderr
     assert "auto chose FP8" in r.stdout and "runner-up AWQ" in r.stdout and "predicted speed" in r.stdout
+    assert "assumes vLLM's default step size" not in r.stdout  # balanced: vLLM's own steps, as fitted
+    r = subprocess.run([sys.executable, "-m", "llmodal.cli", "plan", "--env-file", "", "--gpu", "H200"],
+                       capture_output=True, text=True, timeout=120, env={**env, "LLMODAL_PROFILE": "throughput"})
+    assert "assumes vLLM's default step size, not 512 tokens a step" in " ".join(r.stdout.split()), r.stdout

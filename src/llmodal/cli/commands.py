@@ -194,6 +194,11 @@ def plan(
                           f"{speed.single_stream_tok_s:.0f} tok/s one stream, TTFT {speed.ttft_s * 1000:.0f} ms, "
                           f"{speed.saturated_out_tok_s:,.0f} out tok/s at {speed.concurrency} streams → "
                           f"${speed.cost_per_1m_tokens:.3f} per 1M tokens", markup=False)
+            steps = res.chosen.flags.max_num_batched_tokens if res.chosen.flags else None
+            if steps:  # the model's efficiencies were fitted to vLLM's own step sizes
+                console.print(f"[yellow]note[/]: the speed model assumes vLLM's default step size, not {steps} "
+                              "tokens a step (on the H200, 512-token steps served 3–7 % less at 128 streams: "
+                              "docs/BENCHMARKS.md §0b)")
         for row in costs or []:
             usd = row["usd_per_million_output_tokens"]
             console.print(f"at {row['label']}: {row['output_tok_s']:.0f} output tok/s → "
