@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (TEST_KEY, TEST_MEMORY_FRACTION, TEST_VLLM_ARGS, Listener, LongStream, engine_core, free_port, in_sessions,
-                      server_sessions)
+from conftest import (TEST_KEY, TEST_MEMORY_FRACTION, TEST_VLLM_ARGS, Listener, LongStream, engine_core, free_port,
+                      in_sessions, server_sessions)
 
 pytestmark = pytest.mark.server
 ROOT = Path(__file__).resolve().parents[2]

@@ -12,7 +12,8 @@ import time
 import httpx
 import pytest
 
-from conftest import TEST_KEY, TEST_MEMORY_FRACTION, TEST_VLLM_ARGS, LongStream, engine_core, free_port, in_sessions, server_sessions
+from conftest import (TEST_KEY, TEST_MEMORY_FRACTION, TEST_VLLM_ARGS, LongStream, engine_core, free_port, in_sessions,
+                      server_sessions)
 
 pytestmark = pytest.mark.server
 AUTH = {"Authorization": f"Bearer {TEST_KEY}"}
