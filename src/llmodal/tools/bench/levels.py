@@ -185,5 +185,5 @@ def costs_from_file(path: Path, price_per_hour: float) -> list[dict]:
         label = lv.get("label") or f"c={lv.get('concurrency')}"
         rows.append({"label": label, "concurrency": lv.get("concurrency"), "request_rate": lv.get("request_rate"),
                      "output_tok_s": tps,
-                     "usd_per_million_output_tokens": price_per_hour / (tps * 3600) * 1e6 if tps > 0 else None})
+                     "usd_per_million_output_tokens": B.usd_per_million(price_per_hour, tps)})
     return rows

@@ -267,8 +267,7 @@ def summarize(results: list[RequestResult], duration: float, sent: int, price_pe
         "itl_ms": summary_ms([x for r in ok for x in r.itls]),
         "tpot_ms": summary_ms(tpots),
         "e2el_ms": summary_ms([r.e2e for r in ok]),
-        "usd_per_million_output_tokens": (price_per_hour / (out_tps * 3600) * 1e6
-                                          if price_per_hour and out_tps > 0 else None),
+        "usd_per_million_output_tokens": usd_per_million(price_per_hour, out_tps),
         # One row per request in sending order: when each was sent and what it saw, so a mean can be
         # taken apart (a closed-loop level's first wave against its refills, an open-loop queue's growth).
         "requests": [{"start_s": round(r.start, 4), "ttft_ms": round(r.ttft * 1000, 2) if r.ok else None,
@@ -291,8 +290,12 @@ def held(row: dict, price_per_hour: float | None) -> dict:
     else:
         rps, tps = row["requests_s"], row["output_tok_s"]
     return {"held_requests_s": rps, "held_output_tok_s": tps,
-            "held_usd_per_million_output_tokens": price_per_hour / (tps * 3600) * 1e6
-            if price_per_hour and tps > 0 else None}
+            "held_usd_per_million_output_tokens": usd_per_million(price_per_hour, tps)}
+
+
+def usd_per_million(price_per_hour: float | None, tok_s: float) -> float | None:
+    """Dollars per 1M tokens for one machine at ``price_per_hour`` serving ``tok_s`` tokens a second."""
+    return price_per_hour / (tok_s * 3600) * 1e6 if price_per_hour and tok_s > 0 else None
 
 
 async def wait_for_endpoint(ep: Endpoint, timeout: float) -> tuple[float, Endpoint]:
