@@ -1,8 +1,10 @@
 """Goodput on one GPU: bench agreement with vLLM's own tool, an open-loop SLO sweep, one flag at a time.
 
     python benchmarks/gpu/goodput.py serve OUT TAG [--profile P] [--batched N] [--seqs N] [--extra "vLLM flags"]
+                                          [--graph-sizes vllm]
     python benchmarks/gpu/goodput.py agree OUT [--levels 1,32,128] [--rounds 2] [--greedy]
     python benchmarks/gpu/goodput.py goodput OUT TAG [--rates 3,4,5,6 | --around TAG2] [--n 160] [--slo "..."]
+                                            [--seed N] [--no-vllm]
     python benchmarks/gpu/goodput.py importtime OUT
     python benchmarks/gpu/goodput.py stop
 
@@ -14,6 +16,9 @@ that server, fresh prompts each run, and reads the server's TTFT histogram (``/m
 after each run: the server's own mean TTFT per run says whether a difference is the client's, and
 its prefix-cache counters say whether one tool's prompts were partly served from cache.
 Every step appends to OUT/*.json as it goes (a run cut by its time limit keeps what it measured).
+``--graph-sizes vllm`` drops the planner's CUDA-graph sizes from the command line (vLLM then captures
+its own 51), to measure that one flag; ``--seed`` gives two sweeps the same prompts and arrival draws;
+``--no-vllm`` leaves out vLLM's bench at the knee.
 """
 
 from __future__ import annotations
@@ -105,6 +110,12 @@ def serve(out: Path, tag: str) -> None:
                              extra_args=extra.strip(), profile=_arg("--profile", "balanced"), **batching)
     prep = prepare(settings, gpu=True)
     launch = prep.launch
+    if _arg("--graph-sizes") == "vllm":  # the planner's sizes off: vLLM's default list
+        i = launch.argv.index("--cudagraph-capture-sizes")
+        j = i + 1
+        while j < len(launch.argv) and launch.argv[j].isdigit():
+            j += 1
+        del launch.argv[i:j]
     env = launch.child_env({**os.environ, **IMAGE_ENV})
     log = out / f"{tag}-serve.log"
     wall, t0 = time.time(), time.monotonic()
@@ -143,7 +154,7 @@ def _served() -> str:
 
 
 def llmodal_bench(out: Path, tag: str, *, c: int | None = None, rates: str | None = None, n: int,
-                  slo: str | None = None, temperature: float | None = None) -> dict:
+                  slo: str | None = None, temperature: float | None = None, seed: int | None = None) -> dict:
     # One uncounted request first, as vLLM's bench sends its test prompt: in 2026-12-02c llmodal ran
     # first on a just-restarted server with none, and its first two c = 1 requests took 181–183 ms
     # against 122–124 ms for the next two.
@@ -151,7 +162,8 @@ def llmodal_bench(out: Path, tag: str, *, c: int | None = None, rates: str | Non
     argv = [sys.executable, "-m", "llmodal.cli", "bench", "--env-file", "", "--base-url", BASE + "/v1",
             "--api-key", KEY, "--model", _served(), "--api", "completions", "--tokenizer", MODEL,
             "--input-len", "1024", "--output-len", "256", "--num-prompts", str(n), "--warmup", "1",
-            "--price-per-hour", str(PRICE), "--seed", str(zlib.crc32(tag.encode())), "--out", str(path)]
+            "--price-per-hour", str(PRICE), "--out", str(path),
+            "--seed", str(zlib.crc32(tag.encode()) if seed is None else seed)]
     argv += ["--request-rate", rates] if rates else ["--concurrency", str(c)]
     argv += ["--slo", slo] if slo else []
     argv += ["--temperature", str(temperature)] if temperature is not None else []
@@ -235,10 +247,11 @@ def goodput(out: Path, tag: str) -> None:
         if first := (s.get("first_failing") or "").split(" ")[0]:
             rates = ",".join(str(float(first) + d) for d in (0, 0.5, 1.0))
     rec = {"slo": slo, "rates": rates,
-           "llmodal": llmodal_bench(out, f"{tag}-sweep", rates=rates, n=n, slo=slo)}
+           "llmodal": llmodal_bench(out, f"{tag}-sweep", rates=rates, n=n, slo=slo,
+                                    seed=int(_arg("--seed")) if _arg("--seed") else None)}
     _save(out / "goodput.json", tag, rec)
     knee = (rec["llmodal"].get("slo") or {}).get("knee")
-    if knee and knee.get("request_rate"):
+    if knee and knee.get("request_rate") and "--no-vllm" not in sys.argv:
         rec["vllm_at_knee"] = vllm_bench(out, f"{tag}-vllm-at-knee", rate=knee["request_rate"], n=n)
         _save(out / "goodput.json", tag, rec)
     print(json.dumps(rec, indent=2), flush=True)
