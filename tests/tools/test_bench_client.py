@@ -109,13 +109,13 @@ def test_goodput_sweep_stops_at_the_first_rate_that_breaks_the_slo(long_prompts_
     assert f"{k['held_requests_s']:.2f} req/s arrived and held" in " ".join(r.stdout.split())
     # Arrivals are drawn per --seed and per level: the 4 req/s level's gaps are the draw of seed 7's
     # first level (within the event loop's lag), and not the draw every level and run used to share.
-    starts = [q["start_s"] for q in doc["levels"][0]["requests"]]
+    starts = sorted(q["start_s"] for q in doc["levels"][0]["requests"])
     gaps = [b - a for a, b in zip(starts, starts[1:])]
 
     def near(seed: int) -> float:
-        import random
-        rng = random.Random(seed)
-        return sum(abs(g - rng.expovariate(4.0)) < 0.03 for g in gaps) / len(gaps)
+        from llmodal.tools.bench.runner import arrival_times
+        t = arrival_times(40, 4.0, seed)
+        return sum(abs(g - (b - a)) < 0.03 for g, a, b in zip(gaps, t, t[1:])) / len(gaps)
 
     assert near(7 * 1009) >= 0.9 and near(0) < 0.5, (near(7 * 1009), near(0))
 

@@ -203,13 +203,13 @@ class Runner:
         t0 = time.perf_counter()
         self.arrivals: list[float] = []
         if rate:  # open loop: Poisson arrivals, no cap on concurrency
-            rng = random.Random(seed)
             tasks = []
-            for i, p in enumerate(prompts):
+            # Against the level's clock, not gap by gap: each sleep's overshoot would add up.
+            for p, at in zip(prompts, arrival_times(len(prompts), rate, seed)):
+                if (wait := t0 + at - time.perf_counter()) > 0:
+                    await asyncio.sleep(wait)
                 self.arrivals.append(time.perf_counter())
                 tasks.append(asyncio.create_task(self._track(p, results, on_done)))
-                if i + 1 < len(prompts):
-                    await asyncio.sleep(rng.expovariate(rate))
             await asyncio.gather(*tasks)
         else:
             sem = asyncio.Semaphore(concurrency or 1)
@@ -242,6 +242,22 @@ class Runner:
     async def aclose(self) -> None:
         if self._session is not None:
             await self._session.close()
+
+
+def arrival_times(n: int, rate: float, seed: int = 0) -> list[float]:
+    """When a level's n requests go out, in seconds from its start: Poisson arrivals (exponential
+    gaps drawn from ``seed``) rescaled so the last leaves at (n − 1) / rate, so a level offers the
+    rate it names — as vLLM's bench rescales its gaps to n / rate. Unscaled, a draw of 400 gaps is
+    off by ±5 % (one standard deviation): an H200 sweep asked for 5.5 req/s and sent 5.20, and the
+    next level, 5.75, sent 5.80 (benchmarks/results/h200-2026-12-02d)."""
+    if n <= 0:
+        return []
+    rng = random.Random(seed)
+    out = [0.0]
+    for _ in range(n - 1):
+        out.append(out[-1] + rng.expovariate(rate))
+    scale = (n - 1) / rate / out[-1] if n > 1 and out[-1] > 0 else 1.0
+    return [t * scale for t in out]
 
 
 def summarize(results: list[RequestResult], duration: float, sent: int, price_per_hour: float | None) -> dict:
