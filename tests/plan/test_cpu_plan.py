@@ -42,3 +42,20 @@ def test_a_small_model_fits_and_an_unknown_one_is_not_judged(tiny_model):
         assert cpu_fit("nobody/unknown-model", None, 0.2) is None
     finally:
         del os.environ["HF_HUB_OFFLINE"]
+
+
+def test_the_cpu_engine_is_given_its_kv_cache_in_bytes(tiny_model):
+    """vLLM 0.32's CPU engine reads --gpu-memory-utilization as the share of NUMA node 0 that must hold
+    weights, runtime and KV together (0.2 of a 16 GiB laptop refuses a 3 GB model); llmodal passes the KV
+    size itself, so VLLM_GPU_MEMORY_UTILIZATION means what cpu_fit counts: the KV cache's share of RAM."""
+    from llmodal.core.config import load_settings
+    from llmodal.engine.prepare import prepare
+    from llmodal.plan.cpu_fit import _ram_bytes
+
+    ram = _ram_bytes()[0]
+    for fraction, prep in ((0.2, prepare(load_settings(None), gpu=False, tiny_model=str(tiny_model))),
+                           (0.05, prepare(load_settings(None, gpu_memory_utilization=0.05), gpu=False,
+                                          tiny_model=str(tiny_model)))):
+        argv = prep.launch.argv
+        assert int(argv[argv.index("--kv-cache-memory-bytes") + 1]) == int(fraction * ram), argv
+        assert f"KV cache {fraction * ram / 2**30:.1f} GiB ({fraction} × RAM)" in prep.summary, prep.summary

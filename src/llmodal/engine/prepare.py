@@ -18,9 +18,11 @@ from llmodal.core.errors import ConfigError, DoesNotFit
 from llmodal.plan.catalog import tool_parser_for
 from llmodal.core.config import Settings
 from llmodal.engine.launch import Launch, build_launch
+from llmodal.plan.cpu_fit import kv_cache_bytes
 from llmodal.plan.planner import Resolution, plan_for_settings
 
-# On the CPU engine --gpu-memory-utilization is a fraction of RAM; 0.95 would starve the machine.
+# On the CPU engine VLLM_GPU_MEMORY_UTILIZATION is the KV cache's share of RAM (plan/cpu_fit.py);
+# 0.95 would starve the machine.
 CPU_MEMORY_FRACTION = 0.2
 
 
@@ -98,11 +100,13 @@ def prepare(settings: Settings, *, gpu: bool, tiny_model: str | None = None, tin
             _refuse_if_ram_short(settings)
         served = tiny_name or settings.model
         tool, reasoning = resolve_parsers(settings, settings.model, served)
+        kv = kv_cache_bytes(settings.gpu_memory_utilization)
         launch = build_launch(settings, served_model_name=served, api_key=api_key, tool_call_parser=tool,
                               reasoning_parser=reasoning, keys_file=keys_file,
-                              control_key=control_key)
+                              control_key=control_key, kv_cache_bytes=kv)
         what = f"embedded tiny Llama ({settings.model})" if tiny_model else settings.model
-        return Prepared(launch, served, f"{what} on the CPU engine (the planner is for GPUs)", None, settings)
+        return Prepared(launch, served, f"{what} on the CPU engine (the planner is for GPUs), KV cache "
+                        f"{kv / 2**30:.1f} GiB ({settings.gpu_memory_utilization} × RAM)", None, settings)
 
     res = resolution or plan_for_settings(settings)
     p = res.chosen

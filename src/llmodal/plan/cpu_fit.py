@@ -3,8 +3,13 @@
 The guide's ``.env`` names the 70B model; on a laptop without a GPU ``llmodal serve`` would start
 the CPU engine on it: a 141 GB download into a machine with a fraction of that memory. The CPU
 engine holds the weights in RAM at the checkpoint's precision, plus a KV cache of
-``--gpu-memory-utilization`` × RAM (on the CPU engine that flag is a fraction of RAM), plus the
-runtime itself.
+``VLLM_GPU_MEMORY_UTILIZATION`` × RAM, plus the runtime itself.
+
+vLLM 0.32's CPU engine reads its ``--gpu-memory-utilization`` differently: that share of NUMA node 0's
+memory must hold the whole process — weights, runtime and KV — so at 0.2 of a 16 GiB laptop a 1.5B
+model in 16-bit (3.1 GB) is refused at start ("requested memory for kv" below zero), and on a VM whose
+node 0 held 11.0 of 23.5 GiB even the tiny model was at 0.05. So llmodal passes the KV size itself
+(``kv_cache_bytes``, vLLM's ``--kv-cache-memory-bytes``): the fraction means what this check counts.
 """
 
 from __future__ import annotations
@@ -37,6 +42,11 @@ def _ram_bytes() -> tuple[int, int]:
         return total, int(info["MemAvailable"].split()[0]) * 1024
     except (OSError, KeyError, ValueError):
         return total, total
+
+
+def kv_cache_bytes(kv_fraction: float) -> int:
+    """The CPU engine's KV cache: that share of the machine's RAM."""
+    return int(kv_fraction * _ram_bytes()[0])
 
 
 def cpu_fit(model: str, revision: str | None, kv_fraction: float, ram_gib: float | None = None) -> CpuFit | None:
