@@ -46,8 +46,9 @@ def test_a_small_model_fits_and_an_unknown_one_is_not_judged(tiny_model):
 
 def test_the_cpu_engine_is_given_its_kv_cache_in_bytes(tiny_model):
     """vLLM 0.32's CPU engine reads --gpu-memory-utilization as the share of NUMA node 0 that must hold
-    weights, runtime and KV together (0.2 of a 16 GiB laptop refuses a 3 GB model); llmodal passes the KV
-    size itself, so VLLM_GPU_MEMORY_UTILIZATION means what cpu_fit counts: the KV cache's share of RAM."""
+    weights, runtime and KV together (by its formula 0.2 of a 16 GiB laptop leaves no KV beside a 3 GB
+    model); llmodal passes the KV size itself, so VLLM_GPU_MEMORY_UTILIZATION means what cpu_fit counts:
+    the KV cache's share of RAM."""
     from llmodal.core.config import load_settings
     from llmodal.engine.prepare import prepare
     from llmodal.plan.cpu_fit import _ram_bytes

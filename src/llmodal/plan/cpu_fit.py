@@ -6,9 +6,10 @@ engine holds the weights in RAM at the checkpoint's precision, plus a KV cache o
 ``VLLM_GPU_MEMORY_UTILIZATION`` × RAM, plus the runtime itself.
 
 vLLM 0.32's CPU engine reads its ``--gpu-memory-utilization`` differently: that share of NUMA node 0's
-memory must hold the whole process — weights, runtime and KV — so at 0.2 of a 16 GiB laptop a 1.5B
-model in 16-bit (3.1 GB) is refused at start ("requested memory for kv" below zero), and on a VM whose
-node 0 held 11.0 of 23.5 GiB even the tiny model was refused at 0.05. So llmodal passes the KV size itself
+memory must hold the whole process — weights, runtime and KV (``v1/worker/cpu_worker.py``: KV = that share
+− the process's RSS). By that formula 0.2 of a 16 GiB laptop leaves nothing for a 1.5B model in 16-bit
+(3.1 GB; worked out, not run); on a VM whose node 0 held 11.0 of 23.5 GiB the tiny model was refused at
+0.05 ("requested memory for kv" below zero, seen). So llmodal passes the KV size itself
 (``kv_cache_bytes``, vLLM's ``--kv-cache-memory-bytes``): the fraction means what this check counts.
 """
 
