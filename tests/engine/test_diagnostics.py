@@ -13,6 +13,10 @@ CASES = [
     ("ValueError: To serve at least one request with the models's max seq len (8192), (2.50 GiB KV cache is "
      "needed, which is larger than the available KV cache memory (1.00 GiB). ... is larger than the maximum number "
      "of tokens that can be stored in KV cache", "out_of_memory"),
+    # vLLM 0.32's CPU engine (v1/worker/cpu_worker.py) refusing the KV size llmodal passed.
+    ("ValueError: Available memory on node 0 (9.80/11.00 GiB) on kv cache allocation is less than requested "
+     "memory for kv (12.00 GiB). Decrease --kv-cache-memory-bytes, VLLM_CPU_KVCACHE_SPACE, or reduce CPU memory "
+     "used by other processes.", "host_memory"),
     ("ValueError: Unknown quantization method: int3. Must be one of ['awq', ...]", "unsupported_quantization"),
     ("Value error, Invalid repository ID or local directory specified: '/tmp/x'.", "bad_model"),
     ("RuntimeError: Engine core initialization failed. See root cause above.", "engine_died"),
@@ -47,3 +51,9 @@ def test_a_warning_that_quotes_an_error_is_not_the_cause():
            "INFO:     Finished server process [1]\n")
     d = diagnose(log)
     assert d.kind == "engine_died" and "Errno 24" not in d.message, d
+
+
+def test_host_memory_advice_names_the_cpu_setting_not_a_4_bit_build():
+    d = diagnose("ValueError: Available memory on node 1 (2.00/8.00 GiB) on kv cache allocation is less than "
+                 "requested memory for kv (4.00 GiB).\n")
+    assert "VLLM_GPU_MEMORY_UTILIZATION" in d.message and "4-bit" not in d.message

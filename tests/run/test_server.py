@@ -87,6 +87,8 @@ def test_serve_refuses_a_port_in_use(server):
 
 @pytest.mark.parametrize("env_extra,needle", [
     ({"VLLM_GPU_MEMORY_UTILIZATION": "0.00001"}, "out of memory: run `llmodal plan`"),
+    # All of RAM for KV: vLLM's CPU engine refuses it against one NUMA node's free memory before allocating.
+    ({"VLLM_GPU_MEMORY_UTILIZATION": "0.99", "LLMODAL_FORCE": "true"}, "does not fit this NUMA node's free memory"),
 ])
 def test_serve_startup_failures_are_classified(tiny_model, env_extra, needle):
     env = dict(os.environ, HF_HUB_OFFLINE="1", VLLM_EXTRA_ARGS=TEST_VLLM_ARGS, **env_extra)

@@ -20,9 +20,14 @@ _RULES: list[tuple[str, re.Pattern[str], str]] = [
      "the model is gated: accept its license on huggingface.co with the account of HUGGING_FACE_HUB_TOKEN"),
     ("hf_token", re.compile(r"401 Client Error|Invalid user token|Invalid credentials|Unauthorized for url", re.I),
      "the Hugging Face token is missing or invalid: set HUGGING_FACE_HUB_TOKEN (in the vllm-secrets secret on Modal)"),
+    # vLLM's CPU engine checks the KV size llmodal passes against one NUMA node's free memory:
+    # GPU advice (a 4-bit checkpoint) does not help there, a smaller share of RAM does.
+    ("host_memory", re.compile(r"Available memory on node \d+ .*less than requested memory for kv", re.I),
+     "the CPU engine's KV cache (VLLM_GPU_MEMORY_UTILIZATION × RAM) does not fit this NUMA node's free memory: "
+     "lower VLLM_GPU_MEMORY_UTILIZATION or VLLM_MAX_MODEL_LEN, or free memory"),
     ("out_of_memory", re.compile(r"CUDA out of memory|OutOfMemoryError|No available memory for the cache blocks|"
                                  r"larger than the maximum number of tokens that can be stored in KV cache|"
-                                 r"less than requested memory for kv|KV cache is needed, which is larger than", re.I),
+                                 r"KV cache is needed, which is larger than", re.I),
      "out of memory: run `llmodal plan` and lower VLLM_MAX_MODEL_LEN or use its suggested 4-bit checkpoint"),
     ("unsupported_quantization", re.compile(r"Unknown quantization method|quantization .*not supported|"
                                             r"Cannot find the config file for (awq|gptq|fp8|\w+)|"
