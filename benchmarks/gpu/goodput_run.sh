@@ -12,7 +12,7 @@
 # (400 a level, vLLM's bench at the knee); two more arrival draws at 5.5 (is the knee a draw's luck?);
 # last (debug logging may cost speed), a warm restart with vLLM's debug log and py-spy dumps of the
 # engine core: what the 17 s between KV allocation and graph capture are (balanced's warm start has
-# no such gap, its cold start does).
+# no such gap, its cold start does); then a second warm restart without debug logging (is the gap every warm start's?).
 # Poll back to back: the machine is released ~30 s after a call returns, and with it the pipeline and
 # every file not yet polled (2026-12-02: the last 7 minutes of a session were lost that way).
 set -u
@@ -39,6 +39,7 @@ case "$1" in
       late 750 second-draw || gp goodput $G t10s2 --rates 5.5 --n 400 --seed 11 --no-vllm --slo '$SLO'
       late 850 third-draw || gp goodput $G t10s3 --rates 5.5 --n 400 --seed 12 --no-vllm --slo '$SLO'
       late 1000 warm-debug || (export VLLM_LOGGING_LEVEL=DEBUG; spy $G/t10-warm-serve.log & gp serve $G t10-warm --profile throughput --extra '--no-enable-prefix-caching')
+      late 1100 warm-plain || gp serve $G t10-warm2 --profile throughput --extra '--no-enable-prefix-caching'
       gp stop
       echo PIPELINE-DONE >> $G/steps.txt" > /dev/null 2>&1 < /dev/null &
     echo started ;;
