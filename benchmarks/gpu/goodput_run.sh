@@ -5,6 +5,7 @@
 #   bash benchmarks/gpu/goodput_run.sh poll S  wait up to S seconds, then pack /tmp/gp into $OUT
 # Steps (benchmarks/gpu/goodput.py), most wanted first; a step that would start after its own deadline
 # (seconds from start, scaled by GP_BUDGET_S / 1400) is skipped so the session's device time is not overrun.
+# GP_RATES (default 5.5,5.6,5.7) names the sweep's levels: fewer when the device time left is short.
 # Session 4 (2026-12-02d, the script at 7c8b2bc) compared the ten CUDA-graph sizes with vLLM's 51 under
 # Poisson load (no difference) and found the knee between 5.20 and 5.80 req/s arrived, llmodal's levels
 # landing 5 % off their asked rates (fixed since: arrivals rescaled as vLLM's bench does).
@@ -35,7 +36,7 @@ case "$1" in
               for i in 1 2 3 4 5 6 7; do echo \"== \$(date +%T)\" >> $G/pyspy.txt; /tmp/site/bin/py-spy dump --pid \$p >> $G/pyspy.txt 2>&1; sleep 3; done; }
       late() { [ \$(date +%s) -gt \$(( $t0 + \$1 * ${GP_BUDGET_S:-1400} / 1400 )) ] && echo \"\$(date +%T) skipped: \$2\" >> $G/steps.txt; }
       gp serve $G t10 --profile throughput --extra '--no-enable-prefix-caching'
-      gp goodput $G t10 --rates 5.5,5.6,5.7 --n 400 --slo '$SLO'
+      gp goodput $G t10 --rates ${GP_RATES:-5.5,5.6,5.7} --n 400 --slo '$SLO'
       late 750 second-draw || gp goodput $G t10s2 --rates 5.5 --n 400 --seed 11 --no-vllm --slo '$SLO'
       late 850 third-draw || gp goodput $G t10s3 --rates 5.5 --n 400 --seed 12 --no-vllm --slo '$SLO'
       late 1000 warm-debug || (export VLLM_LOGGING_LEVEL=DEBUG; spy $G/t10-warm-serve.log & gp serve $G t10-warm --profile throughput --extra '--no-enable-prefix-caching')
