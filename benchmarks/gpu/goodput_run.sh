@@ -34,13 +34,15 @@ case "$1" in
       # The engine core's Python stack every 3 s from KV allocation on (the 17 s before graph capture).
       spy() { until grep -q 'GPU KV cache size' \$1 2>/dev/null; do sleep 1; done; p=\$(grep -o 'EngineCore pid=[0-9]*' \$1 | head -1 | cut -d= -f2)
               for i in 1 2 3 4 5 6 7; do echo \"== \$(date +%T)\" >> $G/pyspy.txt; /tmp/site/bin/py-spy dump --pid \$p >> $G/pyspy.txt 2>&1; sleep 3; done; }
+      # The one server this session measures: cold, then restarted warm (compile cache present).
+      t10() { gp serve $G \$1 --profile throughput --extra '--no-enable-prefix-caching'; }
       late() { [ \$(date +%s) -gt \$(( $t0 + \$1 * ${GP_BUDGET_S:-1400} / 1400 )) ] && echo \"\$(date +%T) skipped: \$2\" >> $G/steps.txt; }
-      gp serve $G t10 --profile throughput --extra '--no-enable-prefix-caching'
+      t10 t10
       gp goodput $G t10 --rates ${GP_RATES:-5.5,5.6,5.7} --n 400 --slo '$SLO'
       late 750 second-draw || gp goodput $G t10s2 --rates 5.5 --n 400 --seed 11 --no-vllm --slo '$SLO'
       late 850 third-draw || gp goodput $G t10s3 --rates 5.5 --n 400 --seed 12 --no-vllm --slo '$SLO'
-      late 1000 warm-debug || (export VLLM_LOGGING_LEVEL=DEBUG; spy $G/t10-warm-serve.log & gp serve $G t10-warm --profile throughput --extra '--no-enable-prefix-caching')
-      late 1100 warm-plain || gp serve $G t10-warm2 --profile throughput --extra '--no-enable-prefix-caching'
+      late 1000 warm-debug || (export VLLM_LOGGING_LEVEL=DEBUG; spy $G/t10-warm-serve.log & t10 t10-warm)
+      late 1100 warm-plain || t10 t10-warm2
       gp stop
       echo PIPELINE-DONE >> $G/steps.txt" > /dev/null 2>&1 < /dev/null &
     echo started ;;
