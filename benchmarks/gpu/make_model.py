@@ -2,10 +2,11 @@
 quantization_config of the checkpoint the planner picks, and a tokenizer made on the spot.
 No weights: vLLM serves it with --load-format dummy (same kernels, memory and speed).
 
-    python benchmarks/gpu/make_model.py OUT_DIR [--fp8]
+    python benchmarks/gpu/make_model.py OUT_DIR [--fp8 | --8b]
 
 --fp8: the FP8 (W8A8, per-tensor, static activations) quantization_config of
 neuralmagic/Meta-Llama-3.1-70B-Instruct-FP8 instead of the AWQ one.
+--8b: meta-llama/Llama-3.1-8B-Instruct's shape, unquantized BF16 (a second model size for the speed model).
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ from llmodal.engine.tiny_model import TinyShape, _train_tokenizer, llama_config 
 # meta-llama/Llama-3.1-70B-Instruct's config.json, and hugging-quants' AWQ INT4 build of it.
 L70 = TinyShape(hidden=8192, heads=64, kv_heads=8, head_dim=128, layers=80, intermediate=28672, vocab=2000,
                 max_position=131072)
+# meta-llama/Llama-3.1-8B-Instruct's config.json (unquantized, bfloat16, untied embeddings).
+L8 = TinyShape(hidden=4096, heads=32, kv_heads=8, head_dim=128, layers=32, intermediate=14336, vocab=2000,
+               max_position=131072)
 AWQ = {"quant_method": "awq", "bits": 4, "group_size": 128, "zero_point": True, "version": "gemm"}
 _FP8_ARGS = {"num_bits": 8, "type": "float", "strategy": "tensor", "dynamic": False, "symmetric": True,
              "group_size": None, "block_structure": None, "observer": "minmax", "observer_kwargs": {}}
@@ -29,12 +33,14 @@ FP8 = {"quant_method": "compressed-tensors", "format": "naive-quantized", "quant
        "ignore": ["lm_head"], "kv_cache_scheme": None}
 
 
-def main(out: Path, fp8: bool = False) -> None:
+def main(out: Path, fp8: bool = False, b8: bool = False) -> None:
     out.mkdir(parents=True, exist_ok=True)
     tok = _train_tokenizer(L70.vocab)
     tok.save_pretrained(out)
-    cfg = llama_config(L70, tok.bos_token_id, tok.eos_token_id, vocab=128256)
-    cfg.update(torch_dtype="bfloat16" if fp8 else "float16", quantization_config=FP8 if fp8 else AWQ, rope_scaling={
+    cfg = llama_config(L8 if b8 else L70, tok.bos_token_id, tok.eos_token_id, vocab=128256)
+    if not b8:
+        cfg["quantization_config"] = FP8 if fp8 else AWQ
+    cfg.update(torch_dtype="bfloat16" if fp8 or b8 else "float16", rope_scaling={
         "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
         "original_max_position_embeddings": 8192, "rope_type": "llama3"})
     (out / "config.json").write_text(json.dumps(cfg, indent=2))
@@ -42,4 +48,4 @@ def main(out: Path, fp8: bool = False) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), fp8="--fp8" in sys.argv)
+    main(Path(sys.argv[1]), fp8="--fp8" in sys.argv, b8="--8b" in sys.argv)

@@ -1,0 +1,97 @@
+#!/bin/bash
+# Whatever card comes: one detached pipeline that spends the GPU time it is given on a priority list
+# for that card, each step saving its raw file under /tmp/ra as it finishes (a run cut short keeps
+# what it measured). Device calls: stage the wheels (stage.sh, one folder a call, back to back), then
+#   RA_GPU_LEFT_S=N bash benchmarks/gpu/run_any.sh start install, read the card, start the pipeline
+#   bash benchmarks/gpu/run_any.sh poll S                 wait ≤ S s (or until done), pack /tmp/ra into $OUT
+# RA_GPU_LEFT_S: the session's device seconds left when the call began (status's budget_left_s); the pipeline
+# gets that less the install and RA_MARGIN_S (60: the last poll's return); RA_BUDGET_S instead: its seconds
+# outright. A step starts only if its estimated cost ends inside that; inside a row a level starts only if
+# twice its predicted time fits (held_out.py measure --deadline).
+# RA_ROWS (optional): row names in the order to run, e.g. "bf16-8b awq-latency warm" (default: the card's list).
+# Rows: each records `llmodal plan`'s prediction first (held_out.py predict), then starts the plan's server
+# cold through llmodal's own prepare (goodput.py serve: launch → /health and the start's timeline from
+# vLLM's log, serve.json), then measures its levels (held_out.py measure → rows.json, one bench file a level).
+#   H100: awq-balanced (baseline and the c=64/128 rows the prefix cache spoiled in 2026-11), bf16-8b
+#   (Llama-3.1-8B's shape: a model size and a format the speed model never saw), fp8-throughput (the 70B FP8
+#   build: at 8,192 tokens only the throughput profile's FP8 KV leaves room, 28,554 tokens = 22 streams),
+#   awq-throughput, awq-latency, then warm restarts (start timelines with a compile cache).
+#   H200: the goodput sweep at the SLO first (goodput_run.sh's server: FP8, throughput, prefix cache off),
+#   then bf16-8b, awq-throughput, awq-latency, warm restarts.
+# Dry run with stubbed python3/nvidia-smi: benchmarks/gpu/dry_run.sh.
+set -u
+root=$(cd "$(dirname "$0")/../.." && pwd)
+here=$root/benchmarks/gpu
+export PYTHONPATH="/tmp/site:$root/src" PYTHONUNBUFFERED=1 VLLM_USE_FLASHINFER_SAMPLER=0
+R=${RA_DIR:-/tmp/ra}; mkdir -p "$R"
+SLO="ttft_p99<=2s,itl_p99<=100ms"
+case "$1" in
+  start)
+    if [ "${RA_INSTALL:-1}" = 1 ]; then
+      bash "$here/stage.sh" --install > "$R/install.log" 2>&1 || { cat "$R/install.log"; exit 1; }
+    fi
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$R/gpu.txt"
+    python3 -c "import vllm, torch; print('vllm', vllm.__version__, 'torch', torch.__version__)" >> "$R/gpu.txt" 2>&1
+    cat "$R/gpu.txt"
+    name=$(head -1 "$R/gpu.txt")
+    case "$name" in
+      *H200*) card=H200; price=4.54; rows=${RA_ROWS:-"goodput bf16-8b awq-throughput awq-latency warm"} ;;
+      *H100*) card=H100; price=3.9492; rows=${RA_ROWS:-"awq-balanced bf16-8b fp8-throughput awq-throughput awq-latency warm"} ;;
+      *) echo "card not on the list: $name (H100 and H200 rows only)"; exit 2 ;;
+    esac
+    # the pipeline's own seconds: RA_BUDGET_S, else the device time left when this call began (RA_GPU_LEFT_S)
+    # less what this script has spent (the install) and RA_MARGIN_S for the last poll's return
+    budget=${RA_BUDGET_S:-$(( ${RA_GPU_LEFT_S:?pass RA_GPU_LEFT_S (device seconds left) or RA_BUDGET_S} - SECONDS - ${RA_MARGIN_S:-60} ))}
+    echo "card $card, budget $budget s, rows: $rows" | tee "$R/plan.txt"
+    t0=$(date +%s)
+    setsid bash -c "
+      export GP_GPU=$card GP_PRICE=$price
+      # The plan's in-flight limit (LLMODAL_QUEUE_LIMIT, e.g. 104 for AWQ balanced on an H100) would answer
+      # 429 to part of a 128-stream level: the rows measure the engine, so the limit is raised for them.
+      export LLMODAL_QUEUE_LIMIT=${RA_QUEUE_LIMIT:-1024}
+      end=\$(( $t0 + $budget ))
+      log() { echo \"\$(date +%T) +\$(( \$(date +%s) - $t0 ))s \$*\" >> $R/steps.txt; }
+      py() { python3 \"\$@\" >> $R/pipeline.log 2>&1; rc=\$?; log \"\$2 \$4 exit \$rc\"; return \$rc; }
+      late() { [ \$(( \$(date +%s) + \$1 )) -gt \$end ] && { log \"skipped \$2: needs ~\$1 s, \$(( end - \$(date +%s) )) s left\"; return 0; }; return 1; }
+      mk() { [ -f \$1/config.json ] || python3 $here/make_model.py \$1 \$2 >> $R/pipeline.log 2>&1; }
+      # row TAG MODEL_DIR MAKE_FLAG PROFILE LEVELS SECONDS(cold start + first level) [vLLM flags]
+      row() {
+        late \$6 \$1 && return
+        mk \$2 \$3
+        py $here/held_out.py predict $R \$1 --model \$2 --profile \$4 --levels \$5
+        GP_MODEL=\$2 py $here/goodput.py serve $R \$1 --profile \$4 --extra \"\${7:-}\" || return
+        GP_MODEL=\$2 py $here/held_out.py measure $R \$1 --deadline \$end
+        python3 $here/held_out.py table $R > $R/table.md 2>> $R/pipeline.log
+      }
+      # a warm restart of a row served before (compile cache present): its start timeline only
+      warm() { grep -q \"\\\"\$1\\\"\" $R/serve.json 2>/dev/null || return; late 130 \$1-warm && return
+               GP_MODEL=\$2 py $here/goodput.py serve $R \$1-warm --profile \$3 --extra \"\${4:-}\"; }
+      for r in $rows; do
+        case \$r in
+          awq-balanced)   row \$r /tmp/m70 '' balanced 1,64,128 300 ;;
+          awq-throughput) row \$r /tmp/m70 '' throughput 1,64,128 300 ;;
+          awq-latency)    row \$r /tmp/m70 '' latency 1,64,128 300 ;;
+          fp8-throughput) row \$r /tmp/m70fp8 --fp8 throughput 1,8,22 300 ;;
+          fp8-balanced)   row \$r /tmp/m70fp8 --fp8 balanced 1,64,128 300 ;;
+          bf16-8b)        row \$r /tmp/m8 --8b balanced 1,64,128 200 ;;
+          goodput)        late 600 goodput && continue; mk /tmp/m70fp8 --fp8
+                          py $here/held_out.py predict $R gp-t10 --model /tmp/m70fp8 --profile throughput --levels 128
+                          GP_MODEL=/tmp/m70fp8 py $here/goodput.py serve $R gp-t10 --profile throughput --extra '--no-enable-prefix-caching' &&
+                          GP_MODEL=/tmp/m70fp8 py $here/goodput.py goodput $R gp-t10 --rates ${GP_RATES:-5.5,5.6,5.7} --n 400 --slo '$SLO' ;;
+          warm)           warm awq-throughput /tmp/m70 throughput; warm awq-balanced /tmp/m70 balanced
+                          warm awq-latency /tmp/m70 latency; warm bf16-8b /tmp/m8 balanced
+                          warm gp-t10 /tmp/m70fp8 throughput '--no-enable-prefix-caching' ;;
+          *)              log \"unknown row \$r\" ;;
+        esac
+      done
+      python3 $here/goodput.py stop
+      python3 $here/held_out.py table $R > $R/table.md 2>> $R/pipeline.log
+      log PIPELINE-DONE" > /dev/null 2>&1 < /dev/null &
+    echo "started at $(date -u +%T)" ;;
+  poll)
+    stop_at=$(( $(date +%s) + ${2:-500} ))
+    while [ "$(date +%s)" -lt "$stop_at" ] && ! grep -q PIPELINE-DONE "$R/steps.txt" 2>/dev/null; do sleep 5; done
+    cat "$R/steps.txt" 2>/dev/null; tail -4 "$R/pipeline.log" 2>/dev/null; cat "$R/table.md" 2>/dev/null
+    tar czf "${OUT:-/tmp}/ra.tgz" -C "$(dirname "$R")" "$(basename "$R")" ;;
+  *) echo "usage: run_any.sh start | poll SECONDS"; exit 2 ;;
+esac
