@@ -1,7 +1,8 @@
 #!/bin/bash
 # Whatever card comes: one detached pipeline that spends the GPU time it is given on a priority list
 # for that card, each step saving its raw file under /tmp/ra as it finishes (a run cut short keeps
-# what it measured). Device calls: stage the wheels (stage.sh, one folder a call, back to back), then
+# what it measured). Here: pack_stage.sh makes the .stageNN folders. Device calls: stage the wheels
+# (stage.sh, one folder a call, back to back), then
 #   RA_GPU_LEFT_S=N bash benchmarks/gpu/run_any.sh start install, read the card, start the pipeline
 #   bash benchmarks/gpu/run_any.sh poll S                 wait ≤ S s (or until done), pack /tmp/ra into $OUT
 # RA_GPU_LEFT_S: the session's device seconds left when the call began (status's budget_left_s); the pipeline
