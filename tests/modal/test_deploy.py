@@ -10,11 +10,28 @@ def test_doctor_reports_each_failure_with_its_fix(monkeypatch, tmp_path):
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("MODAL_CONFIG_PATH", str(tmp_path / "none.toml"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    for k in ("HUGGING_FACE_HUB_TOKEN", "HF_TOKEN", "MODAL_TOKEN_ID", "MODAL_TOKEN_SECRET", "VLLM_SERVER_API_KEY"):
+    for k in ("HUGGING_FACE_HUB_TOKEN", "HF_TOKEN", "MODAL_TOKEN_ID", "MODAL_TOKEN_SECRET", "VLLM_SERVER_API_KEY",
+              "MODAL_PROXY_TOKEN_ID", "MODAL_PROXY_TOKEN_SECRET"):
         monkeypatch.delenv(k, raising=False)
-    r = CliRunner().invoke(app, ["doctor", "--env-file", ""])
+    r = CliRunner().invoke(app, ["doctor", "--env-file", ""], env={"COLUMNS": "300"})
     assert r.exit_code == 1
     assert "modal token new" in r.output and "vllm-secrets" in r.output and "plan fits" in r.output
+    assert "Modal proxy token" in r.output and "proxy-auth-tokens" in r.output  # named before anything is deployed
+
+
+def test_doctor_passes_the_proxy_token_from_the_env_file(monkeypatch, tmp_path):
+    monkeypatch.setenv("MODAL_CONFIG_PATH", str(tmp_path / "none.toml"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    for k in ("MODAL_PROXY_TOKEN_ID", "MODAL_PROXY_TOKEN_SECRET"):
+        monkeypatch.delenv(k, raising=False)
+    env = tmp_path / "deploy.env"
+    env.write_text("MODAL_PROXY_TOKEN_ID=wk-abc\n")
+    half = CliRunner().invoke(app, ["doctor", "--env-file", str(env)], env={"COLUMNS": "300"})
+    assert "MODAL_PROXY_TOKEN_SECRET not set" in half.output and "MODAL_PROXY_TOKEN_ID not" not in half.output
+    env.write_text("MODAL_PROXY_TOKEN_ID=wk-abc\nMODAL_PROXY_TOKEN_SECRET=ws-def\n")
+    whole = CliRunner().invoke(app, ["doctor", "--env-file", str(env)], env={"COLUMNS": "300"})
+    assert "MODAL_PROXY_TOKEN_ID and MODAL_PROXY_TOKEN_SECRET are set" in whole.output, whole.output
+    assert "ws-def" not in whole.output
 
 
 def test_doctor_catches_a_client_key_that_differs(monkeypatch, tmp_path):
