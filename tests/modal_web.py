@@ -35,6 +35,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+import httpcore
 import httpx
 import uvicorn
 
@@ -60,13 +61,16 @@ class WebFunction:
     """One web function's URL as Modal's proxy serves it."""
 
     def __init__(self, backend: str, *, limit_s: float = 1.5, requires_proxy_auth: bool = False,
-                 ready_after_s: float = 0.0, name: str = "fn") -> None:
+                 ready_after_s: float = 0.0, name: str = "fn", web_server: bool = False) -> None:
+        """``web_server``: a ``@modal.web_server`` container (gets the decoded path, as Modal's in-container proxy
+        sends it); otherwise an ASGI function, which gets the request target as the client sent it."""
         self.backend, self.limit_s, self.auth, self.name = backend.rstrip("/"), limit_s, requires_proxy_auth, name
+        self.web_server = web_server
         self.ready_at = time.monotonic() + ready_after_s
         self.forwarded: list[tuple[str, str]] = []  # (method, raw path) that reached the backend
         self.answered: list[tuple[str, int, str]] = []  # (raw path, status, location) sent to callers
         self.calls: dict[str, _Call] = {}
-        self._client: httpx.AsyncClient | None = None
+        self._pool: httpcore.AsyncConnectionPool | None = None
         port = free_port()
         self.url = f"http://127.0.0.1:{port}"
         self.server = uvicorn.Server(uvicorn.Config(self, host="127.0.0.1", port=port, log_level="warning",
@@ -88,8 +92,8 @@ class WebFunction:
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             return
-        if self._client is None:
-            self._client = httpx.AsyncClient(timeout=httpx.Timeout(600, connect=5), limits=httpx.Limits())
+        if self._pool is None:  # httpcore: sends the target's bytes as given (httpx would resolve dot segments)
+            self._pool = httpcore.AsyncConnectionPool()
         raw = scope.get("raw_path") or scope["path"].encode()
         headers = dict(scope["headers"])
         if self.auth and (headers.get(b"modal-key"), headers.get(b"modal-secret")) != (
@@ -116,7 +120,8 @@ class WebFunction:
         call_id = f"fc-{next(_ids):06d}"
         call = self.calls[call_id] = _Call()
         fwd = [(k, v) for k, v in scope["headers"] if k.lower() not in _HOP]
-        target = scope["path"].encode("utf-8") + (b"?" + scope["query_string"] if scope.get("query_string") else b"")
+        path = scope["path"].encode("utf-8") if self.web_server else raw
+        target = path + (b"?" + scope["query_string"] if scope.get("query_string") else b"")
         call.task = asyncio.ensure_future(self._run(call, scope["method"], target, fwd, body))
         await self._answer(call, raw, call_id, arrival, receive, send, detached=False)
 
@@ -125,18 +130,16 @@ class WebFunction:
             while time.monotonic() < self.ready_at:  # the cold start: queued until a container is up
                 await asyncio.sleep(0.02)
             self.forwarded.append((method, target.decode("latin-1")))
-            url = httpx.URL(self.backend).copy_with(raw_path=target)
-            req = self._client.build_request(method, url, headers=headers, content=body)
-            resp = await self._client.send(req, stream=True)
-            try:
-                call.status, call.headers = resp.status_code, [(k, v) for k, v in resp.headers.raw
-                                                               if k.lower() not in _HOP]
+            u = httpx.URL(self.backend)
+            url = httpcore.URL(scheme=b"http", host=u.host.encode(), port=u.port, target=target)
+            headers = [*headers, (b"host", f"{u.host}:{u.port}".encode()), (b"content-length", str(len(body)).encode())]
+            async with self._pool.stream(method, url, headers=headers, content=body) as resp:
+                call.status = resp.status
+                call.headers = [(k, v) for k, v in resp.headers if k.lower() not in _HOP]
                 call.started.set()
-                async for chunk in resp.aiter_raw():
+                async for chunk in resp.aiter_stream():
                     await call.chunks.put(chunk)
-            finally:
-                await resp.aclose()
-        except httpx.HTTPError:
+        except (httpcore.ConnectError, httpcore.ReadError, httpcore.RemoteProtocolError, httpcore.WriteError):
             if not call.started.is_set():
                 call.status, call.headers = 502, [(b"content-type", b"text/plain")]
                 call.started.set()
