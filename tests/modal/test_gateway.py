@@ -173,3 +173,32 @@ def test_chunks_pass_as_they_are_made(monkeypatch):
         assert len(arrivals) == 8 and all(0.05 < g < 0.2 for g in gaps), gaps
     finally:
         gw.close()
+
+
+def test_the_gateways_own_cold_start(tmp_path):
+    """What a request that finds no gateway container waits for on top of Modal's container start: a fresh Python
+    importing the gateway, building it and answering /health (the image the gateway runs has no vLLM)."""
+    import subprocess
+    import sys
+
+    port = free_port()
+    code = ("import uvicorn; from llmodal.modal.container import start_gateway; "
+            f"uvicorn.run(start_gateway(lambda: 'http://127.0.0.1:9'), host='127.0.0.1', port={port}, "
+            "log_level='warning')")
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith(("VLLM_", "LLMODAL_S"))}
+    env.update(PROXY, VLLM_SERVER_API_KEY=TEST_KEY)
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=tmp_path)
+    try:
+        while time.perf_counter() - t0 < 60:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.02)
+        took = time.perf_counter() - t0
+        print(f"RECORD gateway-cold-start | fresh process → import, build, first /health: {took:.2f} s")
+        assert took < 60
+    finally:
+        proc.terminate()
+        proc.wait(10)
