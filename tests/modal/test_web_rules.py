@@ -298,3 +298,35 @@ def test_the_gateway_says_502_only_when_nothing_was_sent(upstream, status, sent)
         assert bool(seen) == sent and ("may have run" in r.text) == sent, r.text
     finally:
         srv.should_exit = True
+
+
+def test_a_redirect_from_the_gpu_server_never_names_the_gpu_host():
+    """Anything but Modal's result-URL 303 is passed on, with the GPU's host taken out of its Location."""
+    from llmodal.engine.auth import BearerAuthMiddleware
+    from llmodal.modal.gateway import Relay
+
+    up_port = free_port()
+
+    async def redirecting(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        await send({"type": "http.response.start", "status": 307,
+                    "headers": [(b"location", f"http://127.0.0.1:{up_port}/v1/models?a=1".encode())]})
+        await send({"type": "http.response.body", "body": b""})
+
+    servers = [uvicorn.Server(uvicorn.Config(redirecting, host="127.0.0.1", port=up_port, log_level="warning"))]
+    with mock.patch.dict(os.environ, TOKEN):
+        app = BearerAuthMiddleware(Relay(lambda: f"http://127.0.0.1:{up_port}"), environ={"LLMODAL_API_KEYS": TEST_KEY})
+    port = free_port()
+    servers.append(uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                                 lifespan="off")))
+    for srv in servers:
+        threading.Thread(target=srv.run, daemon=True).start()
+    while not all(srv.started for srv in servers):
+        time.sleep(0.02)
+    try:
+        r = httpx.get(f"http://127.0.0.1:{port}/v1/models", headers=KEY, timeout=10)
+        assert r.status_code == 307 and r.headers["location"] == "/v1/models?a=1", r.headers
+    finally:
+        for srv in servers:
+            srv.should_exit = True
