@@ -20,18 +20,25 @@ def test_doctor_reports_each_failure_with_its_fix(monkeypatch, tmp_path):
 
 
 def test_doctor_passes_the_proxy_token_from_the_env_file(monkeypatch, tmp_path):
+    from llmodal.core.config import load_settings
+    from llmodal.modal.preflight import doctor_checks
+
     monkeypatch.setenv("MODAL_CONFIG_PATH", str(tmp_path / "none.toml"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     for k in ("MODAL_PROXY_TOKEN_ID", "MODAL_PROXY_TOKEN_SECRET"):
         monkeypatch.delenv(k, raising=False)
     env = tmp_path / "deploy.env"
+
+    def proxy_check():
+        return next(c for c in doctor_checks(load_settings(str(env)), str(env)) if c.name == "Modal proxy token")
+
     env.write_text("MODAL_PROXY_TOKEN_ID=wk-abc\n")
-    half = CliRunner().invoke(app, ["doctor", "--env-file", str(env)], env={"COLUMNS": "300"})
-    assert "MODAL_PROXY_TOKEN_SECRET not set" in half.output and "MODAL_PROXY_TOKEN_ID not" not in half.output
+    half = proxy_check()
+    assert half.ok is False and half.detail == "MODAL_PROXY_TOKEN_SECRET not set here", half
+    assert "proxy-auth-tokens" in half.fix and "vllm-secrets" in half.fix
     env.write_text("MODAL_PROXY_TOKEN_ID=wk-abc\nMODAL_PROXY_TOKEN_SECRET=ws-def\n")
-    whole = CliRunner().invoke(app, ["doctor", "--env-file", str(env)], env={"COLUMNS": "300"})
-    assert "MODAL_PROXY_TOKEN_ID and MODAL_PROXY_TOKEN_SECRET are set" in whole.output, whole.output
-    assert "ws-def" not in whole.output
+    whole = proxy_check()
+    assert whole.ok is True and "ws-def" not in whole.detail + whole.fix
 
 
 def test_doctor_catches_a_client_key_that_differs(monkeypatch, tmp_path):

@@ -65,7 +65,7 @@ def test_function_server_is_the_guides(monkeypatch):
     assert info.timeout == 24 * 3600
     assert autoscale.scaledown_window == 15 * 60 and autoscale.min_containers == 0 and autoscale.max_containers == 1
     assert web.web_server_port == 8000 and web.web_server_startup_timeout == 1200
-    assert info.concurrency_info.max_inputs == 64
+    assert info.concurrency_info.max_inputs == 165  # 1.5 × the plan's queue limit, as every deploy path sends
     assert "modal.Secret.from_name('vllm-secrets')" in info.secrets
     assert {p: v.name for p, v in info.volumes.items()} == {
         "/root/.cache/huggingface": "llmodal-hf-cache", "/root/.cache/vllm": "llmodal-vllm-cache"}
