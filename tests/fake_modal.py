@@ -201,7 +201,9 @@ class FakeModalServer:
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
 TOKEN = {"MODAL_TOKEN_ID": "ak-test", "MODAL_TOKEN_SECRET": "as-test"}
-KEY = {"VLLM_SERVER_API_KEY": "server-key-0123456789"}
+# The server key and the gateway's proxy token, stated where the deploy runs (the preflight checks both).
+KEY = {"VLLM_SERVER_API_KEY": "server-key-0123456789", "MODAL_PROXY_TOKEN_ID": "wk-fake0123",
+       "MODAL_PROXY_TOKEN_SECRET": "ws-fake0123"}
 
 
 def deploy_via_fake(tmp_path, argv, cwd=ROOT, **env_extra):

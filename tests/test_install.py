@@ -116,8 +116,13 @@ def test_init_writes_the_guides_files_and_modal_deploy_works_from_there(installe
     (folder / ".env").write_text("mine\n")
     again = subprocess.run([str(bin_ / "llmodal"), "init"], cwd=folder, env=env, capture_output=True, text=True,
                            timeout=60)
-    assert again.returncode == 2 and "nothing was written" in again.stderr
+    assert again.returncode == 0 and "kept" in again.stdout and ".env" in again.stdout, again.stdout + again.stderr
     assert (folder / ".env").read_text() == "mine\n"  # never overwritten without --force
+    (folder / "modal_vllm.py").unlink()  # a folder with the guide's client .env only: the missing file is written
+    third = subprocess.run([str(bin_ / "llmodal"), "init"], cwd=folder, env=env, capture_output=True, text=True,
+                           timeout=60)
+    assert third.returncode == 0 and (folder / "modal_vllm.py").read_text() == (ROOT / "modal_vllm.py").read_text()
+    assert (folder / ".env").read_text() == "mine\n"
     (folder / ".env").unlink()
     r, calls = deploy_via_fake(tmp_path / "h", [str(bin_ / "python"), "-m", "modal", "deploy", "modal_vllm.py"],
                                 cwd=folder, PATH=env["PATH"], **KEY)

@@ -30,6 +30,25 @@ def _routes(argv):
     return [tuple(r) for r in json.loads(out.strip().splitlines()[-1])]
 
 
+# The allowlist, written out here rather than read from the guard under test: the routes a client key opens.
+CLIENT_ALLOWLIST = {
+    "/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses", "/v1/messages",
+    "/v1/messages/count_tokens", "/v1/audio/transcriptions", "/v1/audio/translations", "/v1/realtime",
+    "/v1/rerank", "/v2/rerank", "/rerank", "/v1/score", "/score", "/pooling", "/classify", "/v1/classify",
+    "/v1/models", "/tokenize", "/detokenize", "/version",
+    "/v1/responses/{response_id}", "/v1/responses/{response_id}/cancel", "/v1/responses/{response_id}/input_items",
+}
+
+
+def _expected_kind(path: str) -> str:
+    """What each route of vLLM's app must be on the session server (/metrics opened for a scraper)."""
+    if path in ("/health", "/ping", "/metrics"):
+        return "open"
+    if path in ("/sleep", "/wake_up", "/is_sleeping"):
+        return "control"
+    return "client" if path in CLIENT_ALLOWLIST else "closed"
+
+
 def _want(kind: str, who: str) -> str:
     """What the guard must do: pass (reaches vLLM), 401 or 403."""
     if kind == "open":
@@ -44,8 +63,6 @@ def _want(kind: str, who: str) -> str:
 @pytest.mark.server
 def test_every_route_with_development_mode_on_is_allowlisted(server, server_argv):
     """Every route of vLLM's app with development mode on, every method, every kind of caller."""
-    from llmodal.engine.auth import route_kind
-
     routes = _routes(server_argv)
     for must in (("POST", "/pause"), ("POST", "/collective_rpc"), ("GET", "/server_info"), ("POST", "/sleep"),
                  ("POST", "/update_weights"), ("POST", "/invocations"), ("POST", "/v1/chat/completions")):
@@ -57,7 +74,7 @@ def test_every_route_with_development_mode_on_is_allowlisted(server, server_argv
     counts = {"open": 0, "client": 0, "control": 0, "closed": 0}
     with httpx.Client(timeout=60) as c:
         for method, path in routes:
-            kind = route_kind(path, metrics_public=True)  # the session server opens /metrics for a scraper
+            kind = _expected_kind(path)
             counts[kind] += 1
             url = server.root + path.replace("{", "x").replace("}", "")
             for who, h in callers:
@@ -218,3 +235,24 @@ def test_route_kinds():
     assert route_kind("/metrics", metrics_public=True) == "open"
     assert route_kind("/wake_up") == "control"
     assert route_kind("/v1/chat/completions_admin") == route_kind("/v1/modelsx") == "closed"
+    # Exact shapes, not prefixes: nothing below a stored response's id is a client route.
+    for path in ("/v1/responses/a/b", "/v1/responses/", "/v1/responses/a/cancel/x", "/v1/responses/a/../../pause"):
+        assert route_kind(path) == "closed", path
+
+
+@pytest.mark.parametrize("raw", [b"/v1/responses/x/../../../collective_rpc", b"/v1/./models", b"//v1/models",
+                                 b"/v1//models", b"/v1/%2e%2e/pause", b"/v1/models%2F..", b"/v1/%5Cpause", b"/..",
+                                 b"/v1\\pause", b"v1/models"])
+def test_non_canonical_paths_are_refused_before_any_check(monkeypatch, raw):
+    seen = []
+
+    async def inner(scope, receive, send):
+        seen.append(scope["path"])
+
+    async def send(msg):
+        seen.append(msg.get("status"))
+
+    mw = BearerAuthMiddleware(inner, environ={"LLMODAL_API_KEYS": "k"})
+    asyncio.run(mw({"type": "http", "path": raw.decode(), "raw_path": raw, "method": "GET",
+                    "headers": [(b"authorization", b"Bearer k")]}, None, send))
+    assert seen[0] == 400 and len(seen) == 2, (raw, seen)  # answered (start, body), never passed on

@@ -239,12 +239,23 @@ def test_a_failed_snapshot_start_or_wake_exits_nonzero_with_the_reason(tiny_mode
         if step == "restore":
             _wait_for(c, "llmodal-harness: snapshot taken")
             (tmp_path / "restore").write_text("")
-        code = c.proc.wait(timeout=600)
+        import psutil
+
+        sids: set[int] = set()  # every vLLM session the container started, seen while it ran
+        deadline = time.monotonic() + 600
+        while c.proc.poll() is None and time.monotonic() < deadline:
+            try:
+                sids |= server_sessions(c.proc.pid)
+            except psutil.Error:
+                pass
+            time.sleep(0.2)
+        code = c.proc.wait(timeout=5)
         text = c.text()
         said = [ln for ln in text.splitlines() if "failed: RuntimeError" in ln]
         assert code != 0 and said and "(simulated)" in said[0], text[-2000:]
         assert "snapshot taken" not in text if step == "warm_up" else "restored" not in text
-        assert in_sessions(server_sessions(c.proc.pid)) == [] if c.proc.poll() is None else True
+        time.sleep(1)
+        assert sids and in_sessions(sids) == [], (sids, in_sessions(sids))  # the container left no vLLM behind
         print(f"RECORD container-fail-{step} | exit {code} | {said[0][:140]}")
     finally:
         c.kill()

@@ -10,11 +10,35 @@ def test_doctor_reports_each_failure_with_its_fix(monkeypatch, tmp_path):
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("MODAL_CONFIG_PATH", str(tmp_path / "none.toml"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    for k in ("HUGGING_FACE_HUB_TOKEN", "HF_TOKEN", "MODAL_TOKEN_ID", "MODAL_TOKEN_SECRET", "VLLM_SERVER_API_KEY"):
+    for k in ("HUGGING_FACE_HUB_TOKEN", "HF_TOKEN", "MODAL_TOKEN_ID", "MODAL_TOKEN_SECRET", "VLLM_SERVER_API_KEY",
+              "MODAL_PROXY_TOKEN_ID", "MODAL_PROXY_TOKEN_SECRET"):
         monkeypatch.delenv(k, raising=False)
-    r = CliRunner().invoke(app, ["doctor", "--env-file", ""])
+    r = CliRunner().invoke(app, ["doctor", "--env-file", ""], env={"COLUMNS": "300"})
     assert r.exit_code == 1
     assert "modal token new" in r.output and "vllm-secrets" in r.output and "plan fits" in r.output
+    assert "Modal proxy token" in r.output and "proxy-auth-tokens" in r.output  # named before anything is deployed
+
+
+def test_doctor_passes_the_proxy_token_from_the_env_file(monkeypatch, tmp_path):
+    from llmodal.core.config import load_settings
+    from llmodal.modal.preflight import doctor_checks
+
+    monkeypatch.setenv("MODAL_CONFIG_PATH", str(tmp_path / "none.toml"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    for k in ("MODAL_PROXY_TOKEN_ID", "MODAL_PROXY_TOKEN_SECRET"):
+        monkeypatch.delenv(k, raising=False)
+    env = tmp_path / "deploy.env"
+
+    def proxy_check():
+        return next(c for c in doctor_checks(load_settings(str(env)), str(env)) if c.name == "Modal proxy token")
+
+    env.write_text("MODAL_PROXY_TOKEN_ID=wk-abc\n")
+    half = proxy_check()
+    assert half.ok is False and half.detail == "MODAL_PROXY_TOKEN_SECRET not set here", half
+    assert "proxy-auth-tokens" in half.fix and "vllm-secrets" in half.fix
+    env.write_text("MODAL_PROXY_TOKEN_ID=wk-abc\nMODAL_PROXY_TOKEN_SECRET=ws-def\n")
+    whole = proxy_check()
+    assert whole.ok is True and "ws-def" not in whole.detail + whole.fix
 
 
 def test_doctor_catches_a_client_key_that_differs(monkeypatch, tmp_path):

@@ -92,7 +92,7 @@ def test_strangers_never_reach_the_gpu_side(monkeypatch):
 
 
 @pytest.mark.parametrize("missing,status,says", [
-    ("MODAL_PROXY_TOKEN_ID", 503, "MODAL_PROXY_TOKEN_ID"),  # the fix is named: make a proxy token
+    ("MODAL_PROXY_TOKEN_ID", 500, "MODAL_PROXY_TOKEN_ID"),  # the fix is named; 500: not "retry later"
     ("VLLM_SERVER_API_KEY", 401, "API key"),  # a keyless secret (public not chosen) closes, never opens
 ])
 def test_a_secret_missing_a_value_relays_nothing(monkeypatch, missing, status, says):
@@ -136,8 +136,11 @@ def test_gateway_streams_unbuffered_and_what_it_adds(monkeypatch, server):
         _, chunks = asyncio.run(_stream(gw.root, server.model, 400))
         print(f"RECORD gateway | TTFT p50 direct {ttft_direct * 1000:.1f} ms | via gateway {ttft_via * 1000:.1f} ms "
               f"| added {1000 * (ttft_via - ttft_direct):.1f} ms | 400-token stream: {len(plain)} chunks direct, "
-              f"{len(chunks)} via the gateway")
+              f"{len(chunks)} via the gateway over {chunks[-1]:.2f} s")
         assert len(chunks) >= 300 and len(plain) >= 300  # the whole stream came through
+        # ... as it was made: spread over the generation like the direct stream, not delivered in one burst at the end.
+        spread = lambda a: (a[len(a) // 2] - a[0]) / (a[-1] - a[0])  # noqa: E731 - share of time to the middle chunk
+        assert spread(chunks) > 0.25 and abs(spread(chunks) - spread(plain)) < 0.25, (spread(chunks), spread(plain))
     finally:
         gw.close()
 
@@ -170,3 +173,32 @@ def test_chunks_pass_as_they_are_made(monkeypatch):
         assert len(arrivals) == 8 and all(0.05 < g < 0.2 for g in gaps), gaps
     finally:
         gw.close()
+
+
+def test_the_gateways_own_cold_start(tmp_path):
+    """What a request that finds no gateway container waits for on top of Modal's container start: a fresh Python
+    importing the gateway, building it and answering /health (the image the gateway runs has no vLLM)."""
+    import subprocess
+    import sys
+
+    port = free_port()
+    code = ("import uvicorn; from llmodal.modal.container import start_gateway; "
+            f"uvicorn.run(start_gateway(lambda: 'http://127.0.0.1:9'), host='127.0.0.1', port={port}, "
+            "log_level='warning')")
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith(("VLLM_", "LLMODAL_S"))}
+    env.update(PROXY, VLLM_SERVER_API_KEY=TEST_KEY)
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=tmp_path)
+    try:
+        while time.perf_counter() - t0 < 60:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.02)
+        took = time.perf_counter() - t0
+        print(f"RECORD gateway-cold-start | fresh process → import, build, first /health: {took:.2f} s")
+        assert took < 60
+    finally:
+        proc.terminate()
+        proc.wait(10)

@@ -65,7 +65,7 @@ def test_function_server_is_the_guides(monkeypatch):
     assert info.timeout == 24 * 3600
     assert autoscale.scaledown_window == 15 * 60 and autoscale.min_containers == 0 and autoscale.max_containers == 1
     assert web.web_server_port == 8000 and web.web_server_startup_timeout == 1200
-    assert info.concurrency_info.max_inputs == 64
+    assert info.concurrency_info.max_inputs == 165  # 1.5 × the plan's queue limit, as every deploy path sends
     assert "modal.Secret.from_name('vllm-secrets')" in info.secrets
     assert {p: v.name for p, v in info.volumes.items()} == {
         "/root/.cache/huggingface": "llmodal-hf-cache", "/root/.cache/vllm": "llmodal-vllm-cache"}
@@ -143,6 +143,7 @@ def _deploy(tmp_path, listener, extra_env, *args):
 
 @pytest.mark.parametrize("extra,needle", [
     (KEY, "modal token new"),
+    ({**TOKEN, "VLLM_SERVER_API_KEY": KEY["VLLM_SERVER_API_KEY"]}, "MODAL_PROXY_TOKEN_ID and MODAL_PROXY_TOKEN_SECRET"),
     ({**TOKEN, **KEY, "VLLM_QUANTIZATION": "none"}, "the plan does not fit"),
     (TOKEN, "no server key"),
 ])
@@ -179,7 +180,8 @@ def test_modal_deploy_sends_the_guides_app(tmp_path, fast_boot):
     assert gate.webhook_config.requested_suffix == "vllm-llama70b-serve-vllm"
     assert not gate.webhook_config.requires_proxy_auth and gate.webhook_config.type == api_pb2.WEBHOOK_TYPE_ASGI_APP
     assert not gate.resources.gpu_config.count and not gate.volume_mounts and not gate.checkpointing_enabled
-    assert gate.max_concurrent_inputs == 1000 and gate.autoscaler_settings.min_containers == 0
+    # The gateway's Modal concurrency derives from the plan: twice the 110 generations it relays (a burst is told 429).
+    assert gate.max_concurrent_inputs == 220 and gate.autoscaler_settings.min_containers == 0
     public = {n for n, f in fns.items() for w in [f.webhook_config, *(d.webhook_config for d in
               f.method_definitions.values())] if w.type and not w.requires_proxy_auth}
     assert public == {"serve_vllm"}  # the one function a stranger can reach has no GPU
@@ -187,7 +189,7 @@ def test_modal_deploy_sends_the_guides_app(tmp_path, fast_boot):
     assert serve.timeout_secs == 86400 and serve.autoscaler_settings.scaledown_window == 900
     assert (serve.autoscaler_settings.min_containers, serve.autoscaler_settings.max_containers) == (0, 1)
     assert web.web_server_port == 8000 and web.web_server_startup_timeout == 1200
-    assert serve.max_concurrent_inputs == 64
+    assert serve.max_concurrent_inputs == 165  # the plan's queue limit (110) and half as much again, as llmodal deploy
     secrets = {c.deployment_name: c for c in calls["SecretGetOrCreate"]}
     assert "vllm-secrets" in secrets and not secrets["vllm-secrets"].env_dict  # by name only
     vols = {c.deployment_name for c in calls["VolumeGetOrCreate"]}
@@ -351,3 +353,37 @@ def test_a_container_start_plans_once(monkeypatch):
     assert prep.resolution is not None and f"--kv-cache-memory-bytes {prep.resolution.chosen.kv_cache_bytes}" in \
         prep.launch.shell()
     assert calls["plan"] == made  # building the launch planned nothing more
+
+
+def test_every_deploy_path_sends_and_shows_one_spec(tmp_path):
+    """`modal deploy modal_vllm.py` (the guide's), `llmodal deploy` and `llmodal deploy --dry-run --json`: the same
+    functions, concurrency, limits and container settings, field by field."""
+    def view(calls):
+        fns = sent_functions(calls)
+        handed = [json.loads(c.env_dict["LLMODAL_SETTINGS"]) for c in calls["SecretGetOrCreate"]
+                  if "LLMODAL_SETTINGS" in c.env_dict][0]
+        gpu, gate = fns["Server.*"], fns["serve_vllm"]
+        return {"functions": sorted(fns), "gpu_inputs": gpu.max_concurrent_inputs,
+                "gateway_inputs": gate.max_concurrent_inputs, "timeout": gpu.timeout_secs,
+                "scaledown": gpu.autoscaler_settings.scaledown_window,
+                "containers": (gpu.autoscaler_settings.min_containers, gpu.autoscaler_settings.max_containers),
+                "gpu": gpu.resources.gpu_config.gpu_type, "settings": handed}
+
+    guide, guide_calls = deploy_via_fake(tmp_path / "g", [sys.executable, "-m", "modal", "deploy", "modal_vllm.py"],
+                                         **KEY)
+    ours, our_calls = deploy_via_fake(tmp_path / "o", [sys.executable, "-m", "llmodal.cli", "deploy", "--env-file", ""],
+                                      **KEY)
+    assert guide.returncode == 0 and ours.returncode == 0, guide.stderr + ours.stderr
+    a, b = view(guide_calls), view(our_calls)
+    assert a == b, {k: (a[k], b[k]) for k in a if a[k] != b[k]}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VLLM_", "MODAL_"))}
+    env.update(HOME=str(tmp_path), MODAL_CONFIG_PATH=str(tmp_path / "none.toml"), **KEY)
+    r = subprocess.run([sys.executable, "-m", "llmodal.cli", "deploy", "--env-file", "", "--dry-run", "--json"],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    doc = json.loads(r.stdout)
+    shown = {"gpu_inputs": doc["max_concurrent_inputs"], "gateway_inputs": doc["gateway"]["max_concurrent_inputs"],
+             "timeout": doc["timeout"], "scaledown": doc["scaledown_window"],
+             "containers": (doc["min_containers"], doc["max_containers"]), "gpu": doc["gpu"],
+             "settings": json.loads(doc["container_env"]["LLMODAL_SETTINGS"])}
+    assert shown == {k: a[k] for k in shown}, {k: (shown[k], a[k]) for k in shown if shown[k] != a[k]}
+    assert a["settings"]["queue_limit"] == 110 and a["gpu_inputs"] == 165

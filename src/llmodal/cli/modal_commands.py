@@ -32,7 +32,7 @@ def deploy(
 
     settings = settings_or_fail(env_file, force=force or None, public=public or None)
     try:
-        res = preflight(settings, need_token=not dry_run)
+        res = preflight(settings, need_token=not dry_run, env_file=env_file or None)
         shown = rehearse(settings, res) if dry_run else None
     except LlmodalError as e:
         fail(e)
@@ -188,16 +188,16 @@ def doctor(env_file: EnvFile = ".env") -> None:
 def init(
     force: Annotated[bool, typer.Option(help="overwrite modal_vllm.py and .env if they exist")] = False,
 ) -> None:
-    """Write the guide's modal_vllm.py and a commented .env template into this folder."""
+    """Write the guide's modal_vllm.py and a commented .env template into this folder; a file that exists is
+    kept (said so), the missing ones are written."""
     from llmodal.modal.templates import GUIDE_APP, env_template
 
     files = {Path("modal_vllm.py"): GUIDE_APP, Path(".env"): env_template()}
-    present = [str(p) for p in files if p.exists()]
-    if present and not force:
-        err.print(f"[red]error:[/] {', '.join(present)} already exist here; nothing was written "
-                  "(--force overwrites them)")
-        raise typer.Exit(2)
     for path, text in files.items():
+        if path.exists() and not force:
+            # A .env may already be the guide's client settings: never overwritten, and the rest still written.
+            console.print(f"kept {path.resolve()} (it exists; --force overwrites it)")
+            continue
         tmp = path.with_name(path.name + ".llmodal-new")
         tmp.write_text(text)
         tmp.replace(path)

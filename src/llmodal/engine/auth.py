@@ -26,6 +26,7 @@ import hmac
 import json
 import logging
 import os
+import re
 
 from llmodal.core.constants import MAX_BODY_BYTES as DEFAULT_MAX_BODY
 from llmodal.core.constants import OPEN_PATHS
@@ -42,7 +43,21 @@ CLIENT_ROUTES = frozenset({
     "/v1/rerank", "/v2/rerank", "/rerank", "/v1/score", "/score", "/pooling", "/classify", "/v1/classify",
     "/v1/models", "/tokenize", "/detokenize", "/version", *OPEN_PATHS,
 })
-CLIENT_PREFIXES = ("/v1/responses/",)  # retrieve / cancel a stored response
+# Retrieve / cancel / list the input of a stored response: exact shapes, never a prefix (a prefix lets
+# `/v1/responses/x/../../collective_rpc` through a check that a normalising hop then resolves elsewhere).
+CLIENT_PATTERNS = (re.compile(r"/v1/responses/[A-Za-z0-9_-]{1,128}(/cancel|/input_items)?"),)
+# A path is checked and relayed as the bytes the client sent; one that a hop could rewrite into
+# another route (dot segments, empty segments, escaped slashes or dots, backslashes) is refused first.
+_NOT_CANONICAL = re.compile(rb"//|\\|%2[eEfF]|%5[cC]|(^|/)\.{1,2}(/|$)")
+
+
+def path_problem(raw_path: bytes) -> str | None:
+    """Why a request path is refused before any route check, or None when it is canonical."""
+    if not raw_path.startswith(b"/"):
+        return "the path must start with '/'"
+    if _NOT_CANONICAL.search(raw_path):
+        return "the path has dot segments, empty segments or escaped separators ('..', '//', '%2e', '%2f', '\\')"
+    return None
 
 
 def route_kind(path: str, metrics_public: bool = False) -> str:
@@ -51,7 +66,7 @@ def route_kind(path: str, metrics_public: bool = False) -> str:
         return "open"
     if path in CONTROL_ROUTES:
         return "control"
-    if path in CLIENT_ROUTES or path.startswith(CLIENT_PREFIXES):
+    if path in CLIENT_ROUTES or any(p.fullmatch(path) for p in CLIENT_PATTERNS):
         return "client"
     return "closed"
 
@@ -64,6 +79,7 @@ UNAUTHORIZED_BODY = _error(
     401, "Missing or invalid API key: send 'Authorization: Bearer <key>' (the key is VLLM_SERVER_API_KEY on the "
     "server, VLLM_API_KEY in the client's .env).", "authentication_error")
 FORBIDDEN_BODY = _error(403, "This route is not open to client keys on an llmodal server.", "permission_error")
+BAD_PATH = "Refused request path: {}."
 BUSY_BODY = _error(429, "The server's queue is full (LLMODAL_QUEUE_LIMIT): retry after the Retry-After seconds.",
                    "rate_limit_error")
 RETRY_AFTER_S = b"1"
@@ -88,6 +104,16 @@ def _is_preflight(scope) -> bool:
         return False
     headers = dict(scope.get("headers") or [])
     return b"origin" in headers and b"access-control-request-method" in headers
+
+
+def _raw_path(scope) -> bytes:
+    return scope.get("raw_path") or scope.get("path", "").encode("latin-1")
+
+
+def _checked_path(scope) -> str:
+    """The path the routes are matched on: the raw bytes the client sent (and the gateway relays), so an
+    escaped character can never make the checked path differ from the one a later hop decodes."""
+    return _raw_path(scope).decode("latin-1")
 
 
 def _token(scope) -> bytes:
@@ -145,9 +171,12 @@ class KeySource:
 class BearerAuthMiddleware:
     """Pure ASGI middleware: the route table above, then the body limit."""
 
-    def __init__(self, app, environ=None) -> None:
+    def __init__(self, app, environ=None, *, keyed_metrics: bool = False) -> None:
         # vLLM builds it with the app alone (its environment configures it); the gateway passes its own.
+        # keyed_metrics (the gateway): a public /metrics still needs a client key there, since every request
+        # the gateway lets through reaches (and may start) a GPU.
         environ = os.environ if environ is None else environ
+        self._keyed_metrics = keyed_metrics
         self.app = app
         self.keys = KeySource(environ)
         control = environ.get("LLMODAL_CONTROL_KEY", "").encode()
@@ -163,7 +192,9 @@ class BearerAuthMiddleware:
 
     def decide(self, scope) -> int:
         """0 to pass the request on, else the status to answer (401 or 403)."""
-        kind = route_kind(scope.get("path", ""), self._metrics_public)
+        kind = route_kind(_checked_path(scope), self._metrics_public)
+        if kind == "open" and self._keyed_metrics and scope.get("path") not in OPEN_PATHS:
+            kind = "client"
         if kind == "open":
             return 0
         token = _token(scope)
@@ -178,6 +209,13 @@ class BearerAuthMiddleware:
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
+            return
+        problem = path_problem(_raw_path(scope))
+        if problem:
+            if scope["type"] == "websocket":
+                await send({"type": "websocket.close", "code": 1008})
+            else:
+                await _respond(send, 400, _error(400, BAD_PATH.format(problem), "invalid_request_error"))
             return
         if _is_preflight(scope):
             # Answered here, never passed on: a preflight reaches no handler, with or without a key.
@@ -195,7 +233,7 @@ class BearerAuthMiddleware:
         if scope["type"] == "websocket":
             await self.app(scope, receive, send)
             return
-        counted = self._queue_limit and scope.get("method") == "POST" and route_kind(scope["path"]) == "client"
+        counted = self._queue_limit and scope.get("method") == "POST" and route_kind(_checked_path(scope)) == "client"
         if not counted:
             await self._limited(scope, receive, send)
             return

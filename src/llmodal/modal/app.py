@@ -19,14 +19,14 @@ import os
 import modal
 
 from llmodal.core.config import from_handoff, load_settings
-from llmodal.modal.spec import HF_CACHE_PATH, app_spec, gateway_image, resources
+from llmodal.modal.spec import HF_CACHE_PATH, app_spec, deploy_settings, gateway_image, resources
 
 # Where you deploy: your environment and .env (`llmodal deploy --env-file X` passes X here).
 # In the container: the one value the deploy handed over.
 if os.environ.get("LLMODAL_SETTINGS"):
     settings = from_handoff(os.environ["LLMODAL_SETTINGS"])
 else:
-    settings = load_settings(os.environ.get("LLMODAL_ENV_FILE", ".env") or None)
+    settings = deploy_settings(load_settings(os.environ.get("LLMODAL_ENV_FILE", ".env") or None))
 spec = app_spec(settings)
 image, volumes, secrets = resources(settings)
 

@@ -202,8 +202,11 @@ def start_gateway(gpu_url) -> object:
     from llmodal.engine.launch import guard_env
     from llmodal.modal.gateway import make_gateway
 
+    from llmodal.modal.spec import gateway_limit
+
     settings = container_settings()
-    guard = {**guard_env(settings), "LLMODAL_API_KEYS": ",".join(settings.api_keys())}
+    guard = {**guard_env(settings), "LLMODAL_API_KEYS": ",".join(settings.api_keys()),
+             "LLMODAL_QUEUE_LIMIT": str(gateway_limit(settings))}
     if not settings.api_keys() and not settings.public:
         say(keyless_refusal(settings))
         guard["LLMODAL_API_KEYS_FILE"] = "/nonexistent/llmodal-no-key"  # no key opens anything

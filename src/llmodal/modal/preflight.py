@@ -50,7 +50,26 @@ def _plan_check(settings: Settings) -> tuple[Check, Resolution | None]:
     return Check("plan fits", False, p.reason, "run `llmodal plan` for options that fit, or pass --force"), res
 
 
-def preflight(settings: Settings, *, need_token: bool = True) -> Resolution | None:
+PROXY_TOKEN_NAMES = ("MODAL_PROXY_TOKEN_ID", "MODAL_PROXY_TOKEN_SECRET")
+PROXY_TOKEN_URL = "https://modal.com/settings/proxy-auth-tokens"
+
+
+def missing_proxy_token(env_file: str | None) -> list[str]:
+    """The proxy-token names set neither here (environment) nor in ``env_file``. The gateway needs the pair
+    from the Modal secret to reach the GPU server; a secret's values cannot be read from here, so, like the
+    server key, the pair is stated here too and checked before anything is sent."""
+    file_env = read_env(env_file) if env_file and Path(env_file).is_file() else {}
+    return [n for n in PROXY_TOKEN_NAMES if not (os.environ.get(n) or file_env.get(n))]
+
+
+def proxy_token_fix(settings: Settings, missing: list[str]) -> str:
+    return (f"{' and '.join(missing)} not set: make a proxy auth token at {PROXY_TOKEN_URL}, add the pair to the "
+            f"Modal secret `{settings.secret_name}` (modal secret create {settings.secret_name} --force ... "
+            "MODAL_PROXY_TOKEN_ID=wk-... MODAL_PROXY_TOKEN_SECRET=ws-...) and here (environment or .env); "
+            "without it the gateway cannot reach the GPU server and answers every request 500")
+
+
+def preflight(settings: Settings, *, need_token: bool = True, env_file: str | None = ".env") -> Resolution | None:
     """Refuse (PreflightError) before anything is sent if any check fails. ``settings.force`` and
     ``settings.public`` are the deployer's explicit choices; they travel to the container too."""
     problems = []
@@ -60,6 +79,9 @@ def preflight(settings: Settings, *, need_token: bool = True) -> Resolution | No
     if settings.api_key() is None and not settings.public:
         problems.append("no server key: set VLLM_SERVER_API_KEY here and in the Modal secret "
                         f"`{settings.secret_name}` (same value), or pass --public for a keyless endpoint")
+    missing = missing_proxy_token(env_file)
+    if missing:
+        problems.append(proxy_token_fix(settings, missing))
     if need_token and not modal_token_configured():
         problems.append("no Modal token: run `modal token new` (or set MODAL_TOKEN_ID and MODAL_TOKEN_SECRET)")
     if problems:
@@ -74,10 +96,12 @@ def modal_url(settings: Settings, workspace: str) -> str:
 def rehearse(settings: Settings, res: Resolution | None = None) -> dict:
     """What `modal deploy modal_vllm.py` would send for these settings (secrets by name only) and
     the command the container will run. Sends nothing anywhere. ``res``: the preflight's plan."""
-    from llmodal.modal.spec import HF_CACHE_PATH, IMAGE_REQUIREMENTS, PYTHON_VERSION, VLLM_CACHE_PATH, app_spec
+    from llmodal.modal.spec import (HF_CACHE_PATH, IMAGE_REQUIREMENTS, PYTHON_VERSION, VLLM_CACHE_PATH, app_spec,
+                                    deploy_settings)
     from llmodal.modal.fast_boot import keys_file
     from llmodal.engine.prepare import prepare
 
+    settings = deploy_settings(settings)
     spec = app_spec(settings)
     secret_key = "<from the secret>" if settings.api_key() or not settings.public else ""
     shown = settings.model_copy(update={"server_api_key": SecretStr(secret_key) if secret_key else None})
@@ -169,6 +193,10 @@ def doctor_checks(settings: Settings, env_file: str | None) -> list[Check]:
         checks.append(Check("server key", same, "the client's VLLM_API_KEY matches" if same else
                             "the client's VLLM_API_KEY differs from VLLM_SERVER_API_KEY",
                             "" if same else "run `llmodal env --workspace WS --write .env`"))
+    missing = missing_proxy_token(env_file)
+    checks.append(Check("Modal proxy token", not missing, "MODAL_PROXY_TOKEN_ID and MODAL_PROXY_TOKEN_SECRET are set"
+                        if not missing else f"{' and '.join(missing)} not set here",
+                        "" if not missing else proxy_token_fix(settings, missing)))
     has_modal = modal_token_configured()
     checks.append(Check("Modal token", has_modal, "configured" if has_modal else "missing",
                         "" if has_modal else "run `modal token new`"))

@@ -36,8 +36,9 @@ GATEWAY_REQUIREMENTS = [
     "httpx==0.28.1", "openai==3.57.0", "pydantic==2.14.4", "pydantic-settings==2.16.3", "python-dotenv==1.2.4",
     "platformdirs==4.14.7", "rich==15.0.0", "typer==0.29.2", "aiohttp==3.14.5", "fastapi==0.136.3",
 ]
-# Enough for every stream every GPU container may hold, relayed by one small container.
-GATEWAY_INPUTS = 1000
+# Modal's per-container concurrency for the gateway, as a multiple of the streams it relays: the excess
+# reaches the gateway's guard and is told 429 at once instead of waiting in Modal's queue.
+GATEWAY_INPUTS_FACTOR = 2
 HF_CACHE_PATH = "/root/.cache/huggingface"
 VLLM_CACHE_PATH = "/root/.cache/vllm"
 PORT = 8000
@@ -80,6 +81,28 @@ def concurrent_inputs(settings: Settings) -> int:
     return PROFILES[settings.profile].concurrent_inputs
 
 
+def deploy_settings(settings: Settings) -> Settings:
+    """The settings every deploy path sends (``modal deploy modal_vllm.py``, ``llmodal deploy``, its dry run):
+    with the plan's queue limit stated, so Modal's concurrency and the gateway's limits derive from one number.
+    A plan that cannot be made here is left to the container, which refuses with its reason."""
+    if settings.queue_limit is not None:
+        return settings
+    from llmodal.core.errors import LlmodalError
+    from llmodal.engine.prepare import queue_limit_for
+    from llmodal.plan.planner import plan_for_settings
+
+    try:
+        res = plan_for_settings(settings)
+    except LlmodalError:
+        return settings
+    return settings.model_copy(update={"queue_limit": queue_limit_for(res.chosen)})
+
+
+def gateway_limit(settings: Settings) -> int:
+    """Generations the gateway relays at once: every GPU container's queue limit (0: no limit known)."""
+    return (settings.queue_limit or 0) * max(1, settings.max_containers)
+
+
 def app_spec(settings: Settings) -> AppSpec:
     gpu = settings.gpu if settings.gpu_count == 1 else f"{settings.gpu}:{settings.gpu_count}"
     return AppSpec(
@@ -100,7 +123,7 @@ def app_spec(settings: Settings) -> AppSpec:
         gpu_label=f"{settings.app_name}-{C.WEB_LABEL}-gpu",
         gateway_kwargs=dict(timeout=settings.timeout_s, scaledown_window=settings.scaledown_window_s,
                             min_containers=0, max_containers=max(1, settings.max_containers), cpu=1.0, memory=1024),
-        gateway_inputs=GATEWAY_INPUTS,
+        gateway_inputs=min(1000, GATEWAY_INPUTS_FACTOR * gateway_limit(settings)) or 1000,
         snapshot_kwargs=dict(enable_memory_snapshot=True, experimental_options={"enable_gpu_snapshot": True})
         if settings.snapshot else {},
     )

@@ -21,7 +21,10 @@ GUIDE_LINES = [
         ("VLLM_MODEL", "meta-llama/Llama-3.1-70B-Instruct"), ("VLLM_MAX_MODEL_LEN", "8192"),
         ("VLLM_GPU_MEMORY_UTILIZATION", "0.95"),
         ("VLLM_SERVER_API_KEY", "<the key in the Modal secret vllm-secrets; python -c 'import secrets; "
-                                "print(secrets.token_urlsafe(32))'>")]),
+                                "print(secrets.token_urlsafe(32))'>"),
+        ("MODAL_PROXY_TOKEN_ID", "<wk-... the proxy auth token in the same secret: "
+                                 "https://modal.com/settings/proxy-auth-tokens>"),
+        ("MODAL_PROXY_TOKEN_SECRET", "<ws-...>")]),
     ("Client (what `llmodal env --workspace WS --write .env` fills in)", [
         ("VLLM_BASE_URL", "https://WORKSPACE--vllm-llama70b-serve-vllm.modal.run/v1"),
         ("VLLM_API_KEY", "<the same key>")]),

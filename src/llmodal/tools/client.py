@@ -6,9 +6,12 @@ backoff and jitter, and follows Modal's 303 redirect for long requests. The open
 retries cover seconds; a 70B cold start takes minutes.
 
 A generation is never asked for twice: a POST is retried only where it provably never reached
-vLLM (the connection was refused, or Modal's proxy answered 502/503 while no container was ready);
-a connection that broke after the request was sent, a 504, or a stream cut mid-way surfaces as an
-error. GET/HEAD (idempotent) also retry those.
+vLLM — the connection was never made; 502 (the gateway, or Modal's proxy, could not reach a server: the
+gateway says 502 for nothing else); 503 (Modal's proxy while no container is ready); 429 (a queue limit
+in front of vLLM: the guard's, the gateway's or Modal's ``max_concurrency``), after its ``Retry-After``.
+A connection that broke after the request was sent, a 500, a 504, or a stream cut mid-way surfaces as
+an error. GET/HEAD (idempotent) also retry those. The openai SDK's own retries (``max_retries``, 2 by
+default, which resend a POST on a 500, a 504 or a dropped connection) are off: this transport decides.
 """
 
 from __future__ import annotations
@@ -26,16 +29,25 @@ from llmodal.core.errors import ConfigError
 from llmodal.core.envfile import read_env
 from llmodal.core.state import last_local_server
 
-RETRY_STATUSES = (502, 503, 504)  # idempotent requests
-POST_RETRY_STATUSES = (502, 503)  # Modal's proxy while no container is ready: vLLM never saw the request
+RETRY_STATUSES = (429, 502, 503, 504)  # idempotent requests
+POST_RETRY_STATUSES = (429, 502, 503)  # answered before vLLM saw the request (module docstring)
+RETRIED_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError, httpx.ReadError,
+                  httpx.ReadTimeout, httpx.WriteError)
 
 
 def _retryable(request: httpx.Request, status: int | None, error: Exception | None = None) -> bool:
     idempotent = request.method in ("GET", "HEAD", "OPTIONS")
     if error is not None:
-        # ConnectError: nothing was sent. RemoteProtocolError: sent, and the server may be generating.
-        return isinstance(error, httpx.ConnectError) or idempotent
+        # Connect*: nothing was sent. Anything later: sent, and the server may be generating.
+        return isinstance(error, (httpx.ConnectError, httpx.ConnectTimeout)) or idempotent
     return status in (RETRY_STATUSES if idempotent else POST_RETRY_STATUSES)
+
+
+def _retry_after(resp: httpx.Response, cap: float = 30.0) -> float | None:
+    try:
+        return min(cap, max(0.0, float(resp.headers.get("retry-after", ""))))
+    except ValueError:
+        return None
 
 
 @dataclass(frozen=True)
@@ -101,16 +113,19 @@ class ColdStartTransport(httpx.BaseTransport, _ColdStart):
         deadline = time.monotonic() + self.timeout
         attempt = 0
         while True:
+            wait = None
             try:
                 resp = self.inner.handle_request(request)
                 if not _retryable(request, resp.status_code) or time.monotonic() > deadline:
                     return resp
                 resp.close()
-            except (httpx.ConnectError, httpx.RemoteProtocolError) as e:
+                wait = _retry_after(resp) if resp.status_code == 429 else None
+            except RETRIED_ERRORS as e:
                 if not _retryable(request, None, e) or time.monotonic() > deadline:
                     raise
-            self._wait_healthy(request, deadline)
-            time.sleep(_backoff(attempt))
+            if wait is None:  # a 429 is a full queue on a live server: no health wait, its Retry-After
+                self._wait_healthy(request, deadline)
+            time.sleep(_backoff(attempt) if wait is None else wait)
             attempt += 1
 
     def _wait_healthy(self, request: httpx.Request, deadline: float) -> None:
@@ -141,16 +156,19 @@ class AsyncColdStartTransport(httpx.AsyncBaseTransport, _ColdStart):
         deadline = time.monotonic() + self.timeout
         attempt = 0
         while True:
+            wait = None
             try:
                 resp = await self.inner.handle_async_request(request)
                 if not _retryable(request, resp.status_code) or time.monotonic() > deadline:
                     return resp
                 await resp.aclose()
-            except (httpx.ConnectError, httpx.RemoteProtocolError) as e:
+                wait = _retry_after(resp) if resp.status_code == 429 else None
+            except RETRIED_ERRORS as e:
                 if not _retryable(request, None, e) or time.monotonic() > deadline:
                     raise
-            await self._wait_healthy(request, deadline)
-            await asyncio.sleep(_backoff(attempt))
+            if wait is None:
+                await self._wait_healthy(request, deadline)
+            await asyncio.sleep(_backoff(attempt) if wait is None else wait)
             attempt += 1
 
     async def _wait_healthy(self, request: httpx.Request, deadline: float) -> None:
@@ -178,7 +196,7 @@ def client(base_url: str | None = None, api_key: str | None = None, *, env_file:
 
     ep = resolve_endpoint(base_url, api_key, None, env_file)
     http = httpx.Client(transport=ColdStartTransport(cold_start_timeout), follow_redirects=True, timeout=timeout)
-    return openai.OpenAI(base_url=ep.base_url, api_key=ep.api_key or "EMPTY", http_client=http)
+    return openai.OpenAI(base_url=ep.base_url, api_key=ep.api_key or "EMPTY", http_client=http, max_retries=0)
 
 
 def async_client(base_url: str | None = None, api_key: str | None = None, *, env_file: str | None = ".env",
@@ -189,5 +207,6 @@ def async_client(base_url: str | None = None, api_key: str | None = None, *, env
     ep = resolve_endpoint(base_url, api_key, None, env_file)
     http = httpx.AsyncClient(transport=AsyncColdStartTransport(cold_start_timeout), follow_redirects=True,
                              timeout=timeout)
-    return openai.AsyncOpenAI(base_url=ep.base_url, api_key=ep.api_key or "EMPTY", http_client=http)
+    return openai.AsyncOpenAI(base_url=ep.base_url, api_key=ep.api_key or "EMPTY", http_client=http,
+                              max_retries=0)
 
