@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -233,3 +234,18 @@ class Listener:
     @property
     def url(self):
         return f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+
+
+def serve_asgi(app, port: int | None = None, lifespan: str = "auto"):
+    """``app`` served by uvicorn in a daemon thread on 127.0.0.1; returns (server, base URL) once it listens.
+    Stop it with ``server.should_exit = True``."""
+    import uvicorn
+
+    port = port or free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan=lifespan))
+    threading.Thread(target=server.run, daemon=True).start()
+    deadline = time.monotonic() + 20
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert server.started, "uvicorn did not start"
+    return server, f"http://127.0.0.1:{port}"

@@ -31,15 +31,13 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import threading
 import time
 from dataclasses import dataclass, field
 
 import httpcore
 import httpx
-import uvicorn
 
-from conftest import free_port
+from conftest import serve_asgi
 
 RESULT_PARAM = "__modal_function_call_id"
 TOKEN = {"MODAL_PROXY_TOKEN_ID": "wk-rehearsal", "MODAL_PROXY_TOKEN_SECRET": "ws-rehearsal"}
@@ -71,15 +69,7 @@ class WebFunction:
         self.answered: list[tuple[str, int, str]] = []  # (raw path, status, location) sent to callers
         self.calls: dict[str, _Call] = {}
         self._pool: httpcore.AsyncConnectionPool | None = None
-        port = free_port()
-        self.url = f"http://127.0.0.1:{port}"
-        self.server = uvicorn.Server(uvicorn.Config(self, host="127.0.0.1", port=port, log_level="warning",
-                                                    lifespan="off"))
-        threading.Thread(target=self.server.run, daemon=True).start()
-        deadline = time.monotonic() + 20
-        while not self.server.started and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert self.server.started, "the rehearsal's web proxy did not start"
+        self.server, self.url = serve_asgi(self, lifespan="off")
 
     def cold(self, ready_after_s: float) -> None:
         """Scale to zero: the next request waits ``ready_after_s`` for a container."""

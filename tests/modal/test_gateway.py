@@ -11,7 +11,7 @@ import time
 import httpx
 import pytest
 
-from conftest import TEST_KEY, free_port
+from conftest import TEST_KEY, free_port, serve_asgi
 
 PROXY = {"MODAL_PROXY_TOKEN_ID": "wk-test", "MODAL_PROXY_TOKEN_SECRET": "ws-test"}
 
@@ -20,23 +20,12 @@ class Gateway:
     """``start_gateway`` (the body of ``serve_vllm``) served by uvicorn in a thread."""
 
     def __init__(self, monkeypatch, upstream: str, **env):
-        import uvicorn
-
         from llmodal.modal.container import start_gateway
 
         for k, v in {**PROXY, "VLLM_SERVER_API_KEY": TEST_KEY, **env}.items():
             monkeypatch.setenv(k, v)
         monkeypatch.delenv("LLMODAL_SETTINGS", raising=False)
-        self.port = free_port()
-        cfg = uvicorn.Config(start_gateway(lambda: upstream), host="127.0.0.1", port=self.port, log_level="warning",
-                             lifespan="on")
-        self.server = uvicorn.Server(cfg)
-        threading.Thread(target=self.server.run, daemon=True).start()
-        deadline = time.monotonic() + 20
-        while not self.server.started and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert self.server.started
-        self.root = f"http://127.0.0.1:{self.port}"
+        self.server, self.root = serve_asgi(start_gateway(lambda: upstream), lifespan="on")
 
     def close(self):
         self.server.should_exit = True
@@ -148,8 +137,6 @@ def test_gateway_streams_unbuffered_and_what_it_adds(monkeypatch, server):
 def test_chunks_pass_as_they_are_made(monkeypatch):
     """An upstream that emits one SSE chunk every 100 ms: through the gateway each must arrive before
     the next is made (a buffering relay would deliver them all at the end)."""
-    import uvicorn
-
     async def slow(scope, receive, send):
         if scope["type"] != "http":
             return
@@ -160,12 +147,8 @@ def test_chunks_pass_as_they_are_made(monkeypatch):
             await asyncio.sleep(0.1)
         await send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})
 
-    port = free_port()
-    up = uvicorn.Server(uvicorn.Config(slow, host="127.0.0.1", port=port, log_level="warning"))
-    threading.Thread(target=up.run, daemon=True).start()
-    while not up.started:
-        time.sleep(0.05)
-    gw = Gateway(monkeypatch, f"http://127.0.0.1:{port}")
+    _, up = serve_asgi(slow)
+    gw = Gateway(monkeypatch, up)
     try:
         _, arrivals = asyncio.run(_stream(gw.root, "any", 8))
         gaps = [round(b - a, 3) for a, b in zip(arrivals, arrivals[1:])]

@@ -17,9 +17,8 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-import uvicorn
 
-from conftest import TEST_KEY, free_port
+from conftest import TEST_KEY, free_port, serve_asgi
 from modal_web import TOKEN, WebFunction
 
 LIMIT = 1.5  # Modal's 150 s, scaled down a hundredfold
@@ -36,15 +35,7 @@ class GatewayServer:
         base = {k: v for k, v in os.environ.items() if not k.startswith(("VLLM_", "LLMODAL_", "MODAL_PROXY"))}
         with mock.patch.dict(os.environ, {**base, **TOKEN, "VLLM_SERVER_API_KEY": TEST_KEY, **env}, clear=True):
             app = start_gateway(lambda: upstream)
-        port = free_port()
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                                    lifespan="on"))
-        threading.Thread(target=self.server.run, daemon=True).start()
-        deadline = time.monotonic() + 20
-        while not self.server.started and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert self.server.started
-        self.url = f"http://127.0.0.1:{port}"
+        self.server, self.url = serve_asgi(app, lifespan="on")
 
     def close(self) -> None:
         self.server.should_exit = True
@@ -287,13 +278,9 @@ def test_the_gateway_says_502_only_when_nothing_was_sent(upstream, status, sent)
         url, seen = _listener(upstream)
     with mock.patch.dict(os.environ, TOKEN):
         app = BearerAuthMiddleware(Relay(lambda: url, timeout=1.0), environ={"LLMODAL_API_KEYS": TEST_KEY})
-    port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
-    threading.Thread(target=srv.run, daemon=True).start()
-    while not srv.started:
-        time.sleep(0.02)
+    srv, root = serve_asgi(app, lifespan="off")
     try:
-        r = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", json={"x": 1}, headers=KEY, timeout=20)
+        r = httpx.post(f"{root}/v1/chat/completions", json={"x": 1}, headers=KEY, timeout=20)
         assert r.status_code == status, r.text
         assert bool(seen) == sent and ("may have run" in r.text) == sent, r.text
     finally:
@@ -314,18 +301,13 @@ def test_a_redirect_from_the_gpu_server_never_names_the_gpu_host():
                     "headers": [(b"location", f"http://127.0.0.1:{up_port}/v1/models?a=1".encode())]})
         await send({"type": "http.response.body", "body": b""})
 
-    servers = [uvicorn.Server(uvicorn.Config(redirecting, host="127.0.0.1", port=up_port, log_level="warning"))]
+    servers = [serve_asgi(redirecting, up_port)[0]]
     with mock.patch.dict(os.environ, TOKEN):
         app = BearerAuthMiddleware(Relay(lambda: f"http://127.0.0.1:{up_port}"), environ={"LLMODAL_API_KEYS": TEST_KEY})
-    port = free_port()
-    servers.append(uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                                 lifespan="off")))
-    for srv in servers:
-        threading.Thread(target=srv.run, daemon=True).start()
-    while not all(srv.started for srv in servers):
-        time.sleep(0.02)
+    gw, root = serve_asgi(app, lifespan="off")
+    servers.append(gw)
     try:
-        r = httpx.get(f"http://127.0.0.1:{port}/v1/models", headers=KEY, timeout=10)
+        r = httpx.get(f"{root}/v1/models", headers=KEY, timeout=10)
         assert r.status_code == 307 and r.headers["location"] == "/v1/models?a=1", r.headers
     finally:
         for srv in servers:
