@@ -159,8 +159,9 @@ class Verdict:
     status: str  # "within", "explained", "miss" or "not predicted"
 
 
-def summarize(outcomes: list[Outcome], band: float) -> list[Verdict]:
-    """Per row: its held-out errors; within the band, outside with a measured cause, or a miss."""
+def summarize(outcomes: list[Outcome], band: float | dict[str, float]) -> list[Verdict]:
+    """Per row: its held-out errors; within the band (one for all, or one per row kind), outside with a
+    measured cause, or a miss."""
     by_row: dict[str, list[Outcome]] = {}
     for o in outcomes:
         by_row.setdefault(o.row.label, []).append(o)
@@ -172,6 +173,7 @@ def summarize(outcomes: list[Outcome], band: float) -> list[Verdict]:
             verdicts.append(Verdict(row, {}, None, "not predicted"))
             continue
         worst = max(errs.values(), key=abs)
-        status = "within" if abs(worst) <= band else ("explained" if row.cause else "miss")
+        limit = band[row.kind] if isinstance(band, dict) else band
+        status = "within" if abs(worst) <= limit else ("explained" if row.cause else "miss")
         verdicts.append(Verdict(row, errs, worst, status))
     return verdicts
