@@ -216,11 +216,11 @@ def main() -> None:
         vs = [v for v in verdicts if (ARCH[v.row.gpu], family(v.row.quant), v.row.kernel) == key and v.worst is not None]
         tp = [v.worst for v in vs if v.row.kind == "tput"]
         tt = [v.worst for v in vs if v.row.kind == "ttft"]
-        bands[key] = p90(tp)
+        bands[key] = (round(p90(tp), 3), round(max(tp, key=abs), 3), len(tp))
         print(f"| {', '.join(key)} | {len(tp)} | {sum(abs(e) <= GOAL['tput'] for e in tp)}/{len(tp)} "
-              f"| ±{bands[key]:.1%} | {max(tp, key=abs):+.1%} | {len(tt)} | {max(tt, key=abs, default=0):+.1%} |")
+              f"| ±{bands[key][0]:.1%} | {max(tp, key=abs):+.1%} | {len(tt)} | {max(tt, key=abs, default=0):+.1%} |")
     print()
-    print("speed.py BANDS: " + ", ".join(f"{k}: {b:.3f}" for k, b in bands.items()))
+    print("speed.py BANDS: " + ", ".join(f"{k}: {b}" for k, b in bands.items()))
     tput = [v for v in verdicts if v.row.kind == "tput"]
     print()
     print(f"Rows: {len(verdicts)} ({len(tput)} throughput, {len(verdicts) - len(tput)} TTFT), every one held out "
