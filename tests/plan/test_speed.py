@@ -131,3 +131,27 @@ def test_a_row_never_held_out_or_never_predicted_is_not_counted_as_validated():
     unpredicted = [Outcome("f", row("B", "H100", 1, 10.0), True, None, None)]
     v = summarize(only_fitted + unpredicted, 0.15)
     assert [x.status for x in v] == ["not predicted", "not predicted"] and all(x.worst is None for x in v)
+
+
+def test_compare_marks_the_rows_whose_band_reaches_the_cheapest():
+    from llmodal.plan.compare import ties
+
+    rows = [{"cost_per_1m_tokens": 0.100, "error_band": {"error": 0.10}},  # up to 0.100 / 0.9 = 0.1111
+            {"cost_per_1m_tokens": 0.105, "error_band": {"error": 0.10}},  # down to 0.105 / 1.1 = 0.0955: a tie
+            {"cost_per_1m_tokens": 0.130, "error_band": {"error": 0.10}},  # down to 0.1182: not
+            {"cost_per_1m_tokens": 0.090, "error_band": {"error": None}}]  # no band: unknown
+    ties(rows)
+    assert [r["could_be_cheapest"] for r in rows] == [True, True, False, None]
+
+
+def test_auto_does_not_rank_by_predicted_speed(monkeypatch):
+    # auto picks by faithfulness and KV sequences; a speed model off by any band cannot flip it.
+    from llmodal.core.config import load_settings
+    from llmodal.plan import speed
+    from llmodal.plan.planner import plan_for_settings
+
+    before = {g: plan_for_settings(load_settings(None, gpu=g)).chosen.quantization for g in ("H200", "A100-80GB")}
+    monkeypatch.setattr(speed, "E_MEM", speed.E_MEM / 3)
+    monkeypatch.setitem(speed.FITS, "fp8-w8a8", KernelFit(e_comp=0.05))
+    after = {g: plan_for_settings(load_settings(None, gpu=g)).chosen.quantization for g in ("H200", "A100-80GB")}
+    assert before == after == {"H200": "fp8", "A100-80GB": "awq"}

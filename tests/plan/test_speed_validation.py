@@ -52,3 +52,11 @@ def test_speed_py_carries_what_the_validation_printed():
         m = re.search(re.escape(str(key)) + r": \(([-\d.]+), ([-\d.]+), (\d+)\)", line)
         assert m, key
         assert (p90, worst, runs) == (pytest.approx(float(m[1])), pytest.approx(float(m[2])), int(m[3]))
+
+
+def test_the_ttft_under_load_range_plan_prints_is_the_validations():
+    text = (RESULTS / "speed-validation.md").read_text()
+    part = text.split("TTFT under load")[1].split("Stored GPU runs not compared")[0]
+    errs = [float(m) / 100 for m in re.findall(r"\| ([+-][\d.]+)% \|", part)]
+    assert errs and (min(errs), max(errs)) == (pytest.approx(speed.TTFT_AT_LOAD_ERRORS[0], abs=0.005),
+                                               pytest.approx(speed.TTFT_AT_LOAD_ERRORS[1], abs=0.005))

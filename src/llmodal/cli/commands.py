@@ -140,6 +140,7 @@ def plan(
 
     from llmodal.plan.compare import compare as compare_all
     from llmodal.plan.compare import parse_mix, speed_of
+    from llmodal.plan.speed import TTFT_AT_LOAD_ERRORS
 
     try:
         settings = load_settings(env_file, model=model, gpu=gpu, gpu_count=gpus, max_model_len=max_model_len,
@@ -197,6 +198,10 @@ def plan(
                           markup=False)
             if speed.band:
                 console.print(f"  error band: {speed.band.text()}", markup=False)
+            lo, hi = TTFT_AT_LOAD_ERRORS
+            console.print(f"  mean TTFT at {speed.concurrency} streams {speed.ttft_at_load_s:,.1f} s (prompts wait for "
+                          f"prefill chunks; not validated to a band: {lo:+.0%} to {hi:+.0%} on the stored runs)",
+                          markup=False)
         for row in costs or []:
             usd = row["usd_per_million_output_tokens"]
             console.print(f"at {row['label']}: {row['output_tok_s']:.0f} output tok/s → "
