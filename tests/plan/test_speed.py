@@ -155,3 +155,19 @@ def test_auto_does_not_rank_by_predicted_speed(monkeypatch):
     monkeypatch.setitem(speed.FITS, "fp8-w8a8", KernelFit(e_comp=0.05))
     after = {g: plan_for_settings(load_settings(None, gpu=g)).chosen.quantization for g in ("H200", "A100-80GB")}
     assert before == after == {"H200": "fp8", "A100-80GB": "awq"}
+
+
+@pytest.mark.parametrize("load,limits", [
+    (Load(1024, 256, 128, 256), dict(max_num_seqs=1024, max_num_batched_tokens=8192, kv_tokens=106_683)),  # KV-bound
+    (Load(1024, 256, 64, 128), dict(max_num_seqs=32, max_num_batched_tokens=2048, kv_tokens=114_192)),  # seq cap
+    (Load(1024, 256, 128, 256, cached_in=1008, cached_requests=64),
+     dict(max_num_seqs=512, max_num_batched_tokens=512, kv_tokens=405_968)),  # small steps, repeated prompts
+    (Load(6000, 1024, 16, 16), dict(max_num_seqs=1024, max_num_batched_tokens=8192, kv_tokens=106_683)),  # preempts
+])
+def test_summing_plain_decode_steps_in_one_go_changes_nothing(load, limits):
+    step = engine("machete", KernelFit(e_comp=0.8, floor_ms=20), weight_bytes=40 * 10**9, kv_bytes=327_680)
+    slow = simulate(load, step.step_seconds, fast=False, **limits)
+    fast = simulate(load, step.step_seconds, **limits)
+    assert fast.out_tok_s == pytest.approx(slow.out_tok_s, rel=1e-12)
+    assert fast.ttft_s == pytest.approx(slow.ttft_s, rel=1e-12)
+    assert (fast.preemptions, fast.max_batch) == (slow.preemptions, slow.max_batch) and fast.steps == slow.steps

@@ -11,7 +11,8 @@ one the moment the last finishes, until ``requests`` have been sent — what `ll
    cache has room for the chunk.
 
 A step's duration comes from ``step_time(tokens, kv_read, attn)``: tokens the GEMMs process, KV tokens the
-decode attention reads, and prompt-attention token pairs. The first token comes with the step that ends a
+decode attention reads, and prompt-attention token pairs; it must be linear in ``kv_read`` (``fast`` adds up
+runs of plain decode steps in closed form). The first token comes with the step that ends a
 prompt. The result is what a benchmark reports: output tokens over the run's wall time, and the mean TTFT.
 Ramp, drain, queueing behind ``max_num_seqs``, chunked prefill and preemption are all in it.
 """
@@ -43,7 +44,7 @@ class Result:
 
 
 def simulate(load: Load, step_time: Callable[[int, int, int], float], *, max_num_seqs: int,
-             max_num_batched_tokens: int, kv_tokens: int) -> Result:
+             max_num_batched_tokens: int, kv_tokens: int, fast: bool = True) -> Result:
     n_in, n_out = load.n_in, load.n_out
 
     def request(i: int, now: float) -> list:
@@ -63,6 +64,22 @@ def simulate(load: Load, step_time: Callable[[int, int, int], float], *, max_num
     while done < load.requests:
         n_dec = len(decoding)
         used = dec_base + n_dec * step + sum(r[1] for r in prefilling)
+        if fast and decoding and not prefilling:
+            # Nothing but decodes until a sequence finishes: no prompt can start (none waits, or no slot, budget
+            # or KV room for one) and the KV cache has room for every step. Those steps differ only in the KV
+            # they read, n_dec more each, and a step's time is linear in it: add them up in one go.
+            room = max_num_batched_tokens - n_dec
+            if (not waiting or n_dec >= max_num_seqs or room <= 0
+                    or used + n_dec + min(waiting[0][0], room) > kv_tokens):
+                k = min(min(r[3] + r[4] for r in decoding) - step, (kv_tokens - used) // n_dec) - 1
+                if k > 0:
+                    kv0 = dec_base + n_dec * step
+                    t0 = step_time(n_dec, kv0, 0)
+                    grow = step_time(n_dec, kv0 + n_dec, 0) - t0
+                    clock += k * t0 + grow * k * (k - 1) / 2
+                    step += k
+                    max_batch = max(max_batch, n_dec)
+                    continue
         while decoding and used + len(decoding) > kv_tokens:  # no block for the next token: preempt the newest
             victim = decoding.pop()
             held = victim[1] + step - victim[3]
