@@ -172,6 +172,10 @@ def test_compare_lists_every_fitting_option_with_speed_and_cost(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "llmodal.cli", "plan", "--env-file", "", "--compare", "--mix", "1024"],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode != 0 and "--mix '1024' is invalid" in bad.stderr and "Traceback" not in bad.stderr
+    long = subprocess.run([sys.executable, "-m", "llmodal.cli", "plan", "--env-file", "", "--mix", "200000:256"],
+                          capture_output=True, text=True, timeout=120)
+    assert long.returncode != 0 and "Traceback" not in long.stderr
+    assert "--mix 200000:256 is 200,256 tokens a request, more than max_model_len" in " ".join(long.stderr.split())
 
 
 def test_plan_prints_the_choice_its_reason_and_the_predicted_speed():

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+from llmodal.core.errors import PlanError
+
 from llmodal.plan.prices import cheapest
 from llmodal.plan.model_spec import ModelSpec
 from llmodal.plan.gpus import get_gpu
@@ -27,6 +29,9 @@ def parse_mix(text: str) -> tuple[int, int]:
 
 def speed_of(plan: Plan, spec: ModelSpec, mix: tuple[int, int] = (1024, 256), concurrency: int = 128) -> Speed:
     """The plan's predicted speed under its own profile's limits, with the error band for its kernel."""
+    if sum(mix) > plan.max_model_len:
+        raise PlanError(f"--mix {mix[0]}:{mix[1]} is {sum(mix):,} tokens a request, more than max_model_len "
+                        f"{plan.max_model_len:,}: vLLM would refuse it; shorten the mix or raise VLLM_MAX_MODEL_LEN")
     gpu = get_gpu(plan.gpu)
     disabled = plan.flags.disabled_kernels if plan.flags else None
     shape = EngineShape.for_gpu(gpu, plan.flags)

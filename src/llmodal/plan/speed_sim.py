@@ -5,7 +5,8 @@ one the moment the last finishes, until ``requests`` have been sent — what `ll
 `vllm bench serve` do at a concurrency level. Each step, as vLLM v1 schedules it:
 
 1. every running sequence that has its prompt done decodes one token (if the KV cache cannot hold that
-   token, the newest sequence is preempted: its blocks are freed and it waits to be prefilled again);
+   token, the newest sequence is preempted: its blocks are freed and it waits to be prefilled again, and no
+   waiting request starts in that step);
 2. the rest of the step's token budget (``max_num_batched_tokens``) goes to prompt chunks, oldest first:
    running sequences mid-prompt, then waiting requests while fewer than ``max_num_seqs`` run and the KV
    cache has room for the chunk.
@@ -89,6 +90,7 @@ def simulate(load: Load, step_time: Callable[[int, int, int], float], *, max_num
             victim[4] -= step - victim[3] + 1  # output tokens still owed once the recompute samples one
             waiting.appendleft(victim)
             preempted += 1
+        shed = len(decoding) < n_dec  # vLLM starts no waiting request in a step that had to preempt
         n_dec = len(decoding)
         kv_read = dec_base + n_dec * step
         budget = max_num_batched_tokens - n_dec
@@ -100,7 +102,7 @@ def simulate(load: Load, step_time: Callable[[int, int, int], float], *, max_num
                 chunks.append((r, take))
                 budget -= take
                 used += take
-        while waiting and budget > 0 and n_dec + len(prefilling) < max_num_seqs:
+        while waiting and budget > 0 and n_dec + len(prefilling) < max_num_seqs and not shed:
             r = waiting[0]
             take = min(r[0], budget)
             if used + take > kv_tokens:
