@@ -1,6 +1,7 @@
 """The planner's speed model (llmodal/plan/speed.py) judged on runs it was not fitted to.
 
     .venv/bin/python benchmarks/speed_validation.py > benchmarks/results/speed-validation.md
+    .venv/bin/python benchmarks/speed_validation.py --frozen   # speed.py's constants as they are, no refit
 
 Every stored GPU run is a row: closed-loop throughput (out tok/s) or single-stream TTFT, read from its raw
 file under benchmarks/results/ or, for the shared measurement notes outside this repo, from
@@ -27,7 +28,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from llmodal.plan.catalog import lookup  # noqa: E402
 from llmodal.plan.speed import ARCH, family  # noqa: E402
-from llmodal.plan.speed_fit import Fold, Row, cross_validate, fit, predict_row, summarize  # noqa: E402
+from llmodal.plan.speed_fit import DEFAULT, Fold, Row, cross_validate, fit, predict_row, summarize  # noqa: E402
 
 SPEC = lookup("meta-llama/Llama-3.1-70B-Instruct", None)
 GOAL = {"tput": 0.15, "ttft": 0.25}  # issue 35: throughput rows ±15 %, every row ±25 %
@@ -180,7 +181,20 @@ def p90(errors: list[float]) -> float:
     return xs[max(0, -(-len(xs) * 9 // 10) - 1)] if xs else 0.0
 
 
+def frozen() -> None:
+    """`--frozen`: every row against speed.py's constants as they are, no refit — how a new GPU run's rows
+    are judged before anything is fitted to them (issue 35)."""
+    print("| measured row | kernel | measured | speed.py predicts | error |")
+    print("|---|---|---|---|---|")
+    for r in rows():
+        p = predict_row(r, SPEC, DEFAULT)
+        unit = "tok/s" if r.kind == "tput" else "ms TTFT"
+        print(f"| {r.label} | {r.kernel} | {r.measured:,.1f} {unit} | {p:,.1f} | {p / r.measured - 1:+.1%} |")
+
+
 def main() -> None:
+    if "--frozen" in sys.argv[1:]:
+        return frozen()
     all_rows = rows()
     with ProcessPoolExecutor(2) as pool:
         outcomes = [o for part in pool.map(_one_fold, [(all_rows, i) for i in range(len(FOLDS))]) for o in part]
