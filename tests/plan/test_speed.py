@@ -171,3 +171,8 @@ def test_summing_plain_decode_steps_in_one_go_changes_nothing(load, limits):
     assert fast.out_tok_s == pytest.approx(slow.out_tok_s, rel=1e-12)
     assert fast.ttft_s == pytest.approx(slow.ttft_s, rel=1e-12)
     assert (fast.preemptions, fast.max_batch) == (slow.preemptions, slow.max_batch) and fast.steps == slow.steps
+
+
+def test_a_request_the_kv_cache_cannot_hold_is_refused():
+    with pytest.raises(RuntimeError, match="cannot hold one request"):
+        simulate(Load(10, 2, 1, 1), const(1.0), max_num_seqs=8, max_num_batched_tokens=4, kv_tokens=8)
