@@ -40,7 +40,7 @@ def test_the_kernel_vllm_picks_per_architecture_and_profile():
     assert kernel(get_gpu("A100-80GB"), "awq") == "marlin" and kernel(get_gpu("L40S"), "awq") == "marlin"
     assert kernel(get_gpu("H200"), "fp8") == "fp8-w8a8" and kernel(get_gpu("L40S"), "fp8") == "fp8-w8a8"
     assert kernel(get_gpu("A100-80GB"), "fp8") == "fp8-marlin"  # no FP8 tensor cores: weight-only
-    assert kernel(get_gpu("H100"), "bf16") == "dense-16bit"
+    assert kernel(get_gpu("H100"), "bf16") == "dense-16bit" and kernel(get_gpu("T4"), "awq") == "awq-gemm"
 
 
 def test_the_band_says_where_a_prediction_is_an_extrapolation():

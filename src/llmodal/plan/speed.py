@@ -1,7 +1,8 @@
 """How fast a plan serves and what a token costs: per-kernel step times, run through vLLM's scheduler.
 
 **The kernel.** vLLM 0.32 runs a format with a kernel that depends on the GPU (``kernel()``): 4-bit AWQ/GPTQ
-through Machete on Hopper, through Marlin on Ampere and Ada or where a profile disables Machete; FP8
+through Machete on Hopper, through Marlin on Ampere, Ada, Blackwell or where a profile disables Machete (on
+Turing, which Marlin does not support, vLLM's plain AWQ GEMM); FP8
 weights as W8A8 (cutlass) on GPUs with FP8 tensor cores, weight-only through Marlin elsewhere.
 
 **One engine step** processing ``tokens`` tokens (one per decoding sequence plus prompt chunks), reading
@@ -62,6 +63,7 @@ FITS |= {
     "dense-16bit": KernelFit(e_comp=FITS["fp8-w8a8"].e_comp, like="fp8-w8a8"),
     "int8-w8a8": KernelFit(e_comp=FITS["fp8-w8a8"].e_comp, like="fp8-w8a8"),
     "fp8-marlin": KernelFit(e_comp=FITS["marlin"].e_comp, floor_ms=FITS["marlin"].floor_ms, like="marlin"),
+    "awq-gemm": KernelFit(e_comp=FITS["marlin"].e_comp, floor_ms=FITS["marlin"].floor_ms, like="marlin"),
 }
 # Held-out throughput error per (architecture, format family, kernel), from the same script's summary: the
 # |error| 90 % of the held-out runs stay within, the worst one, and how many runs (each held out when its
@@ -82,7 +84,9 @@ def kernel(gpu: GPU, quant: str, disabled_kernels: str | None = None) -> str:
     """The GEMM kernel vLLM 0.32 uses for this format on this GPU."""
     hopper = ARCH.get(gpu.name) == "Hopper"
     if quant in FOUR_BIT:
-        return "machete" if hopper and "Machete" not in (disabled_kernels or "") else "marlin"
+        if hopper and "Machete" not in (disabled_kernels or ""):
+            return "machete"
+        return "awq-gemm" if ARCH.get(gpu.name) == "Turing" else "marlin"  # Marlin needs Ampere or newer
     if quant == "fp8":
         return "fp8-w8a8" if gpu.fp8 else "fp8-marlin"
     if quant == "int8":
