@@ -141,8 +141,8 @@ class Band:
     extrapolated: str = ""  # why the number is an extrapolation, when it is
 
     def text(self) -> str:
-        band = (f"±{self.error:.0%} ({self.kernel}: 90 % of {self.runs} held-out runs within it, worst "
-                f"{self.worst:+.0%})" if self.error is not None else f"no error band ({self.kernel})")
+        band = (f"±{self.error:.0%} on throughput ({self.kernel}: 90 % of {self.runs} held-out runs within it, "
+                f"worst {self.worst:+.0%})" if self.error is not None else f"no error band ({self.kernel})")
         return band + (f"; {self.extrapolated}" if self.extrapolated else "")
 
     def to_dict(self) -> dict:
