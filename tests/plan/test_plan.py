@@ -163,11 +163,19 @@ def test_compare_lists_every_fitting_option_with_speed_and_cost(tmp_path):
     costs = [r["cost_per_1m_tokens"] for r in rows]
     assert costs == sorted(costs) and all(r["saturated_out_tok_s"] > r["single_stream_tok_s"] > 0 for r in rows)
     assert all(r["at_load"]["replicas"] >= 1 and r["at_load"]["rps"] == 2 for r in rows)
+    assert all("error_band" in r and "could_be_cheapest" in r for r in rows) and rows[0]["could_be_cheapest"] in (
+        True, None)
+    a100 = [r for r in rows if r["gpu"] == "A100-80GB"]
+    assert a100 and all(r["error_band"]["extrapolated"] for r in a100)
     assert doc["api"]["usd_per_1m_tokens"] > 0 and "read 2026" in doc["api"]["source"]
     assert png.stat().st_size > 10_000  # the picture was drawn
     bad = subprocess.run([sys.executable, "-m", "llmodal.cli", "plan", "--env-file", "", "--compare", "--mix", "1024"],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode != 0 and "--mix '1024' is invalid" in bad.stderr and "Traceback" not in bad.stderr
+    long = subprocess.run([sys.executable, "-m", "llmodal.cli", "plan", "--env-file", "", "--mix", "200000:256"],
+                          capture_output=True, text=True, timeout=120)
+    assert long.returncode != 0 and "Traceback" not in long.stderr
+    assert "--mix 200000:256 is 200,256 tokens a request, more than max_model_len" in " ".join(long.stderr.split())
 
 
 def test_plan_prints_the_choice_its_reason_and_the_predicted_speed():
@@ -179,7 +187,29 @@ def test_plan_prints_the_choice_its_reason_and_the_predicted_speed():
                        capture_output=True, text=True, timeout=120, env=env)
     assert r.returncode == 0, r.stderr
     assert "auto chose FP8" in r.stdout and "runner-up AWQ" in r.stdout and "predicted speed" in r.stdout
-    assert "assumes vLLM's default step size" not in r.stdout  # balanced: vLLM's own steps, as fitted
-    r = subprocess.run([sys.executable, "-m", "llmodal.cli", "plan", "--env-file", "", "--gpu", "H200"],
-                       capture_output=True, text=True, timeout=120, env={**env, "LLMODAL_PROFILE": "throughput"})
-    assert "assumes vLLM's default step size, not 512 tokens a step" in " ".join(r.stdout.split()), r.stdout
+    assert "error band: ±" in r.stdout and "fp8-w8a8" in r.stdout and "extrapolated" not in r.stdout
+    # The guide's A100: Marlin, never measured on that GPU — said beside the number, in text and JSON.
+    r = subprocess.run([sys.executable, "-m", "llmodal.cli", "plan", "--env-file", "", "--gpu", "A100-80GB"],
+                       capture_output=True, text=True, timeout=120, env=env)
+    assert "extrapolated: no measurement of this kernel on this GPU" in " ".join(r.stdout.split()), r.stdout
+    r = subprocess.run([sys.executable, "-m", "llmodal.cli", "plan", "--env-file", "", "--gpu", "A100-80GB", "--json"],
+                       capture_output=True, text=True, timeout=120, env=env)
+    band = __import__("json").loads(r.stdout)["speed"]["error_band"]
+    assert band["kernel"] == "marlin" and band["error"] is None and "no measurement" in band["extrapolated"]
+
+
+def test_the_profiles_sequence_cap_limits_the_predicted_batch():
+    import json
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith(("VLLM_", "LLMODAL_"))}
+    out = {}
+    for profile in ("balanced", "latency"):
+        r = subprocess.run([sys.executable, "-m", "llmodal.cli", "plan", "--env-file", "", "--gpu", "H100", "--json",
+                            "--quantization", "awq"], capture_output=True, text=True, timeout=120,
+                           env={**env, "LLMODAL_PROFILE": profile})
+        out[profile] = json.loads(r.stdout)["speed"]
+    assert out["latency"]["max_batch"] <= 32 < out["balanced"]["max_batch"]  # --max-num-seqs 32
+    assert out["latency"]["error_band"]["kernel"] == "marlin" and out["balanced"]["error_band"]["kernel"] == "machete"
+    assert out["latency"]["saturated_out_tok_s"] < out["balanced"]["saturated_out_tok_s"]

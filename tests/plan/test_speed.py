@@ -1,72 +1,178 @@
-"""The speed model's arithmetic on hand-computed cases, and the measured rows it was fitted to."""
+"""The speed model on hand-worked cases: one step's time, the scheduler's arithmetic, the kernel vLLM picks,
+the band shown beside a prediction, and the held-out error computation that sets that band."""
 
 import pytest
 
-from llmodal.plan.catalog import lookup
-from llmodal.plan.model_spec import ModelSpec
 from llmodal.plan.gpus import GPU, get_gpu
-from llmodal.plan.speed import predict, prefill_seconds, step_seconds
+from llmodal.plan.model_spec import ModelSpec
+from llmodal.plan.speed import Engine, KernelFit, band, kernel
+from llmodal.plan.speed_fit import Fold, Outcome, Row, cross_validate, summarize
+from llmodal.plan.speed_sim import Load, simulate
 
-# A made-up GPU and model with round numbers: 1 TB/s, 100 TFLOP/s, 1B parameters.
+# A made-up GPU and model with round numbers: 1 TB/s, 100 TFLOP/s.
 TOY_GPU = GPU("toy", 80, 1.0, 3.6, "test", True, bf16_tflops=100, fp8_tflops=200)
 TOY = ModelSpec("toy", layers=1, hidden=64, heads=1, kv_heads=1, head_dim=64, intermediate=64, vocab=10)
 
 
-def test_decode_step_is_the_slower_of_bytes_and_flops():
-    # bf16: E_BW 0.71 → 1e9 B / (1e12 × 0.71) = 1.408 ms; FLOPs 2·P·1 / (100e12 × 0.5) ≈ 0 → memory-bound.
-    t = step_seconds(TOY, TOY_GPU, "bf16", weight_bytes=10**9, kv_bytes_per_token=0, tp=1, batch=1, context=0)
-    assert t == pytest.approx(1e9 / (1e12 * 0.71))
-    # 2 GPUs: half the bytes, plus one all-reduce term of 0.15 ms.
-    t2 = step_seconds(TOY, TOY_GPU, "bf16", weight_bytes=10**9, kv_bytes_per_token=0, tp=2, batch=1, context=0)
-    assert t2 == pytest.approx(0.5e9 / (1e12 * 0.71) + 0.15e-3)
+def engine(k: str, fit: KernelFit, weight_bytes: int = 10**9, kv_bytes: int = 1000) -> Engine:
+    return Engine(TOY, TOY_GPU, k, weight_bytes, kv_bytes, fit=fit, e_mem=0.5)
 
 
-def test_prefill_uses_the_formats_peak():
-    n = 100
-    flops = n * (2 * TOY.params + 2 * 1 * 1 * 64 * n)
-    assert prefill_seconds(TOY, TOY_GPU, "fp8", 1, n) == pytest.approx(flops / (200e12 * 0.54))
-    assert prefill_seconds(TOY, TOY_GPU, "awq", 1, n) == pytest.approx(flops / (100e12 * 0.84))
+def test_a_step_is_the_slowest_of_weights_floor_and_compute_plus_its_kv_reads():
+    flops_per_token = 2 * TOY.params
+    dense = engine("fp8-w8a8", KernelFit(e_comp=0.5))
+    # 1e9 B at 1 TB/s × 0.5 = 2 ms; one token's GEMMs ≈ 0: bandwidth-bound.
+    assert dense.step_seconds(1, 0, 0) == pytest.approx(2e-3)
+    # + 1e6 KV tokens × 1000 B at 0.5 TB/s = 2 ms more.
+    assert dense.step_seconds(1, 10**6, 0) == pytest.approx(4e-3)
+    # Enough tokens that the GEMMs bind: at FP8's 200 TFLOP/s × 0.5.
+    n = int(1e12 / flops_per_token)
+    assert dense.step_seconds(n, 0, 0) == pytest.approx(n * flops_per_token / 100e12)
+    # A 4-bit kernel's floor binds over the 2 ms of bytes; its GEMMs run at the 16-bit peak.
+    four = engine("machete", KernelFit(e_comp=0.5, floor_ms=20))
+    assert four.step_seconds(1, 0, 0) == pytest.approx(20e-3)
+    assert four.step_seconds(n, 0, 0) == pytest.approx(n * flops_per_token / 50e12)
 
 
-def test_one_stream_has_no_overlap_and_cost_follows_throughput():
-    s = predict(TOY, TOY_GPU, "bf16", weight_bytes=10**9, kv_bytes_per_token=0, tp=1, kv_tokens=10**6,
-                price_per_hour=3.6, mix=(100, 10), concurrency=1)
-    step = 1e9 / (1e12 * 0.71)
-    per_request = prefill_seconds(TOY, TOY_GPU, "bf16", 1, 100) + 10 * step
-    assert s.saturated_out_tok_s == pytest.approx(10 / per_request)
-    assert s.cost_per_1m_tokens == pytest.approx(3.6 / 3600 / (s.saturated_out_tok_s * 11) * 1e6)
+def test_the_kernel_vllm_picks_per_architecture_and_profile():
+    assert kernel(get_gpu("H100"), "awq") == "machete" and kernel(get_gpu("H200"), "gptq") == "machete"
+    assert kernel(get_gpu("H100"), "awq", "MacheteLinearKernel") == "marlin"  # profile latency
+    assert kernel(get_gpu("A100-80GB"), "awq") == "marlin" and kernel(get_gpu("L40S"), "awq") == "marlin"
+    assert kernel(get_gpu("H200"), "fp8") == "fp8-w8a8" and kernel(get_gpu("L40S"), "fp8") == "fp8-w8a8"
+    assert kernel(get_gpu("A100-80GB"), "fp8") == "fp8-marlin"  # no FP8 tensor cores: weight-only
+    assert kernel(get_gpu("H100"), "bf16") == "dense-16bit" and kernel(get_gpu("T4"), "awq") == "awq-gemm"
 
 
-# (GPU, build, weights GiB, KV tokens, concurrency, measured out tok/s, file)
-MEASURED = [
-    ("H200", "fp8", 67.7, 195022, 1, 45.8, "shared/measurements/h200-llama70b-fp8.md"),
-    ("H200", "fp8", 67.7, 195022, 64, 1119.1, "shared/measurements/h200-llama70b-fp8.md"),
-    ("H200", "fp8", 67.7, 195022, 128, 1400.4, "shared/measurements/h200-llama70b-fp8.md"),
-    ("H100", "awq", 37.88, 114384, 1, 43.45, "shared/measurements/h100-llama70b-awq.md"),
-    ("H100", "awq", 37.88, 114384, 8, 293.1, "shared/measurements/h100-llama70b-awq.md"),
-    ("H100", "awq", 37.88, 114384, 32, 743.9, "shared/measurements/h100-llama70b-awq.md"),
-    ("H100", "awq", 37.88, 114384, 64, 831.1, "shared/measurements/h100-llama70b-awq.md"),
-]
+def test_the_band_says_where_a_prediction_is_an_extrapolation():
+    measured = band(get_gpu("H200"), "awq")
+    assert measured.kernel == "machete" and measured.error is not None and not measured.extrapolated
+    a100 = band(get_gpu("A100-80GB"), "awq")
+    assert a100.kernel == "marlin" and a100.error is None
+    assert "extrapolated: no measurement of this kernel on this GPU" in a100.text()
+    h100_fp8 = band(get_gpu("H100"), "fp8")  # measured on the H200 only: the Hopper band, said to be borrowed
+    assert h100_fp8.error is not None and "no measurement of this kernel on this GPU" in h100_fp8.text()
+    assert "never measured" in band(get_gpu("H100"), "bf16").text()
 
 
-@pytest.mark.parametrize("gpu,build,wgib,kv,c,measured,src", MEASURED)
-def test_predictions_within_15_percent_of_the_measured_rows(gpu, build, wgib, kv, c, measured, src):
-    spec = lookup("meta-llama/Llama-3.1-70B-Instruct", None)
-    s = predict(spec, get_gpu(gpu), build, weight_bytes=int(wgib * 1024**3), kv_bytes_per_token=spec.kv_bytes_per_token(2),
-                tp=1, kv_tokens=kv, price_per_hour=1.0, concurrency=c)
-    err = s.saturated_out_tok_s / measured - 1
-    print(f"RECORD speed | {gpu} {build} c={c} | predicted {s.saturated_out_tok_s:.1f} | measured {measured} | "
-          f"{err:+.1%} | {src}")
-    assert abs(err) <= 0.15
+def const(seconds: float):
+    return lambda tokens, kv_read, attn: seconds
 
 
-def test_auto_picks_fp8_on_an_h200_and_awq_on_the_guides_a100():
+def test_one_stream_prefill_then_decode_steps():
+    # 4 prompt tokens fit one 8-token step, which samples the first token; 2 decode steps follow.
+    r = simulate(Load(4, 3, 1, 1), const(1.0), max_num_seqs=8, max_num_batched_tokens=8, kv_tokens=100)
+    assert (r.steps, r.out_tok_s, r.ttft_s) == (3, pytest.approx(1.0), pytest.approx(1.0))
+    # A 2-token step budget chunks the prompt into two steps.
+    r = simulate(Load(4, 3, 1, 1), const(1.0), max_num_seqs=8, max_num_batched_tokens=2, kv_tokens=100)
+    assert (r.steps, r.out_tok_s, r.ttft_s) == (4, pytest.approx(0.75), pytest.approx(2.0))
+
+
+def test_max_num_seqs_caps_the_batch_and_queues_the_rest():
+    # 4 users, 2 sequences at a time, 1-token prompts, 2 tokens out: steps 1-2 serve two requests, steps 3-4
+    # the other two (queued since t=0): 8 tokens in 4 s; TTFT 1 s for the first two, 3 s for the others.
+    r = simulate(Load(1, 2, 4, 4), const(1.0), max_num_seqs=2, max_num_batched_tokens=64, kv_tokens=100)
+    assert (r.steps, r.max_batch, r.out_tok_s, r.ttft_s) == (4, 2, pytest.approx(2.0), pytest.approx(2.0))
+    free = simulate(Load(1, 2, 4, 4), const(1.0), max_num_seqs=8, max_num_batched_tokens=64, kv_tokens=100)
+    assert (free.steps, free.max_batch) == (2, 4)
+
+
+def test_a_kv_cache_too_small_for_the_batch_preempts():
+    # Two 10-token prompts in a 21-token cache: both prefill, then the second token of each needs room.
+    r = simulate(Load(10, 4, 2, 2), const(1.0), max_num_seqs=8, max_num_batched_tokens=64, kv_tokens=21)
+    assert r.preemptions >= 1 and r.out_tok_s < 8 / 4
+
+
+def test_a_repeated_prompt_skips_its_prefill():
+    step = lambda tokens, kv_read, attn: tokens * 0.01 + 0.01  # noqa: E731
+    fresh = simulate(Load(100, 2, 1, 1), step, max_num_seqs=8, max_num_batched_tokens=512, kv_tokens=1000)
+    cached = simulate(Load(100, 2, 1, 1, cached_in=96, cached_requests=1), step, max_num_seqs=8,
+                      max_num_batched_tokens=512, kv_tokens=1000)
+    assert fresh.ttft_s == pytest.approx(1.01) and cached.ttft_s == pytest.approx(0.05)
+
+
+def row(label: str, gpu: str, x: float, measured: float, cause: str = "") -> Row:
+    # x rides in n_in: the toy model below predicts k × x
+    return Row(label, gpu, "awq", "balanced", "tput", int(x), 1, 1, 1, 1, 2, measured, "hand", cause=cause)
+
+
+def toy_cv(rows, band_=0.15):
+    fit = lambda train: sum(r.measured / r.n_in for r in train) / len(train)  # noqa: E731
+    folds = [Fold("H200 out", lambda r: r.gpu == "H200"), Fold("H100 out", lambda r: r.gpu == "H100")]
+    return cross_validate(rows, folds, fit, lambda r, k: k * r.n_in)
+
+
+def test_held_out_errors_worked_by_hand():
+    a, b, c = row("A", "H100", 1, 10.0), row("B", "H100", 2, 22.0), row("C", "H200", 1, 12.0)
+    out = toy_cv([a, b, c])
+    # H200 out: k = mean(10/1, 22/2) = 10.5 → C predicted 10.5: −12.5 %. A and B are fitted rows there.
+    h200 = {o.row.label: o for o in out if o.fold == "H200 out"}
+    assert h200["C"].held_out and h200["C"].predicted == pytest.approx(10.5)
+    assert h200["C"].error == pytest.approx(-0.125)
+    assert not h200["A"].held_out and not h200["B"].held_out
+    # H100 out: k = 12 → A 12 (+20 %), B 24 (+9.09 %).
+    h100 = {o.row.label: o for o in out if o.fold == "H100 out"}
+    assert h100["A"].error == pytest.approx(0.2) and h100["B"].error == pytest.approx(24 / 22 - 1)
+    v = {x.row.label: x for x in summarize(out, 0.15)}
+    assert v["A"].status == "miss" and v["A"].worst == pytest.approx(0.2)  # outside ±15 %, no cause: a miss
+    assert v["B"].status == "within" and v["C"].status == "within"
+    assert v["C"].held_out_errors == {"H200 out": pytest.approx(-0.125)}  # fitted folds do not count
+
+
+def test_a_row_outside_the_band_is_a_miss_unless_a_measured_cause_is_recorded():
+    a = row("A", "H100", 1, 10.0, cause="measured: the prefix cache served half the prompts (file X)")
+    out = toy_cv([a, row("B", "H100", 2, 22.0), row("C", "H200", 1, 12.0)])
+    assert {x.row.label: x.status for x in summarize(out, 0.15)}["A"] == "explained"
+    # The same errors against a ±25 % band: every row within.
+    assert all(x.status == "within" for x in summarize(out, 0.25))
+
+
+def test_a_row_never_held_out_or_never_predicted_is_not_counted_as_validated():
+    only_fitted = [Outcome("f", row("A", "H100", 1, 10.0), False, 10.0, 0.0)]
+    unpredicted = [Outcome("f", row("B", "H100", 1, 10.0), True, None, None)]
+    v = summarize(only_fitted + unpredicted, 0.15)
+    assert [x.status for x in v] == ["not predicted", "not predicted"] and all(x.worst is None for x in v)
+
+
+def test_compare_marks_the_rows_whose_band_reaches_the_cheapest():
+    from llmodal.plan.compare import ties
+
+    rows = [{"cost_per_1m_tokens": 0.100, "error_band": {"error": 0.10}},  # up to 0.100 / 0.9 = 0.1111
+            {"cost_per_1m_tokens": 0.105, "error_band": {"error": 0.10}},  # down to 0.105 / 1.1 = 0.0955: a tie
+            {"cost_per_1m_tokens": 0.130, "error_band": {"error": 0.10}},  # down to 0.1182: not
+            {"cost_per_1m_tokens": 0.090, "error_band": {"error": None}}]  # no band: unknown
+    ties(rows)
+    assert [r["could_be_cheapest"] for r in rows] == [True, True, False, None]
+
+
+def test_auto_does_not_rank_by_predicted_speed(monkeypatch):
+    # auto picks by faithfulness and KV sequences; a speed model off by any band cannot flip it.
     from llmodal.core.config import load_settings
+    from llmodal.plan import speed
     from llmodal.plan.planner import plan_for_settings
 
-    h200 = plan_for_settings(load_settings(None, gpu="H200")).chosen
-    a100 = plan_for_settings(load_settings(None)).chosen
-    assert h200.quantization == "fp8" and any("chose FP8" in n and "runner-up AWQ" in n for n in h200.notes)
-    assert a100.quantization == "awq" and any("FP8 skipped" in n for n in a100.notes)
-    explicit = plan_for_settings(load_settings(None, gpu="H200", quantization="awq")).chosen
-    assert explicit.quantization == "awq"  # set explicitly, it wins
+    before = {g: plan_for_settings(load_settings(None, gpu=g)).chosen.quantization for g in ("H200", "A100-80GB")}
+    monkeypatch.setattr(speed, "E_MEM", speed.E_MEM / 3)
+    monkeypatch.setitem(speed.FITS, "fp8-w8a8", KernelFit(e_comp=0.05))
+    after = {g: plan_for_settings(load_settings(None, gpu=g)).chosen.quantization for g in ("H200", "A100-80GB")}
+    assert before == after == {"H200": "fp8", "A100-80GB": "awq"}
+
+
+@pytest.mark.parametrize("load,limits", [
+    (Load(1024, 256, 128, 256), dict(max_num_seqs=1024, max_num_batched_tokens=8192, kv_tokens=106_683)),  # KV-bound
+    (Load(1024, 256, 64, 128), dict(max_num_seqs=32, max_num_batched_tokens=2048, kv_tokens=114_192)),  # seq cap
+    (Load(1024, 256, 128, 256, cached_in=1008, cached_requests=64),
+     dict(max_num_seqs=512, max_num_batched_tokens=512, kv_tokens=405_968)),  # small steps, repeated prompts
+    (Load(6000, 1024, 16, 16), dict(max_num_seqs=1024, max_num_batched_tokens=8192, kv_tokens=106_683)),  # preempts
+])
+def test_summing_plain_decode_steps_in_one_go_changes_nothing(load, limits):
+    step = engine("machete", KernelFit(e_comp=0.8, floor_ms=20), weight_bytes=40 * 10**9, kv_bytes=327_680)
+    slow = simulate(load, step.step_seconds, fast=False, **limits)
+    fast = simulate(load, step.step_seconds, **limits)
+    assert fast.out_tok_s == pytest.approx(slow.out_tok_s, rel=1e-12)
+    assert fast.ttft_s == pytest.approx(slow.ttft_s, rel=1e-12)
+    assert (fast.preemptions, fast.max_batch) == (slow.preemptions, slow.max_batch) and fast.steps == slow.steps
+
+
+def test_a_request_the_kv_cache_cannot_hold_is_refused():
+    with pytest.raises(RuntimeError, match="cannot hold one request"):
+        simulate(Load(10, 2, 1, 1), const(1.0), max_num_seqs=8, max_num_batched_tokens=4, kv_tokens=8)

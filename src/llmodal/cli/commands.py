@@ -140,6 +140,7 @@ def plan(
 
     from llmodal.plan.compare import compare as compare_all
     from llmodal.plan.compare import parse_mix, speed_of
+    from llmodal.plan.speed import TTFT_AT_LOAD_ERRORS
 
     try:
         settings = load_settings(env_file, model=model, gpu=gpu, gpu_count=gpus, max_model_len=max_model_len,
@@ -192,13 +193,15 @@ def plan(
             n_in, n_out = speed.mix
             console.print(f"predicted speed ({n_in}:{n_out} tokens, docs/BENCHMARKS.md 'Planner speed model'): "
                           f"{speed.single_stream_tok_s:.0f} tok/s one stream, TTFT {speed.ttft_s * 1000:.0f} ms, "
-                          f"{speed.saturated_out_tok_s:,.0f} out tok/s at {speed.concurrency} streams → "
-                          f"${speed.cost_per_1m_tokens:.3f} per 1M tokens", markup=False)
-            steps = res.chosen.flags.max_num_batched_tokens if res.chosen.flags else None
-            if steps:  # the model's efficiencies were fitted to vLLM's own step sizes
-                console.print(f"[yellow]note[/]: the speed model assumes vLLM's default step size, not {steps} "
-                              "tokens a step (on the H200, 512-token steps served 3–7 % less at 128 streams: "
-                              "docs/BENCHMARKS.md §0b)")
+                          f"{speed.saturated_out_tok_s:,.0f} out tok/s at {speed.concurrency} streams "
+                          f"(batch up to {speed.max_batch}) → ${speed.cost_per_1m_tokens:.3f} per 1M tokens",
+                          markup=False)
+            if speed.band:
+                console.print(f"  error band: {speed.band.text()}", markup=False)
+            lo, hi = TTFT_AT_LOAD_ERRORS
+            console.print(f"  mean TTFT at {speed.concurrency} streams {speed.ttft_at_load_s:,.1f} s (prompts wait for "
+                          f"prefill chunks; not validated to a band: {lo:+.0%} to {hi:+.0%} on the stored runs)",
+                          markup=False)
         for row in costs or []:
             usd = row["usd_per_million_output_tokens"]
             console.print(f"at {row['label']}: {row['output_tok_s']:.0f} output tok/s → "
@@ -306,12 +309,23 @@ def _print_compare(doc: dict, as_json: bool) -> None:
     from rich.table import Table
 
     t = Table(title=f"every option that fits, mix {doc['mix'][0]}:{doc['mix'][1]}, sorted by $/1M tokens (predicted)")
-    for col in ("GPU", "build", "TP", "KV seqs", "1 stream tok/s", "saturated out tok/s", "$/h", "$/1M tok"):
+    for col in ("GPU", "build", "TP", "KV seqs", "1 stream tok/s", "saturated out tok/s", "$/h", "$/1M tok",
+                "error band", "tie"):
         t.add_column(col, justify="right")
     for r in doc["rows"]:
+        b = r.get("error_band") or {}
+        err = f"±{b['error']:.0%}" if b.get("error") is not None else "none"
+        err += f" {b.get('kernel', '')}" + (" (extrapolated)" if b.get("extrapolated") else "")
+        tie = {True: "≈ cheapest", False: "", None: "?"}[r.get("could_be_cheapest")]
         t.add_row(r["gpu"], r["build"], str(r["tp"]), f"{r['kv_sequences']:.1f}", f"{r['single_stream_tok_s']:.0f}",
-                  f"{r['saturated_out_tok_s']:,.0f}", f"{r['usd_per_hour']:.2f}", f"{r['cost_per_1m_tokens']:.3f}")
+                  f"{r['saturated_out_tok_s']:,.0f}", f"{r['usd_per_hour']:.2f}", f"{r['cost_per_1m_tokens']:.3f}",
+                  err, tie)
     console.print(t)
+    for why in sorted({r["error_band"]["extrapolated"] for r in doc["rows"]
+                       if r.get("error_band") and r["error_band"].get("extrapolated")}):
+        gpus = ", ".join(sorted({f"{r['gpu']} {r['build']}" for r in doc["rows"]
+                                 if (r.get("error_band") or {}).get("extrapolated") == why}))
+        console.print(f"{gpus}: {why}", markup=False)
     if doc["api"]:
         console.print(f"public API, same mix: ${doc['api']['usd_per_1m_tokens']:.3f} per 1M tokens "
                       f"({doc['api']['source']})", markup=False)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import math
 
+from llmodal.core.errors import PlanError
+
 from llmodal.plan.prices import cheapest
 from llmodal.plan.model_spec import ModelSpec
 from llmodal.plan.gpus import get_gpu
-from llmodal.plan.planner import Plan, make_plan
-from llmodal.plan.speed import Speed, predict
+from llmodal.plan.planner import EngineShape, Plan, make_plan
+from llmodal.plan.speed import Engine, Speed, band, kernel, predict
 
 COMPARE_GPUS = ("A100-80GB", "L40S", "H100", "H200", "B200")
 COMPARE_BUILDS = ("bf16", "fp8", "awq", "gptq")
@@ -26,9 +28,33 @@ def parse_mix(text: str) -> tuple[int, int]:
 
 
 def speed_of(plan: Plan, spec: ModelSpec, mix: tuple[int, int] = (1024, 256), concurrency: int = 128) -> Speed:
-    return predict(spec, get_gpu(plan.gpu), plan.quantization, weight_bytes=spec.weight_bytes(plan.quantization),
-                   kv_bytes_per_token=plan.kv_bytes_per_token, tp=plan.tensor_parallel_size,
-                   kv_tokens=plan.kv_tokens, price_per_hour=plan.price_per_hour, mix=mix, concurrency=concurrency)
+    """The plan's predicted speed under its own profile's limits, with the error band for its kernel."""
+    if sum(mix) > plan.max_model_len:
+        raise PlanError(f"--mix {mix[0]}:{mix[1]} is {sum(mix):,} tokens a request, more than max_model_len "
+                        f"{plan.max_model_len:,}: vLLM would refuse it; shorten the mix or raise VLLM_MAX_MODEL_LEN")
+    gpu = get_gpu(plan.gpu)
+    disabled = plan.flags.disabled_kernels if plan.flags else None
+    shape = EngineShape.for_gpu(gpu, plan.flags)
+    engine = Engine(spec, gpu, kernel(gpu, plan.quantization, disabled), spec.weight_bytes(plan.quantization),
+                    plan.kv_bytes_per_token, plan.tensor_parallel_size)
+    return predict(engine, kv_tokens=plan.kv_tokens, price_per_hour=plan.price_per_hour,
+                   max_num_seqs=shape.max_num_seqs, max_num_batched_tokens=shape.max_num_batched_tokens, mix=mix,
+                   concurrency=concurrency, band_=band(gpu, plan.quantization, disabled))
+
+
+def ties(rows: list[dict]) -> None:
+    """``could_be_cheapest``: whether a row's $/1M, within its error band, reaches the cheapest row's upper
+    end — an order among such rows is not supported by the validation. None where a row has no band."""
+    def lo_hi(r: dict) -> tuple[float, float] | None:
+        e = (r["error_band"] or {}).get("error")
+        # cost ∝ 1 / throughput: a throughput error of ±e moves the cost by 1/(1 ± e)
+        return None if e is None else (r["cost_per_1m_tokens"] / (1 + e), r["cost_per_1m_tokens"] / (1 - e))
+
+    banded = [b for r in rows if (b := lo_hi(r))]
+    best_hi = min((b[1] for b in banded), default=0.0)
+    for r in rows:
+        b = lo_hi(r)
+        r["could_be_cheapest"] = None if b is None else b[0] <= best_hi
 
 
 def at_load(speed: Speed, price_per_hour: float, rps: float) -> dict:
@@ -69,9 +95,12 @@ def compare(spec: ModelSpec, *, max_model_len: int, gpu_memory_utilization: floa
                 rows.append(row)
                 break  # the smallest TP that fits this build on this GPU
     rows.sort(key=lambda r: r["cost_per_1m_tokens"])
+    ties(rows)
     api = cheapest(model or spec.name)
     n_in, n_out = mix
     return {"mix": list(mix), "rows": rows,
             "api": None if api is None else {"usd_per_1m_tokens": api.per_request(n_in, n_out) / (n_in + n_out) * 1e6,
                                              "source": api.source},
-            "note": "predicted by llmodal's speed model (speed.py); TP > 1 terms are unmeasured"}
+            "note": "predicted by llmodal's speed model (speed.py) with the held-out error band of each kernel "
+                    "(docs/BENCHMARKS.md 'Planner speed model'); could_be_cheapest: the bands overlap the "
+                    "cheapest's; TP > 1 terms are unmeasured"}

@@ -1,95 +1,200 @@
-"""How fast a plan serves and what a token costs: a small roofline model, fitted to our measurements.
+"""How fast a plan serves and what a token costs: per-kernel step times, run through vLLM's scheduler.
 
-One decode step of B streams moves the weights once plus every stream's KV, and does 2·P FLOPs per
-token: step(B) = max(bytes ÷ (bandwidth × E_BW), FLOPs ÷ (peak × E_DECODE)). Prefill is compute:
-n tokens × (2·P + attention) ÷ (the format's peak × E_PREFILL). A request of n_in / n_out tokens at
-concurrency c costs the GPU its prefill plus n_out amortized decode steps:
+**The kernel.** vLLM 0.32 runs a format with a kernel that depends on the GPU (``kernel()``): 4-bit AWQ/GPTQ
+through Machete on Hopper, through Marlin on Ampere, Ada, Blackwell or where a profile disables Machete (on
+Turing, which Marlin does not support, vLLM's plain AWQ GEMM); FP8
+weights as W8A8 (cutlass) on GPUs with FP8 tensor cores, weight-only through Marlin elsewhere.
 
-    time per request = prefill(n_in) × (1 − OVERLAP) + n_out × step(B) ÷ B,   B = min(c, what the KV holds)
-    output tok/s     = n_out ÷ time per request
+**One engine step** processing ``tokens`` tokens (one per decoding sequence plus prompt chunks), reading
+``kv_read`` cached tokens for decode attention, on one GPU (TP divides bytes and FLOPs):
 
-OVERLAP is the share of prefill compute that hides under memory-bound decode steps (vLLM's chunked
-prefill runs both in one forward pass); with one stream nothing overlaps.
+    weights = max(weight bytes ÷ (bandwidth × E_MEM),        streaming the weights once
+                  FLOOR[kernel],                              a 4-bit kernel's dequantisation: binds at small batch
+                  tokens × 2·P ÷ (peak[kernel] × E_COMP[kernel]))   the GEMMs once the step is compute-bound
+    step    = weights + kv_read × KV bytes per token ÷ (bandwidth × E_MEM) + prompt attention FLOPs ÷ the same peak
 
-Tensor parallel divides bytes and FLOPs by TP and adds an all-reduce term per step (TP_STEP_MS,
-**unmeasured**: no multi-GPU run exists yet). Efficiencies are per kernel/format, each fitted to a
-measured file (docs/BENCHMARKS.md, "Planner speed model", has the table of predicted vs measured).
+FLOOR is why the AWQ build decodes one stream at 21–22 ms a token on both an H100 and an H200 (43 % more
+bandwidth bought 6 %): Machete is dequantisation-bound there, not bandwidth-bound. The H100 and the H200 have
+the same SMs and clocks (989 dense BF16 TFLOP/s each), so a floor measured on one holds on the other; off Hopper
+it is carried unscaled and the prediction is marked extrapolated.
+
+**The load.** ``speed_sim.simulate`` runs those steps through vLLM's scheduler for a closed loop of
+``concurrency`` users: the batch is capped by ``max_num_seqs``, the step's token budget and the KV cache
+(preempting past it), prompts are chunked into the budget (chunked prefill: a long prompt's chunks share steps
+with decodes, and queue behind each other under load, which is what TTFT under load shows).
+
+Constants are fitted by ``benchmarks/speed_validation.py`` to every stored run; the error band beside each
+prediction is that script's held-out error for the (architecture, format, kernel): docs/BENCHMARKS.md,
+"Planner speed model".
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from llmodal.plan.model_spec import ModelSpec
 from llmodal.plan.gpus import GPU
+from llmodal.plan.model_spec import ModelSpec
+from llmodal.plan.speed_sim import Load, simulate
 
-# Fraction of HBM bandwidth one decode step reaches, by weight format (single stream, 1k context):
-# fp8   H200, FP8 W8A8 (cutlass): 67.7 GiB in 21.3 ms/token = 71 % (shared/measurements/h200-llama70b-fp8.md)
-# awq   H100, AWQ Machete: 40.7 GB in 22.33 ms/token (TPOT, c=1) = 54 % (shared/measurements/h100-llama70b-awq.md)
-# bf16  not measured on a GPU here: taken as FP8's (both are plain dense GEMMs)
-E_BW = {"fp8": 0.71, "awq": 0.54, "gptq": 0.54, "w4a16": 0.54, "int8": 0.60, "bf16": 0.71}
-# Fraction of the format's dense peak prefill reaches (4-bit formats run on the 16-bit tensor cores).
-# fp8: 8,100-token prompt in 1.149 s with one decode step (h200-llama70b-fp8.md) → 54 % of FP8 peak.
-# awq: 1,024-token TTFT 198.6 ms less one 22.33 ms step at c = 1 (h100-llama70b-awq.md) → 84 % of FP16 peak.
-E_PREFILL = {"fp8": 0.54, "awq": 0.84, "gptq": 0.84, "w4a16": 0.84, "int8": 0.54, "bf16": 0.54}
-# One constant for every format, fitted to the load rows of both files above (c = 8…128): worst 8.5 %.
-OVERLAP = 0.2
-E_DECODE = 0.5  # compute efficiency of a decode step (only binding at very large batches)
-TP_STEP_MS = 0.15  # per decode step per extra GPU: all-reduces; an assumption, not measured
 FOUR_BIT = ("awq", "gptq", "w4a16")
+ARCH = {"T4": "Turing", "A10G": "Ampere", "A100-40GB": "Ampere", "A100-80GB": "Ampere", "L4": "Ada", "L40S": "Ada",
+        "H100": "Hopper", "H200": "Hopper", "B200": "Blackwell"}
+
+
+@dataclass(frozen=True)
+class KernelFit:
+    """What one kernel costs, fitted to measured runs (``measured_on``) or borrowed (``like``)."""
+
+    e_comp: float  # fraction of the kernel's tensor-core peak a compute-bound step reaches
+    floor_ms: float = 0.0  # a 4-bit kernel's weight pass at small batch (dequantisation), Hopper
+    measured_on: tuple[str, ...] = ()  # GPUs with runs of this kernel
+    like: str = ""  # unmeasured: constants borrowed from this kernel
+
+
+# HBM streaming efficiency of weights and KV reads, and per-kernel constants: the fit to every stored run
+# (`.venv/bin/python benchmarks/speed_validation.py`, first line), rounded.
+E_MEM = 0.698
+FITS: dict[str, KernelFit] = {
+    "machete": KernelFit(e_comp=0.764, floor_ms=21.76, measured_on=("H100", "H200")),
+    "marlin": KernelFit(e_comp=0.385, floor_ms=18.26, measured_on=("H100",)),
+    "fp8-w8a8": KernelFit(e_comp=0.590, measured_on=("H200",)),
+}
+FITS |= {
+    "dense-16bit": KernelFit(e_comp=FITS["fp8-w8a8"].e_comp, like="fp8-w8a8"),
+    "int8-w8a8": KernelFit(e_comp=FITS["fp8-w8a8"].e_comp, like="fp8-w8a8"),
+    "fp8-marlin": KernelFit(e_comp=FITS["marlin"].e_comp, floor_ms=FITS["marlin"].floor_ms, like="marlin"),
+    "awq-gemm": KernelFit(e_comp=FITS["marlin"].e_comp, floor_ms=FITS["marlin"].floor_ms, like="marlin"),
+}
+# Held-out throughput error per (architecture, format family, kernel), from the same script's summary: the
+# |error| 90 % of the held-out runs stay within, the worst one, and how many runs (each held out when its
+# GPU, and again when its profile, was left out of the fit).
+BANDS: dict[tuple[str, str, str], tuple[float, float, int]] = {
+    ("Hopper", "4-bit", "machete"): (0.101, -0.170, 37),
+    ("Hopper", "4-bit", "marlin"): (0.069, 0.069, 8),
+    ("Hopper", "fp8", "fp8-w8a8"): (0.136, -0.152, 34),
+}
+TP_STEP_MS = 0.15  # per decode step per extra GPU: all-reduces; an assumption, not measured
+PLAN_REQUESTS_PER_USER = 4  # the plan's load: 4 requests per user, ramp and drain included (as measured)
+# Mean TTFT under a closed-loop load is shown but not validated to a band: against the stored runs it is off
+# by this much (docs/BENCHMARKS.md, "TTFT under load"); the fit never sees it.
+TTFT_AT_LOAD_ERRORS = (-0.455, 0.739)
+
+
+def kernel(gpu: GPU, quant: str, disabled_kernels: str | None = None) -> str:
+    """The GEMM kernel vLLM 0.32 uses for this format on this GPU."""
+    hopper = ARCH.get(gpu.name) == "Hopper"
+    if quant in FOUR_BIT:
+        if hopper and "Machete" not in (disabled_kernels or ""):
+            return "machete"
+        return "awq-gemm" if ARCH.get(gpu.name) == "Turing" else "marlin"  # Marlin needs Ampere or newer
+    if quant == "fp8":
+        return "fp8-w8a8" if gpu.fp8 else "fp8-marlin"
+    if quant == "int8":
+        return "int8-w8a8"
+    return "dense-16bit"
+
+
+def family(quant: str) -> str:
+    return "4-bit" if quant in FOUR_BIT else quant
+
+
+def peak_flops(gpu: GPU, k: str) -> float:
+    """The tensor-core peak a kernel computes at: FP8/INT8 cores for W8A8, 16-bit cores otherwise."""
+    if k in ("fp8-w8a8", "int8-w8a8"):
+        return (gpu.fp8_tflops or 2 * gpu.bf16_tflops) * 1e12
+    return gpu.bf16_tflops * 1e12
+
+
+@dataclass(frozen=True)
+class Engine:
+    """One build on one GPU, as the step model needs it."""
+
+    spec: ModelSpec
+    gpu: GPU
+    kernel: str
+    weight_bytes: int
+    kv_bytes_per_token: int
+    tp: int = 1
+    fit: KernelFit | None = None  # None: FITS[kernel]
+    e_mem: float = E_MEM
+
+    def step_seconds(self, tokens: int, kv_read: int, attn_pairs: int) -> float:
+        f = self.fit or FITS[self.kernel]
+        bw = self.gpu.bandwidth_tbs * 1e12 * self.e_mem
+        peak = peak_flops(self.gpu, self.kernel) * f.e_comp
+        s = self.spec
+        active = s.params if s.experts == 1 else s.params * 2 / s.experts  # top-2 MoE: 2 experts a token
+        weights = max(self.weight_bytes / self.tp / bw, f.floor_ms / 1000, tokens * 2 * active / self.tp / peak)
+        kv = kv_read * self.kv_bytes_per_token / self.tp / bw
+        attn = attn_pairs * 4 * s.layers * s.heads * s.head_dim / self.tp / peak
+        return weights + kv + attn + (self.tp - 1) * TP_STEP_MS / 1000
+
+
+@dataclass(frozen=True)
+class Band:
+    """The error the validation supports for a prediction, or why there is none."""
+
+    kernel: str
+    error: float | None  # ± fraction 90 % of held-out runs stay within; None: no measurement supports one
+    worst: float | None = None
+    runs: int = 0
+    extrapolated: str = ""  # why the number is an extrapolation, when it is
+
+    def text(self) -> str:
+        band = (f"±{self.error:.0%} on throughput ({self.kernel}: 90 % of {self.runs} held-out runs within it, "
+                f"worst {self.worst:+.0%})" if self.error is not None else f"no error band ({self.kernel})")
+        return band + (f"; {self.extrapolated}" if self.extrapolated else "")
+
+    def to_dict(self) -> dict:
+        return {"kernel": self.kernel, "error": self.error, "worst": self.worst, "held_out_runs": self.runs,
+                "extrapolated": self.extrapolated or None}
+
+
+def band(gpu: GPU, quant: str, disabled_kernels: str | None = None) -> Band:
+    k = kernel(gpu, quant, disabled_kernels)
+    err, worst, runs = BANDS.get((ARCH.get(gpu.name, ""), family(quant), k), (None, None, 0))
+    f = FITS[k]
+    if f.like:
+        why = f"extrapolated: {k} was never measured; constants borrowed from {f.like}"
+    elif gpu.name not in f.measured_on:
+        why = f"extrapolated: no measurement of this kernel on this GPU (measured on {', '.join(f.measured_on)})"
+    else:
+        why = ""
+    return Band(k, err, worst, runs, why)
 
 
 @dataclass(frozen=True)
 class Speed:
     single_stream_tok_s: float
     ttft_s: float  # for the mix's prompt, one stream
-    saturated_out_tok_s: float  # at the concurrency asked (or the most the KV cache holds)
+    saturated_out_tok_s: float  # at the concurrency asked
     concurrency: int
     cost_per_1m_tokens: float  # USD per million tokens (in + out) at that throughput
     mix: tuple[int, int]
+    band: Band | None = field(default=None)
+    max_batch: int = 0  # most sequences one step decoded (capped by max_num_seqs, the step budget, the KV cache)
+    ttft_at_load_s: float = 0.0  # mean TTFT at that load: prompts queue for chunks of the step budget
 
     def to_dict(self) -> dict:
-        return self.__dict__ | {"mix": list(self.mix)}
+        d = {k: v for k, v in self.__dict__.items() if k != "band"} | {"mix": list(self.mix)}
+        d["error_band"] = self.band.to_dict() if self.band else None
+        return d
 
 
-def peak_flops(gpu: GPU, quant: str) -> float:
-    """FLOP/s the format computes at: FP8 weights on FP8 tensor cores where the GPU has them."""
-    tf = gpu.fp8_tflops if quant == "fp8" and gpu.fp8_tflops else gpu.bf16_tflops
-    return tf * 1e12
+def run(engine: Engine, load: Load, *, max_num_seqs: int, max_num_batched_tokens: int, kv_tokens: int):
+    return simulate(load, engine.step_seconds, max_num_seqs=max_num_seqs,
+                    max_num_batched_tokens=max_num_batched_tokens, kv_tokens=kv_tokens)
 
 
-def prefill_flops_per_token(spec: ModelSpec, n: int) -> float:
-    """2 × parameters, plus causal attention over on average n/2 earlier tokens."""
-    active = spec.params if spec.experts == 1 else spec.params * 2 / spec.experts  # top-2 MoE: 2 experts
-    return 2 * active + 2 * spec.layers * spec.heads * spec.head_dim * n
-
-
-def step_seconds(spec: ModelSpec, gpu: GPU, quant: str, weight_bytes: int, kv_bytes_per_token: int, tp: int,
-                 batch: int, context: int) -> float:
-    moved = (weight_bytes + batch * context * kv_bytes_per_token) / tp
-    mem = moved / (gpu.bandwidth_tbs * 1e12 * E_BW.get(quant, 0.6))
-    comp = 2 * spec.params * batch / tp / (peak_flops(gpu, quant) * E_DECODE)
-    return max(mem, comp) + (tp - 1) * TP_STEP_MS / 1000
-
-
-def prefill_seconds(spec: ModelSpec, gpu: GPU, quant: str, tp: int, n: int) -> float:
-    return n * prefill_flops_per_token(spec, n) / tp / (peak_flops(gpu, quant) * E_PREFILL.get(quant, 0.54))
-
-
-def predict(spec: ModelSpec, gpu: GPU, quant: str, *, weight_bytes: int, kv_bytes_per_token: int, tp: int,
-            kv_tokens: int, price_per_hour: float, mix: tuple[int, int] = (1024, 256),
-            concurrency: int = 128) -> Speed:
+def predict(engine: Engine, *, kv_tokens: int, price_per_hour: float, max_num_seqs: int,
+            max_num_batched_tokens: int, mix: tuple[int, int] = (1024, 256), concurrency: int = 128,
+            band_: Band | None = None) -> Speed:
     n_in, n_out = mix
-    context = n_in + n_out // 2
-    args = (spec, gpu, quant, weight_bytes, kv_bytes_per_token, tp)
-    one = step_seconds(*args, 1, context)
-    prefill = prefill_seconds(spec, gpu, quant, tp, n_in)
-    ttft = prefill + one
-    batch = max(1, min(concurrency, kv_tokens // max(1, n_in + n_out)))
-    hidden = OVERLAP if batch > 1 else 0.0
-    per_request = (prefill * (1 - hidden)
-                   + n_out * step_seconds(*args, batch, context) / batch)
-    out_tok_s = n_out / per_request
-    total_tok_s = out_tok_s * (n_in + n_out) / n_out
-    return Speed(single_stream_tok_s=1 / one, ttft_s=ttft, saturated_out_tok_s=out_tok_s, concurrency=batch,
-                 cost_per_1m_tokens=price_per_hour / 3600 / total_tok_s * 1e6, mix=mix)
+    limits = dict(max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens, kv_tokens=kv_tokens)
+    one = run(engine, Load(n_in, n_out, 1, 1), **limits)
+    loaded = run(engine, Load(n_in, n_out, concurrency, PLAN_REQUESTS_PER_USER * concurrency), **limits)
+    total_tok_s = loaded.out_tok_s * (n_in + n_out) / n_out
+    step1 = engine.step_seconds(1, n_in + n_out // 2, 0)
+    return Speed(single_stream_tok_s=1 / step1, ttft_s=one.ttft_s, saturated_out_tok_s=loaded.out_tok_s,
+                 concurrency=concurrency, cost_per_1m_tokens=price_per_hour / 3600 / total_tok_s * 1e6, mix=mix,
+                 band=band_, max_batch=loaded.max_batch, ttft_at_load_s=loaded.ttft_s)
