@@ -68,8 +68,19 @@ class WebFunction:
         self.forwarded: list[tuple[str, str]] = []  # (method, raw path) that reached the backend
         self.answered: list[tuple[str, int, str]] = []  # (raw path, status, location) sent to callers
         self.calls: dict[str, _Call] = {}
+        self.cancelled: list[str] = []  # call ids cancelled through Modal's API (FunctionCall.cancel)
         self._pool: httpcore.AsyncConnectionPool | None = None
         self.server, self.url = serve_asgi(self, lifespan="off")
+
+    async def cancel(self, call_id: str) -> None:
+        """``modal.FunctionCall.from_id(call_id).cancel()``: the call's connection to its container is closed.
+        Callable from any event loop (the gateway's)."""
+        def stop():
+            self.cancelled.append(call_id)
+            call = self.calls.get(call_id)
+            if call is not None and call.task is not None:
+                call.task.cancel()
+        self._loop.call_soon_threadsafe(stop)
 
     def cold(self, ready_after_s: float) -> None:
         """Scale to zero: the next request waits ``ready_after_s`` for a container."""
@@ -82,6 +93,7 @@ class WebFunction:
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             return
+        self._loop = asyncio.get_running_loop()
         if self._pool is None:  # httpcore: sends the target's bytes as given (httpx would resolve dot segments)
             self._pool = httpcore.AsyncConnectionPool()
         raw = scope.get("raw_path") or scope["path"].encode()

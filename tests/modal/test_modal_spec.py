@@ -387,3 +387,29 @@ def test_every_deploy_path_sends_and_shows_one_spec(tmp_path):
              "settings": json.loads(doc["container_env"]["LLMODAL_SETTINGS"])}
     assert shown == {k: a[k] for k in shown}, {k: (shown[k], a[k]) for k in shown if shown[k] != a[k]}
     assert a["settings"]["queue_limit"] == 110 and a["gpu_inputs"] == 165
+
+
+def test_the_guides_deploy_names_a_missing_proxy_token(tmp_path):
+    """`modal deploy modal_vllm.py` has no preflight: it still deploys, and says what the gateway will lack."""
+    no_token = {"VLLM_SERVER_API_KEY": KEY["VLLM_SERVER_API_KEY"], "MODAL_PROXY_TOKEN_ID": "wk-x y"}
+    r, _ = deploy_via_fake(tmp_path, [sys.executable, "-m", "modal", "deploy", "modal_vllm.py"], **no_token)
+    assert r.returncode == 0, r.stderr
+    assert "MODAL_PROXY_TOKEN_ID and MODAL_PROXY_TOKEN_SECRET not set" in r.stderr, r.stderr[-2000:]
+
+
+def test_the_gateway_never_relays_more_than_modal_routes_to_the_gpus(monkeypatch):
+    from llmodal.core.config import load_settings
+    from llmodal.modal.spec import app_spec, gateway_limit
+
+    def limits(**env):
+        for k in ("LLMODAL_QUEUE_LIMIT", "LLMODAL_MAX_CONCURRENT_INPUTS", "LLMODAL_MAX_CONTAINERS"):
+            monkeypatch.delenv(k, raising=False)
+        for k, v in env.items():
+            monkeypatch.setenv(k, v)
+        s = load_settings(None)
+        return gateway_limit(s), app_spec(s).concurrent_inputs
+
+    assert limits(LLMODAL_QUEUE_LIMIT="110") == (110, 165)
+    assert limits(LLMODAL_QUEUE_LIMIT="110", LLMODAL_MAX_CONCURRENT_INPUTS="50") == (50, 50)  # Modal's limit binds
+    assert limits(LLMODAL_QUEUE_LIMIT="110", LLMODAL_MAX_CONTAINERS="3") == (330, 165)
+    assert limits() == (64, 64)  # no plan: the profile's concurrency, never unbounded

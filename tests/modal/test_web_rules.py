@@ -29,12 +29,12 @@ KEY = {"Authorization": f"Bearer {TEST_KEY}"}
 class GatewayServer:
     """``start_gateway`` (the body of ``serve_vllm``) in uvicorn, as its container serves it."""
 
-    def __init__(self, upstream: str, **env: str) -> None:
+    def __init__(self, upstream: str, relay: dict | None = None, **env: str) -> None:
         from llmodal.modal.container import start_gateway
 
         base = {k: v for k, v in os.environ.items() if not k.startswith(("VLLM_", "LLMODAL_", "MODAL_PROXY"))}
         with mock.patch.dict(os.environ, {**base, **TOKEN, "VLLM_SERVER_API_KEY": TEST_KEY, **env}, clear=True):
-            app = start_gateway(lambda: upstream)
+            app = start_gateway(lambda: upstream, **(relay or {}))
         self.server, self.url = serve_asgi(app, lifespan="on")
 
     def close(self) -> None:
@@ -46,7 +46,10 @@ class Stack:
 
     def __init__(self, vllm_root: str, **gateway_env: str) -> None:
         self.gpu = WebFunction(vllm_root, limit_s=LIMIT, requires_proxy_auth=True, name="gpu", web_server=True)
-        self.gateway = GatewayServer(self.gpu.url, **gateway_env)
+        # Modal's times scaled as the limit is: a stream with no answer after 1 s (of the 1.5 s) starts at once;
+        # the gateway cancels a GPU call by its id through the rehearsal's stand-in for FunctionCall.cancel.
+        self.gateway = GatewayServer(self.gpu.url, {"early_stream_s": 1.0, "cancel_call": self.gpu.cancel},
+                                     **gateway_env)
         self.front = WebFunction(self.gateway.url, limit_s=LIMIT, name="serve-vllm")
 
     @property
@@ -312,3 +315,135 @@ def test_a_redirect_from_the_gpu_server_never_names_the_gpu_host():
     finally:
         for srv in servers:
             srv.should_exit = True
+
+
+# --- after Modal's limits: streams start in time, leavers are cancelled, errors stay honest ---
+
+@pytest.mark.server
+def test_a_stream_through_a_cold_start_starts_in_time_and_a_leaver_cancels_the_gpu_call(stack, server):
+    """A GPU start longer than two limits: the client's stream is answered before Modal's limit (no 303 on its
+    side), and clients that leave once tokens flow have the GPU call behind the result URL cancelled."""
+    stack.gpu.cold(COLD)
+    seen_303 = len([a for a in stack.front.answered if a[1] == 303])
+
+    async def abandon():
+        async with httpx.AsyncClient(timeout=60) as c:
+            async def one():
+                body = _chat(server.model, max_tokens=1900, stream=True, ignore_eos=True)
+                async with c.stream("POST", stack.v1 + "/chat/completions", json=body, headers=KEY) as r:
+                    assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+                    n = 0
+                    async for line in r.aiter_lines():
+                        n += line.startswith("data:")
+                        if n >= 8:
+                            return
+            await asyncio.gather(*(one() for _ in range(4)))
+
+    asyncio.run(abandon())
+    left = _metric(server, "vllm:generation_tokens_total")
+    time.sleep(3.0)
+    after = _metric(server, "vllm:generation_tokens_total")
+    running = _metric(server, "vllm:num_requests_running")
+    print(f"RECORD gateway-disconnect-cold | 4 streams through a start of {COLD / LIMIT:.1f} limits, left after 8 "
+          f"chunks: {after - left:.0f} tokens in the next 3 s, {len(stack.gpu.cancelled)} GPU calls cancelled by id")
+    assert len([a for a in stack.front.answered if a[1] == 303]) == seen_303  # the client side met no 303
+    assert len(stack.gpu.cancelled) >= 4 and running == 0 and after - left <= 4 * 16, (after - left, running)
+
+
+@pytest.mark.server
+def test_an_error_after_an_early_start_reaches_the_sdk_as_an_error(stack, server):
+    import openai
+
+    stack.gpu.cold(COLD)
+    sdk = openai.OpenAI(base_url=stack.v1, api_key=TEST_KEY, max_retries=0)
+    before = _gpu_posts(stack)
+    with pytest.raises(openai.APIError) as e:
+        for _ in sdk.chat.completions.create(**_chat(server.model, max_tokens=10**6), stream=True):
+            pass
+    assert "max_tokens" in str(e.value) and _gpu_posts(stack) - before == 1, str(e.value)
+
+
+def _fake_gpu(handler):
+    """A raw-socket upstream: each request is answered by ``handler(method, port) -> (status, headers) | 'drop'``
+    ('drop': the connection is closed after the request was read, without an answer)."""
+    import socket
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    port, seen = sock.getsockname()[1], []
+
+    def serve(c):
+        with c:
+            while True:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    chunk = c.recv(65536)
+                    if not chunk:
+                        return
+                    data += chunk
+                head, _, rest = data.partition(b"\r\n\r\n")
+                length = next((int(v) for k, _, v in (ln.partition(b":") for ln in head.split(b"\r\n")[1:])
+                               if k.strip().lower() == b"content-length"), 0)
+                while len(rest) < length:
+                    rest += c.recv(65536)
+                method = head.split(b" ")[0].decode()
+                seen.append(method)
+                out = handler(method, port)
+                if out == "drop":
+                    return
+                status, headers = out
+                extra = b"".join(k + b": " + v + b"\r\n" for k, v in headers)
+                c.sendall(b"HTTP/1.1 %d X\r\n%scontent-length: 2\r\n\r\n{}" % (status, extra))
+
+    def loop():
+        while True:
+            c, _ = sock.accept()
+            threading.Thread(target=serve, args=(c,), daemon=True).start()
+
+    threading.Thread(target=loop, daemon=True).start()
+    return f"http://127.0.0.1:{port}", seen
+
+
+def _gateway_to(url: str):
+    from llmodal.engine.auth import BearerAuthMiddleware
+    from llmodal.modal.gateway import Relay
+
+    with mock.patch.dict(os.environ, TOKEN):
+        app = BearerAuthMiddleware(Relay(lambda: url, timeout=2.0), environ={"LLMODAL_API_KEYS": TEST_KEY})
+    return serve_asgi(app, lifespan="off")
+
+
+@pytest.mark.parametrize("after_hop", ["drop", 502, 503])
+def test_a_failure_after_the_request_was_sent_is_never_called_unsent(after_hop):
+    """The POST reached the GPU side; then the hop to its result URL breaks, or the GPU side answers 502/503
+    (Modal's proxy says those when a container dies mid-request): 500 "may have run", and llmodal.client()
+    sends it once."""
+    import llmodal
+
+    def handler(method, port):
+        if method == "POST":
+            return 303, [(b"location", f"http://127.0.0.1:{port}/v1/chat/completions?__modal_function_call_id=fc-9"
+                          .encode())]
+        return after_hop if after_hop == "drop" else (after_hop, [(b"content-type", b"application/json")])
+
+    url, seen = _fake_gpu(handler)
+    gw, root = _gateway_to(url)
+    try:
+        r = httpx.post(root + "/v1/chat/completions", json={"model": "m"}, headers=KEY, timeout=20)
+        assert r.status_code == 500 and "may have run" in r.text, (r.status_code, r.text)
+        c = llmodal.client(base_url=root + "/v1", api_key=TEST_KEY, env_file=None, cold_start_timeout=20)
+        posts = seen.count("POST")
+        with pytest.raises(Exception):
+            c.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])
+        assert seen.count("POST") == posts + 1  # sent once, not again
+    finally:
+        gw.should_exit = True
+
+
+@pytest.mark.server
+def test_methods_no_client_route_uses_are_not_relayed(stack):
+    before = list(stack.gpu.forwarded)
+    for method in ("TRACE", "PROPFIND", "PATCH", "PUT", "OPTIONS"):
+        assert _raw(stack.front.url, method, "/v1/chat/completions") in (405,), method
+    assert stack.gpu.forwarded == before

@@ -192,11 +192,21 @@ def init(
     kept (said so), the missing ones are written."""
     from llmodal.modal.templates import GUIDE_APP, env_template
 
+    from llmodal.core.envfile import read_env
+
     files = {Path("modal_vllm.py"): GUIDE_APP, Path(".env"): env_template()}
     for path, text in files.items():
+        if path.exists() and not path.is_file():
+            fail(LlmodalError(f"{path.resolve()} exists and is not a file; nothing was written there"))
         if path.exists() and not force:
             # A .env may already be the guide's client settings: never overwritten, and the rest still written.
             console.print(f"kept {path.resolve()} (it exists; --force overwrites it)")
+            if path.name == ".env":
+                lacks = [n for n in ("VLLM_SERVER_API_KEY", "MODAL_PROXY_TOKEN_ID", "MODAL_PROXY_TOKEN_SECRET")
+                         if n not in read_env(str(path))]
+                if lacks:
+                    console.print(f"  it has no {', '.join(lacks)}: add them (or export them) before "
+                                  "`llmodal deploy`; `llmodal init --force` writes the full commented template")
             continue
         tmp = path.with_name(path.name + ".llmodal-new")
         tmp.write_text(text)

@@ -107,7 +107,7 @@ def _is_preflight(scope) -> bool:
 
 
 def _raw_path(scope) -> bytes:
-    return scope.get("raw_path") or scope.get("path", "").encode("latin-1")
+    return scope.get("raw_path") or scope.get("path", "").encode("utf-8")
 
 
 def _checked_path(scope) -> str:

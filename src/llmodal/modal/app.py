@@ -15,6 +15,7 @@ Modal's proxy auth. Every setting comes from llmodal's config where you deploy (
 """
 
 import os
+import sys
 
 import modal
 
@@ -27,6 +28,11 @@ if os.environ.get("LLMODAL_SETTINGS"):
     settings = from_handoff(os.environ["LLMODAL_SETTINGS"])
 else:
     settings = deploy_settings(load_settings(os.environ.get("LLMODAL_ENV_FILE", ".env") or None))
+    from llmodal.modal.preflight import missing_proxy_token, proxy_token_fix
+
+    if _missing := missing_proxy_token(os.environ.get("LLMODAL_ENV_FILE", ".env") or None):
+        # The guide's `modal deploy modal_vllm.py` has no preflight of its own: say it where the deploy runs.
+        print(f"llmodal: warning: {proxy_token_fix(settings, _missing)}", file=sys.stderr)
 spec = app_spec(settings)
 image, volumes, secrets = resources(settings)
 

@@ -195,13 +195,14 @@ def start_fast_boot(settings: Settings | None = None, *, volumes: Mapping | None
     return boot
 
 
-def start_gateway(gpu_url) -> object:
+def start_gateway(gpu_url, **relay) -> object:
     """The body of ``serve_vllm``, the CPU function that owns the guide's URL: the same guard as the GPU
     server, with the keys this container's secret holds, in front of a relay to ``gpu_url()``.
-    A keyless secret (and public not chosen) accepts no key at all: closed, not open."""
+    A keyless secret (and public not chosen) accepts no key at all: closed, not open. ``relay``: the
+    rehearsal's scaled-down times (tests/modal_web.py)."""
     from llmodal.engine.launch import guard_env
     from llmodal.modal.gateway import make_gateway
-
+    from llmodal.modal.gpu_leg import WEB_LIMIT_S
     from llmodal.modal.spec import gateway_limit
 
     settings = container_settings()
@@ -212,7 +213,8 @@ def start_gateway(gpu_url) -> object:
         guard["LLMODAL_API_KEYS_FILE"] = "/nonexistent/llmodal-no-key"  # no key opens anything
     for warning in settings.key_warnings():
         say(warning)
-    return make_gateway(gpu_url, guard)
+    relay.setdefault("hops", settings.timeout_s // WEB_LIMIT_S + 2)  # as long as the GPU function may run
+    return make_gateway(gpu_url, guard, **relay)
 
 
 def restore_fast_boot(boot: FastBoot, *, volumes: Mapping | None = None) -> None:

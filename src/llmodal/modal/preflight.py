@@ -55,15 +55,18 @@ PROXY_TOKEN_URL = "https://modal.com/settings/proxy-auth-tokens"
 
 
 def missing_proxy_token(env_file: str | None) -> list[str]:
-    """The proxy-token names set neither here (environment) nor in ``env_file``. The gateway needs the pair
+    """The proxy-token names set neither here (environment) nor in ``env_file``, or not shaped like a proxy
+    token (``wk-…``/``ws-…``, no whitespace). The gateway needs the pair
     from the Modal secret to reach the GPU server; a secret's values cannot be read from here, so, like the
     server key, the pair is stated here too and checked before anything is sent."""
     file_env = read_env(env_file) if env_file and Path(env_file).is_file() else {}
-    return [n for n in PROXY_TOKEN_NAMES if not (os.environ.get(n) or file_env.get(n))]
+    prefix = dict(zip(PROXY_TOKEN_NAMES, ("wk-", "ws-")))  # what Modal's proxy auth tokens look like
+    values = {n: os.environ.get(n) or file_env.get(n) or "" for n in PROXY_TOKEN_NAMES}
+    return [n for n, v in values.items() if not v.startswith(prefix[n]) or any(c.isspace() for c in v)]
 
 
 def proxy_token_fix(settings: Settings, missing: list[str]) -> str:
-    return (f"{' and '.join(missing)} not set: make a proxy auth token at {PROXY_TOKEN_URL}, add the pair to the "
+    return (f"{' and '.join(missing)} not set (or not a wk-…/ws-… value): make a proxy auth token at {PROXY_TOKEN_URL}, add the pair to the "
             f"Modal secret `{settings.secret_name}` (modal secret create {settings.secret_name} --force ... "
             "MODAL_PROXY_TOKEN_ID=wk-... MODAL_PROXY_TOKEN_SECRET=ws-...) and here (environment or .env); "
             "without it the gateway cannot reach the GPU server and answers every request 500")

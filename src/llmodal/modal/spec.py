@@ -99,8 +99,12 @@ def deploy_settings(settings: Settings) -> Settings:
 
 
 def gateway_limit(settings: Settings) -> int:
-    """Generations the gateway relays at once: every GPU container's queue limit (0: no limit known)."""
-    return (settings.queue_limit or 0) * max(1, settings.max_containers)
+    """Generations the gateway relays at once: what every GPU container takes in (its queue limit, never more
+    than Modal routes to it), so a burst is told 429 here instead of waiting in Modal's queue."""
+    per_gpu = concurrent_inputs(settings)
+    if settings.queue_limit:
+        per_gpu = min(per_gpu, settings.queue_limit)
+    return per_gpu * max(1, settings.max_containers)
 
 
 def app_spec(settings: Settings) -> AppSpec:
@@ -123,7 +127,7 @@ def app_spec(settings: Settings) -> AppSpec:
         gpu_label=f"{settings.app_name}-{C.WEB_LABEL}-gpu",
         gateway_kwargs=dict(timeout=settings.timeout_s, scaledown_window=settings.scaledown_window_s,
                             min_containers=0, max_containers=max(1, settings.max_containers), cpu=1.0, memory=1024),
-        gateway_inputs=min(1000, GATEWAY_INPUTS_FACTOR * gateway_limit(settings)) or 1000,
+        gateway_inputs=min(1000, GATEWAY_INPUTS_FACTOR * gateway_limit(settings)),
         snapshot_kwargs=dict(enable_memory_snapshot=True, experimental_options={"enable_gpu_snapshot": True})
         if settings.snapshot else {},
     )

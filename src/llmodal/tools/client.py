@@ -29,6 +29,9 @@ from llmodal.core.errors import ConfigError
 from llmodal.core.envfile import read_env
 from llmodal.core.state import last_local_server
 
+# Modal answers a web request still running at 150 s with a 303 to its result URL, again every 150 s: httpx's
+# default of 20 redirects gives up after 50 minutes; a function may run 24 h (LLMODAL_TIMEOUT's most).
+MAX_REDIRECTS = 24 * 3600 // 150 + 2
 RETRY_STATUSES = (429, 502, 503, 504)  # idempotent requests
 POST_RETRY_STATUSES = (429, 502, 503)  # answered before vLLM saw the request (module docstring)
 RETRIED_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError, httpx.ReadError,
@@ -195,7 +198,8 @@ def client(base_url: str | None = None, api_key: str | None = None, *, env_file:
     import openai
 
     ep = resolve_endpoint(base_url, api_key, None, env_file)
-    http = httpx.Client(transport=ColdStartTransport(cold_start_timeout), follow_redirects=True, timeout=timeout)
+    http = httpx.Client(transport=ColdStartTransport(cold_start_timeout), follow_redirects=True, timeout=timeout,
+                        max_redirects=MAX_REDIRECTS)
     return openai.OpenAI(base_url=ep.base_url, api_key=ep.api_key or "EMPTY", http_client=http, max_retries=0)
 
 
@@ -206,6 +210,7 @@ def async_client(base_url: str | None = None, api_key: str | None = None, *, env
 
     ep = resolve_endpoint(base_url, api_key, None, env_file)
     http = httpx.AsyncClient(transport=AsyncColdStartTransport(cold_start_timeout), follow_redirects=True,
+                             max_redirects=MAX_REDIRECTS,
                              timeout=timeout)
     return openai.AsyncOpenAI(base_url=ep.base_url, api_key=ep.api_key or "EMPTY", http_client=http,
                               max_retries=0)
