@@ -213,3 +213,25 @@ def test_the_profiles_sequence_cap_limits_the_predicted_batch():
     assert out["latency"]["max_batch"] <= 32 < out["balanced"]["max_batch"]  # --max-num-seqs 32
     assert out["latency"]["error_band"]["kernel"] == "marlin" and out["balanced"]["error_band"]["kernel"] == "machete"
     assert out["latency"]["saturated_out_tok_s"] < out["balanced"]["saturated_out_tok_s"]
+
+
+@pytest.mark.parametrize("env_extra,kernel,cap", [
+    ({"LLMODAL_PROFILE": "latency"}, "marlin", 32),  # Marlin, --max-num-seqs 32
+    ({"VLLM_MAX_NUM_SEQS": "48"}, "machete", 48),
+])
+def test_compare_plans_each_row_under_the_profile_and_batching_that_plan_uses(env_extra, kernel, cap):
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith(("VLLM_", "LLMODAL_"))} | env_extra
+    args = [sys.executable, "-m", "llmodal.cli", "plan", "--env-file", "", "--model", L70, "--max-model-len", "8192",
+            "--json"]
+    cmp = subprocess.run([*args, "--compare"], capture_output=True, text=True, timeout=180, env=env)
+    assert cmp.returncode == 0, cmp.stderr
+    row = next(r for r in json.loads(cmp.stdout)["rows"] if (r["gpu"], r["build"]) == ("H100", "awq"))
+    one = subprocess.run([*args, "--gpu", "H100", "--quantization", "awq"], capture_output=True, text=True,
+                         timeout=180, env=env)
+    speed = json.loads(one.stdout)["speed"]
+    assert row["error_band"]["kernel"] == speed["error_band"]["kernel"] == kernel
+    assert row["max_batch"] == speed["max_batch"] <= cap
+    assert row["saturated_out_tok_s"] == pytest.approx(speed["saturated_out_tok_s"], rel=1e-3)

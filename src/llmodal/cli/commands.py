@@ -140,6 +140,7 @@ def plan(
 
     from llmodal.plan.compare import compare as compare_all
     from llmodal.plan.compare import parse_mix, speed_of
+    from llmodal.plan.profiles import Batching
     from llmodal.plan.speed import TTFT_AT_LOAD_ERRORS
 
     try:
@@ -153,7 +154,8 @@ def plan(
         if compare:
             doc = compare_all(res.spec, max_model_len=settings.max_model_len,
                               gpu_memory_utilization=settings.gpu_memory_utilization, mix=token_mix, rps=rps,
-                              model=settings.model)
+                              model=settings.model, profile=settings.profile,
+                              batching=Batching(settings.max_num_batched_tokens, settings.max_num_seqs))
             _print_compare(doc, as_json)
             if plot:
                 from llmodal.plan.compare_plot import plot_compare
@@ -308,13 +310,14 @@ def _print_compare(doc: dict, as_json: bool) -> None:
         return
     from rich.table import Table
 
-    t = Table(title=f"every option that fits, mix {doc['mix'][0]}:{doc['mix'][1]}, sorted by $/1M tokens (predicted)")
+    t = Table(title=f"every option that fits, profile {doc['profile']}, mix {doc['mix'][0]}:{doc['mix'][1]}, "
+                    "sorted by $/1M tokens (predicted)")
     for col in ("GPU", "build", "TP", "KV seqs", "1 stream tok/s", "saturated out tok/s", "$/h", "$/1M tok",
                 "error band", "tie"):
         t.add_column(col, justify="right")
     for r in doc["rows"]:
         b = r.get("error_band") or {}
-        err = f"±{b['error']:.0%}" if b.get("error") is not None else "none"
+        err = f"±{b['error']:.0%} (worst {b['worst']:+.0%})" if b.get("error") is not None else "none"
         err += f" {b.get('kernel', '')}" + (" (extrapolated)" if b.get("extrapolated") else "")
         tie = {True: "≈ cheapest", False: "", None: "?"}[r.get("could_be_cheapest")]
         t.add_row(r["gpu"], r["build"], str(r["tp"]), f"{r['kv_sequences']:.1f}", f"{r['single_stream_tok_s']:.0f}",

@@ -10,6 +10,7 @@ from llmodal.plan.prices import cheapest
 from llmodal.plan.model_spec import ModelSpec
 from llmodal.plan.gpus import get_gpu
 from llmodal.plan.planner import EngineShape, Plan, make_plan
+from llmodal.plan.profiles import Batching
 from llmodal.plan.speed import Engine, Speed, band, kernel, predict
 
 COMPARE_GPUS = ("A100-80GB", "L40S", "H100", "H200", "B200")
@@ -68,7 +69,11 @@ def at_load(speed: Speed, price_per_hour: float, rps: float) -> dict:
 
 
 def compare(spec: ModelSpec, *, max_model_len: int, gpu_memory_utilization: float, mix: tuple[int, int],
-            rps: float | None = None, model: str | None = None) -> dict:
+            rps: float | None = None, model: str | None = None, profile: str = "balanced",
+            batching: Batching = Batching()) -> dict:
+    """Every row is planned as ``plan`` plans: under the same profile (LLMODAL_PROFILE) and batching
+    (VLLM_MAX_NUM_SEQS / VLLM_MAX_NUM_BATCHED_TOKENS), so its kernel, batch cap and KV dtype are the ones
+    that would run."""
     rows = []
     for gname in COMPARE_GPUS:
         gpu = get_gpu(gname)
@@ -83,7 +88,7 @@ def compare(spec: ModelSpec, *, max_model_len: int, gpu_memory_utilization: floa
                 p = make_plan(spec, gpu, gpu_count=tp, tensor_parallel_size=tp, max_model_len=max_model_len,
                               gpu_memory_utilization=gpu_memory_utilization,
                               quantization=None if build == spec.quant else build,
-                              checkpoint=spec.checkpoints.get(build))
+                              checkpoint=spec.checkpoints.get(build), profile=profile, batching=batching)
                 if not p.fits:
                     continue
                 s = speed_of(p, spec, mix)
@@ -98,7 +103,7 @@ def compare(spec: ModelSpec, *, max_model_len: int, gpu_memory_utilization: floa
     ties(rows)
     api = cheapest(model or spec.name)
     n_in, n_out = mix
-    return {"mix": list(mix), "rows": rows,
+    return {"mix": list(mix), "profile": profile, "rows": rows,
             "api": None if api is None else {"usd_per_1m_tokens": api.per_request(n_in, n_out) / (n_in + n_out) * 1e6,
                                              "source": api.source},
             "note": "predicted by llmodal's speed model (speed.py) with the held-out error band of each kernel "
