@@ -235,3 +235,25 @@ def test_compare_plans_each_row_under_the_profile_and_batching_that_plan_uses(en
     assert row["error_band"]["kernel"] == speed["error_band"]["kernel"] == kernel
     assert row["max_batch"] == speed["max_batch"] <= cap
     assert row["saturated_out_tok_s"] == pytest.approx(speed["saturated_out_tok_s"], rel=1e-3)
+
+
+def test_a_smaller_model_or_more_gpus_is_faster_one_stream_and_carries_no_band():
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith(("VLLM_", "LLMODAL_"))}
+
+    def speed(model: str, gpus: int) -> dict:
+        r = subprocess.run([sys.executable, "-m", "llmodal.cli", "plan", "--env-file", "", "--model", model, "--gpu",
+                            "H100", "--gpus", str(gpus), "--quantization", "awq", "--json"], capture_output=True,
+                           text=True, timeout=120, env=env)
+        return json.loads(r.stdout)["speed"]
+
+    l70, l8, tp2 = speed(L70, 1), speed("meta-llama/Llama-3.1-8B-Instruct", 1), speed(L70, 2)
+    assert l70["error_band"]["error"] is not None
+    # The 8B's GEMM weights are ~1/9 of the 70B's: its dequantisation floor, and its step, far shorter.
+    assert l8["single_stream_tok_s"] > 4 * l70["single_stream_tok_s"]
+    assert tp2["single_stream_tok_s"] > 1.5 * l70["single_stream_tok_s"]
+    for s in (l8, tp2):
+        assert s["error_band"]["error"] is None
+        assert "no measurement of this model size / tensor-parallel degree" in s["error_band"]["extrapolated"]

@@ -5,7 +5,10 @@ import pytest
 
 from llmodal.plan.gpus import GPU, get_gpu
 from llmodal.plan.model_spec import ModelSpec
-from llmodal.plan.speed import Engine, KernelFit, band, kernel
+from dataclasses import replace
+
+from llmodal.plan.catalog import lookup
+from llmodal.plan.speed import MEASURED, Engine, KernelFit, band, kernel
 from llmodal.plan.speed_fit import Fold, Outcome, Row, cross_validate, summarize
 from llmodal.plan.speed_sim import Load, simulate
 
@@ -28,10 +31,27 @@ def test_a_step_is_the_slowest_of_weights_floor_and_compute_plus_its_kv_reads():
     # Enough tokens that the GEMMs bind: at FP8's 200 TFLOP/s × 0.5.
     n = int(1e12 / flops_per_token)
     assert dense.step_seconds(n, 0, 0) == pytest.approx(n * flops_per_token / 100e12)
-    # A 4-bit kernel's floor binds over the 2 ms of bytes; its GEMMs run at the 16-bit peak.
-    four = engine("machete", KernelFit(e_comp=0.5, floor_ms=20))
+    # A 4-bit kernel's floor (given for the measured 70B's weights) binds over the 2 ms of bytes; its GEMMs
+    # run at the 16-bit peak.
+    four = Engine(MEASURED, TOY_GPU, "machete", 10**9, 1000, fit=KernelFit(e_comp=0.5, floor_ms=20), e_mem=0.5)
     assert four.step_seconds(1, 0, 0) == pytest.approx(20e-3)
-    assert four.step_seconds(n, 0, 0) == pytest.approx(n * flops_per_token / 50e12)
+    n = int(10e12 / (2 * MEASURED.params))
+    assert four.step_seconds(n, 0, 0) == pytest.approx(n * 2 * MEASURED.params / 50e12)
+
+
+def test_the_4bit_floor_scales_with_the_linear_weights_each_gpu_dequantises():
+    fit = KernelFit(e_comp=0.5, floor_ms=20)
+    # Half the layers: half the linear weights (by hand: every layer holds the same GEMM weights).
+    half = replace(MEASURED, layers=40)
+    assert Engine(half, TOY_GPU, "machete", 1, 0, fit=fit).floor_seconds(fit) == pytest.approx(10e-3)
+    # TP 2: each GPU dequantises half of the 70B's weights.
+    assert Engine(MEASURED, TOY_GPU, "machete", 1, 0, tp=2, fit=fit).floor_seconds(fit) == pytest.approx(10e-3)
+    # An 8B (32 layers × 4096 hidden × 14336 MLP) against the 70B (80 × 8192 × 28672), by its GEMM weights:
+    # per layer q,o 2·h·h, k,v 2·h·1024, MLP 3·h·i.
+    per = lambda h, i: 2 * h * h + 2 * h * 1024 + 3 * h * i  # noqa: E731
+    ratio = 32 * per(4096, 14336) / (80 * per(8192, 28672))
+    e8 = Engine(lookup("meta-llama/Llama-3.1-8B-Instruct"), TOY_GPU, "machete", 1, 0, fit=fit)
+    assert e8.floor_seconds(fit) == pytest.approx(20e-3 * ratio) and ratio < 0.12
 
 
 def test_the_kernel_vllm_picks_per_architecture_and_profile():
@@ -49,9 +69,18 @@ def test_the_band_says_where_a_prediction_is_an_extrapolation():
     a100 = band(get_gpu("A100-80GB"), "awq")
     assert a100.kernel == "marlin" and a100.error is None
     assert "extrapolated: no measurement of this kernel on this GPU" in a100.text()
-    h100_fp8 = band(get_gpu("H100"), "fp8")  # measured on the H200 only: the Hopper band, said to be borrowed
-    assert h100_fp8.error is not None and "no measurement of this kernel on this GPU" in h100_fp8.text()
+    h100_fp8 = band(get_gpu("H100"), "fp8")  # measured on the H200 only: the H200's band does not carry over
+    assert h100_fp8.error is None and "no measurement of this kernel on this GPU" in h100_fp8.text()
+    assert band(get_gpu("H200"), "awq", "MacheteLinearKernel").error is None  # Marlin: H100 runs only
     assert "never measured" in band(get_gpu("H100"), "bf16").text()
+
+
+def test_a_model_size_or_tp_never_measured_has_no_band():
+    l70, l8 = lookup("meta-llama/Llama-3.3-70B-Instruct"), lookup("meta-llama/Llama-3.1-8B-Instruct")
+    assert band(get_gpu("H100"), "awq", spec=l70).error is not None  # the measured shape (3.1 and 3.3 alike)
+    for b in (band(get_gpu("H100"), "awq", spec=l8), band(get_gpu("H100"), "awq", spec=l70, tp=2)):
+        assert b.error is None and b.worst is None and b.kernel == "machete"
+        assert "extrapolated: no measurement of this model size / tensor-parallel degree" in b.text()
 
 
 def const(seconds: float):

@@ -40,7 +40,8 @@ def speed_of(plan: Plan, spec: ModelSpec, mix: tuple[int, int] = (1024, 256), co
                     plan.kv_bytes_per_token, plan.tensor_parallel_size)
     return predict(engine, kv_tokens=plan.kv_tokens, price_per_hour=plan.price_per_hour,
                    max_num_seqs=shape.max_num_seqs, max_num_batched_tokens=shape.max_num_batched_tokens, mix=mix,
-                   concurrency=concurrency, band_=band(gpu, plan.quantization, disabled))
+                   concurrency=concurrency,
+                   band_=band(gpu, plan.quantization, disabled, spec, plan.tensor_parallel_size))
 
 
 def ties(rows: list[dict]) -> None:
