@@ -257,3 +257,20 @@ def test_a_smaller_model_or_more_gpus_is_faster_one_stream_and_carries_no_band()
     for s in (l8, tp2):
         assert s["error_band"]["error"] is None
         assert "no measurement of this model size / tensor-parallel degree" in s["error_band"]["extrapolated"]
+
+
+def test_the_default_mix_shrinks_to_a_short_context_and_says_so_an_explicit_one_is_refused():
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith(("VLLM_", "LLMODAL_"))}
+    base = [sys.executable, "-m", "llmodal.cli", "plan", "--env-file", "", "--max-model-len", "1000"]
+    r = subprocess.run(base, capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 0, r.stderr
+    assert "mix scaled down to 800:200 to fit max_model_len 1,000" in " ".join(r.stdout.split())
+    r = subprocess.run([*base, "--json"], capture_output=True, text=True, timeout=120, env=env)
+    assert json.loads(r.stdout)["speed"]["mix"] == [800, 200]
+    r = subprocess.run([*base, "--compare", "--json"], capture_output=True, text=True, timeout=180, env=env)
+    assert r.returncode == 0 and json.loads(r.stdout)["mix"] == [800, 200]
+    r = subprocess.run([*base, "--mix", "1024:256"], capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode != 0 and "--mix 1024:256 is 1,280 tokens a request" in " ".join(r.stderr.split())

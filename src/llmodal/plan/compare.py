@@ -28,6 +28,20 @@ def parse_mix(text: str) -> tuple[int, int]:
     return n_in, n_out
 
 
+DEFAULT_MIX = (1024, 256)
+
+
+def default_mix(max_model_len: int) -> tuple[tuple[int, int], str]:
+    """1,024 in / 256 out, or, where the context is shorter, the same 4:1 split of the whole context — and a
+    line saying so (an explicit --mix that does not fit is refused instead)."""
+    if sum(DEFAULT_MIX) <= max_model_len:
+        return DEFAULT_MIX, ""
+    n_out = max(1, max_model_len // 5)
+    mix = (max(1, max_model_len - n_out), n_out)
+    return mix, (f"mix scaled down to {mix[0]}:{mix[1]} to fit max_model_len {max_model_len:,} "
+                 f"(the default {DEFAULT_MIX[0]}:{DEFAULT_MIX[1]} is {sum(DEFAULT_MIX):,} tokens a request)")
+
+
 def speed_of(plan: Plan, spec: ModelSpec, mix: tuple[int, int] = (1024, 256), concurrency: int = 128) -> Speed:
     """The plan's predicted speed under its own profile's limits, with the error band for its kernel."""
     if sum(mix) > plan.max_model_len:
