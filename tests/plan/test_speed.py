@@ -60,7 +60,24 @@ def test_the_kernel_vllm_picks_per_architecture_and_profile():
     assert kernel(get_gpu("A100-80GB"), "awq") == "marlin" and kernel(get_gpu("L40S"), "awq") == "marlin"
     assert kernel(get_gpu("H200"), "fp8") == "fp8-w8a8" and kernel(get_gpu("L40S"), "fp8") == "fp8-w8a8"
     assert kernel(get_gpu("A100-80GB"), "fp8") == "fp8-marlin"  # no FP8 tensor cores: weight-only
-    assert kernel(get_gpu("H100"), "bf16") == "dense-16bit" and kernel(get_gpu("T4"), "awq") == "awq-gemm"
+    assert kernel(get_gpu("H100"), "bf16") == "dense-16bit"
+    # vLLM 0.32: MarlinLinearKernel.get_min_capability() is 75, so Turing runs Marlin too.
+    assert kernel(get_gpu("T4"), "awq") == "marlin"
+    # Machete takes group sizes -1, 64 and 128 (machete_utils.query_machete_supported_group_sizes).
+    assert kernel(get_gpu("H100"), "awq", group_size=32) == "marlin"
+    assert kernel(get_gpu("H100"), "gptq", group_size=64) == kernel(get_gpu("H100"), "awq", group_size=-1) == "machete"
+    # VLLM_DISABLED_KERNELS holds exact class names, comma-separated: a name that merely contains it is not it.
+    assert kernel(get_gpu("H100"), "awq", "ExllamaLinearKernel,MacheteLinearKernel") == "marlin"
+    assert kernel(get_gpu("H100"), "awq", "MacheteLinearKernelV2") == "machete"
+
+
+def test_a_checkpoints_group_size_is_read_from_its_config():
+    from llmodal.plan.model_config import spec_from_config
+
+    cfg = {"num_attention_heads": 8, "hidden_size": 512, "num_hidden_layers": 2, "intermediate_size": 1024,
+           "vocab_size": 100, "quantization_config": {"quant_method": "awq", "bits": 4, "group_size": 32}}
+    spec = spec_from_config(cfg, "toy-awq-g32", "test")
+    assert spec.group_size == 32 and band(get_gpu("H100"), "awq", spec=spec).kernel == "marlin"
 
 
 def test_the_band_says_where_a_prediction_is_an_extrapolation():

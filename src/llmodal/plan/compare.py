@@ -50,7 +50,7 @@ def speed_of(plan: Plan, spec: ModelSpec, mix: tuple[int, int] = (1024, 256), co
     gpu = get_gpu(plan.gpu)
     disabled = plan.flags.disabled_kernels if plan.flags else None
     shape = EngineShape.for_gpu(gpu, plan.flags)
-    engine = Engine(spec, gpu, kernel(gpu, plan.quantization, disabled), spec.weight_bytes(plan.quantization),
+    engine = Engine(spec, gpu, kernel(gpu, plan.quantization, disabled, spec.group_size), spec.weight_bytes(plan.quantization),
                     plan.kv_bytes_per_token, plan.tensor_parallel_size)
     return predict(engine, kv_tokens=plan.kv_tokens, price_per_hour=plan.price_per_hour,
                    max_num_seqs=shape.max_num_seqs, max_num_batched_tokens=shape.max_num_batched_tokens, mix=mix,

@@ -1,8 +1,8 @@
 """How fast a plan serves and what a token costs: per-kernel step times, run through vLLM's scheduler.
 
 **The kernel.** vLLM 0.32 runs a format with a kernel that depends on the GPU (``kernel()``): 4-bit AWQ/GPTQ
-through Machete on Hopper, through Marlin on Ampere, Ada, Blackwell or where a profile disables Machete (on
-Turing, which Marlin does not support, vLLM's plain AWQ GEMM); FP8
+through Machete on Hopper (group size −1, 64 or 128), through Marlin on Turing, Ampere, Ada, Blackwell, for
+other group sizes, or where a profile disables Machete (VLLM_DISABLED_KERNELS=MacheteLinearKernel); FP8
 weights as W8A8 (cutlass) on GPUs with FP8 tensor cores, weight-only through Marlin elsewhere.
 
 **One engine step** processing ``tokens`` tokens (one per decoding sequence plus prompt chunks), reading
@@ -68,7 +68,6 @@ FITS |= {
     "dense-16bit": KernelFit(e_comp=FITS["fp8-w8a8"].e_comp, like="fp8-w8a8"),
     "int8-w8a8": KernelFit(e_comp=FITS["fp8-w8a8"].e_comp, like="fp8-w8a8"),
     "fp8-marlin": KernelFit(e_comp=FITS["marlin"].e_comp, floor_ms=FITS["marlin"].floor_ms, like="marlin"),
-    "awq-gemm": KernelFit(e_comp=FITS["marlin"].e_comp, floor_ms=FITS["marlin"].floor_ms, like="marlin"),
 }
 # Held-out throughput error per (architecture, format family, kernel), from the same script's summary: the
 # |error| 90 % of the held-out runs stay within, the worst one, and how many runs (each held out when its
@@ -90,13 +89,18 @@ PLAN_REQUESTS_PER_USER = 4  # the plan's load: 4 requests per user, ramp and dra
 TTFT_AT_LOAD_ERRORS = (-0.455, 0.739)
 
 
-def kernel(gpu: GPU, quant: str, disabled_kernels: str | None = None) -> str:
-    """The GEMM kernel vLLM 0.32 uses for this format on this GPU."""
+MACHETE_GROUPS = (-1, 64, 128)  # vLLM 0.32 machete_utils: group sizes Machete takes with 16-bit activations
+
+
+def kernel(gpu: GPU, quant: str, disabled_kernels: str | None = None, group_size: int = 128) -> str:
+    """The GEMM kernel vLLM 0.32 uses for this format on this GPU. VLLM_DISABLED_KERNELS is matched as vLLM
+    matches it: comma-separated exact class names."""
     hopper = ARCH.get(gpu.name) == "Hopper"
     if quant in FOUR_BIT:
-        if hopper and "Machete" not in (disabled_kernels or ""):
+        disabled = (disabled_kernels or "").split(",")
+        if hopper and "MacheteLinearKernel" not in disabled and group_size in MACHETE_GROUPS:
             return "machete"
-        return "awq-gemm" if ARCH.get(gpu.name) == "Turing" else "marlin"  # Marlin needs Ampere or newer
+        return "marlin"  # MarlinLinearKernel: compute capability 7.5 (Turing) and up
     if quant == "fp8":
         return "fp8-w8a8" if gpu.fp8 else "fp8-marlin"
     if quant == "int8":
@@ -181,7 +185,7 @@ def band(gpu: GPU, quant: str, disabled_kernels: str | None = None, spec: ModelS
          tp: int = 1) -> Band:
     """The held-out band for this kernel on this GPU — only where runs of this kernel on this GPU, of this
     model shape at this TP, were held out; anywhere else no band, and why it is an extrapolation."""
-    k = kernel(gpu, quant, disabled_kernels)
+    k = kernel(gpu, quant, disabled_kernels, spec.group_size if spec else 128)
     err, worst, runs = BANDS.get((ARCH.get(gpu.name, ""), family(quant), k), (None, None, 0))
     f = FITS[k]
     why = []
@@ -193,7 +197,7 @@ def band(gpu: GPU, quant: str, disabled_kernels: str | None = None, spec: ModelS
         why.append(f"extrapolated: no measurement of this model size / tensor-parallel degree (measured: "
                    f"{MEASURED.name} shape at TP {', '.join(map(str, MEASURED_TP))}; "
                    + ("4-bit floor scaled by the weights each GPU dequantises; " if k in ("machete", "marlin",
-                      "fp8-marlin", "awq-gemm") else "")
+                      "fp8-marlin") else "")
                    + ("all-reduce term assumed" if tp > 1 else "constants carried unchanged") + ")")
     if why:
         err, worst, runs = None, None, 0  # the band was measured elsewhere: it does not carry over
