@@ -143,13 +143,52 @@ def _level(path: Path, c: int) -> Row:
                lv["sent"], 114384, 2, lv["output_tok_s"], str(path.relative_to(ROOT)))
 
 
+# Every file under benchmarks/results/ that is not a row's source, by what it is (first match wins). The
+# completeness test (tests/plan/test_speed_validation.py) fails on a file none of these names.
+NOT_RUNS = [
+    ("h200-*/*sweep.json", "open-loop Poisson arrivals: throughput is the offered rate, not what the server can do"),
+    ("h200-*/extra/*sweep.json", "open-loop Poisson arrivals: throughput is the offered rate"),
+    ("h200-*/*-vllm-at-knee.json*", "open-loop Poisson arrivals at the SLO knee: throughput is the offered rate"),
+    ("h200-*/goodput.json", "open-loop goodput search against an SLO (Poisson arrivals): throughput is the offered "
+                            "rate"),
+    ("h200-*/extra/goodput.json", "open-loop goodput search against an SLO: throughput is the offered rate"),
+    ("h200-*/agree.json", "the session's summary of the agree-r*-c*-*.json files beside it, which are the rows"),
+    ("h200-*/serve.json", "server starts: launch → /health, timeline, KV tokens (no serving load)"),
+    ("h200-*/extra/serve.json", "server start: launch → /health, KV tokens (no serving load)"),
+    ("h100-vllm0.32/cold.json", "the session's record: launch, memory; its 8k-prompt and fill levels are the rows "
+                                "read from cold-8k.json and cold-fill.json"),
+    ("h100-vllm0.32/warm.json", "the session's record: launch, memory; its 8k-prompt and fill levels are the rows "
+                                "read from warm-8k.json and warm-fill.json"),
+    ("h100-vllm0.32/profiles/*[a-z2].json", "the session's record: launch, memory, the order of its bench calls "
+                                            "(read for the repeated prompts); its levels are the *-c*.json rows"),
+    ("h100-vllm0.32/fast-boot/fastboot.json", "the session's record: launch, sleep/wake timings; its c=1 levels "
+                                              "are the fastboot-*.json rows"),
+    ("h100-llama70b-awq.json", "the planner's memory record of the H100 run (weights, KV tokens), no serving load"),
+    ("h100-2026-11-24/*.png", "a plot of llmodal-default.json, which is the rows"),
+    ("**/*.log", "server log (engine lines: memory, prefix-cache hit rates); not a benchmark result"),
+    ("h200-*/*.txt*", "the session's step list, GPU name or import timings: no serving load"),
+    ("cpu-*/*", "a CPU run of the tiny test model: the speed model predicts GPUs"),
+    ("speed-*", "this validation's own input (transcribed notes) or output"),
+]
+
+
 def not_compared() -> list[tuple[str, str]]:
-    """Stored GPU runs that are not closed-loop throughput or single-stream TTFT, with what they are."""
-    out = []
-    for pattern in ("h200-*/*sweep.json", "h200-*/extra/*sweep.json", "h200-*/*-vllm-at-knee.json*"):
+    """Stored files under benchmarks/results/ that are no row, each with what it is."""
+    sources = {r.source for r in rows()}
+    out, seen = [], set()
+    for pattern, why in NOT_RUNS:
         for f in sorted(R.glob(pattern)):
-            out.append((str(f.relative_to(ROOT)), "open-loop Poisson arrivals: throughput is the offered rate"))
+            path = str(f.relative_to(ROOT))
+            if f.is_file() and path not in sources and path not in seen:
+                seen.add(path)
+                out.append((path, why))
     return out
+
+
+def notes_not_compared() -> list[tuple[str, str]]:
+    """Runs the shared measurement notes list that are no row (speed-facts.json, ``not_compared``)."""
+    facts = json.loads((R / "speed-facts.json").read_text())
+    return [(f"{n['note']}: {n['run']}", n["not_compared"]) for n in facts["note_runs"] if n.get("not_compared")]
 
 
 def group(r: Row) -> str:
@@ -251,7 +290,11 @@ def main() -> None:
         t = predict_row(r, SPEC, final)
         print(f"| {r.label} | {r.measured:,.0f} | {t:,.0f} | {t / r.measured - 1:+.1%} |")
     print()
-    print("Stored GPU runs not compared:")
+    print("Runs in the shared measurement notes not compared (speed-facts.json):")
+    for run, why in notes_not_compared():
+        print(f"- {run}: {why}")
+    print()
+    print("Files under benchmarks/results/ that are no row:")
     for path, why in not_compared():
         print(f"- `{path}`: {why}")
 
