@@ -191,16 +191,28 @@ def test_compare_marks_the_rows_whose_band_reaches_the_cheapest():
 
 
 def test_auto_does_not_rank_by_predicted_speed(monkeypatch):
-    # auto picks by faithfulness and KV sequences; a speed model off by any band cannot flip it.
+    # auto picks by faithfulness and KV sequences; a speed model off by any band cannot flip it. The patch
+    # makes FP8 W8A8 a hundred times slower, and the check below proves the patch reaches the predictions.
     from llmodal.core.config import load_settings
     from llmodal.plan import speed
+    from llmodal.plan.compare import speed_of
     from llmodal.plan.planner import plan_for_settings
 
-    before = {g: plan_for_settings(load_settings(None, gpu=g)).chosen.quantization for g in ("H200", "A100-80GB")}
-    monkeypatch.setattr(speed, "E_MEM", speed.E_MEM / 3)
-    monkeypatch.setitem(speed.FITS, "fp8-w8a8", KernelFit(e_comp=0.05))
-    after = {g: plan_for_settings(load_settings(None, gpu=g)).chosen.quantization for g in ("H200", "A100-80GB")}
-    assert before == after == {"H200": "fp8", "A100-80GB": "awq"}
+    def choose():
+        out = {}
+        for g in ("H200", "A100-80GB"):
+            res = plan_for_settings(load_settings(None, gpu=g))
+            out[g] = (res.chosen.quantization, speed_of(res.chosen, res.spec).single_stream_tok_s)
+        return out
+
+    before = choose()
+    slow = speed.Engine.step_seconds
+    monkeypatch.setattr(speed.Engine, "step_seconds", lambda self, t, kv, a: (
+        100 if self.kernel == "fp8-w8a8" else 1) * slow(self, t, kv, a))
+    after = choose()
+    assert after["H200"][1] < before["H200"][1] / 50  # the predicted speed moved by far more than any band
+    assert {g: q for g, (q, _) in before.items()} == {g: q for g, (q, _) in after.items()} == {
+        "H200": "fp8", "A100-80GB": "awq"}
 
 
 @pytest.mark.parametrize("load,limits", [

@@ -77,7 +77,7 @@ def test_speed_py_carries_what_the_validation_printed():
     for k in ("machete", "marlin", "fp8-w8a8"):
         f = speed.FITS[k]
         assert f"{k}: E_COMP {f.e_comp:.3f}, FLOOR {f.floor_ms:.2f} ms" in first
-    line = next(x for x in text.splitlines() if x.startswith("speed.py BANDS:"))
+    line = next(x for x in text.splitlines() if x.startswith("speed.py BANDS"))
     for key, (p90, worst, runs) in speed.BANDS.items():
         m = re.search(re.escape(str(key)) + r": \(([-\d.]+), ([-\d.]+), (\d+)\)", line)
         assert m, key

@@ -95,8 +95,6 @@ def compare(spec: ModelSpec, *, max_model_len: int, gpu_memory_utilization: floa
         for build in COMPARE_BUILDS:
             if build in ("awq", "gptq") and build not in spec.checkpoints and spec.quant != build:
                 continue
-            if build == "fp8" and not gpu.fp8:
-                continue  # weight-only FP8 (Marlin) there: not modelled
             for tp in COMPARE_TP:
                 if spec.heads % tp:
                     continue

@@ -60,9 +60,9 @@ class KernelFit:
 # (`.venv/bin/python benchmarks/speed_validation.py`, first line), rounded.
 E_MEM = 0.698
 FITS: dict[str, KernelFit] = {
-    "machete": KernelFit(e_comp=0.764, floor_ms=21.76, measured_on=("H100", "H200")),
+    "machete": KernelFit(e_comp=0.765, floor_ms=21.79, measured_on=("H100", "H200")),
     "marlin": KernelFit(e_comp=0.385, floor_ms=18.26, measured_on=("H100",)),
-    "fp8-w8a8": KernelFit(e_comp=0.590, measured_on=("H200",)),
+    "fp8-w8a8": KernelFit(e_comp=0.591, measured_on=("H200",)),
 }
 FITS |= {
     "dense-16bit": KernelFit(e_comp=FITS["fp8-w8a8"].e_comp, like="fp8-w8a8"),
@@ -71,11 +71,14 @@ FITS |= {
 }
 # Held-out throughput error per (architecture, format family, kernel), from the same script's summary: the
 # |error| 90 % of the held-out runs stay within, the worst one, and how many runs (each held out when its
-# GPU, and again when its profile, was left out of the fit).
+# profile was left out of the fit, and when its GPU was, where the kernel ran on both GPUs). These are the
+# results *without* the repeated-prompts rule, the out-of-sample ones: the rule was written after a held-out
+# miss had been seen (docs/BENCHMARKS.md, "Planner speed model"). A band holds only for the GPUs in
+# measured_on, the measured model shape and TP: band() gives none elsewhere.
 BANDS: dict[tuple[str, str, str], tuple[float, float, int]] = {
-    ("Hopper", "4-bit", "machete"): (0.101, -0.170, 37),
-    ("Hopper", "4-bit", "marlin"): (0.069, 0.069, 8),
-    ("Hopper", "fp8", "fp8-w8a8"): (0.136, -0.152, 34),
+    ("Hopper", "4-bit", "machete"): (0.268, -0.405, 39),
+    ("Hopper", "4-bit", "marlin"): (0.112, -0.112, 8),
+    ("Hopper", "fp8", "fp8-w8a8"): (0.137, -0.144, 35),
 }
 # The one model shape every stored run served (Llama-3.1-70B; 3.3 has the same shape), and at which TP. A
 # prediction for any other shape or TP carries FLOOR, E_COMP and the TP term outside what was measured.
@@ -86,7 +89,7 @@ TP_STEP_MS = 0.15  # per decode step per extra GPU: all-reduces; an assumption, 
 PLAN_REQUESTS_PER_USER = 4  # the plan's load: 4 requests per user, ramp and drain included (as measured)
 # Mean TTFT under a closed-loop load is shown but not validated to a band: against the stored runs it is off
 # by this much (docs/BENCHMARKS.md, "TTFT under load"); the fit never sees it.
-TTFT_AT_LOAD_ERRORS = (-0.455, 0.739)
+TTFT_AT_LOAD_ERRORS = (-0.455, 0.738)
 
 
 MACHETE_GROUPS = (-1, 64, 128)  # vLLM 0.32 machete_utils: group sizes Machete takes with 16-bit activations
