@@ -238,6 +238,10 @@ def test_compare_plans_each_row_under_the_profile_and_batching_that_plan_uses(en
     assert row["error_band"]["kernel"] == speed["error_band"]["kernel"] == kernel
     assert row["max_batch"] == speed["max_batch"] <= cap
     assert row["saturated_out_tok_s"] == pytest.approx(speed["saturated_out_tok_s"], rel=1e-3)
+    text = subprocess.run([*args[:-1], "--compare"], capture_output=True, text=True, timeout=180, env=env).stdout
+    flat = " ".join(text.split())
+    profile = env_extra.get("LLMODAL_PROFILE", "balanced")
+    assert f"profile {profile}" in flat and "(worst " in flat  # the band is printed with its worst
 
 
 def test_a_smaller_model_or_more_gpus_is_faster_one_stream_and_carries_no_band():
