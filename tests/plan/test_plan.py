@@ -159,7 +159,10 @@ def test_compare_lists_every_fitting_option_with_speed_and_cost(tmp_path):
     doc = json.loads(r.stdout)
     rows = doc["rows"]
     assert {r["gpu"] for r in rows} == {"A100-80GB", "L40S", "H100", "H200", "B200"}
-    assert not any(r["build"] == "fp8" and r["gpu"] in ("A100-80GB",) for r in rows)  # no FP8 tensor cores
+    # No FP8 tensor cores: weight-only FP8 through Marlin, as plain `plan` shows it, never measured.
+    a100_fp8 = [r for r in rows if (r["gpu"], r["build"]) == ("A100-80GB", "fp8")]
+    assert a100_fp8 and a100_fp8[0]["error_band"]["kernel"] == "fp8-marlin"
+    assert a100_fp8[0]["error_band"]["error"] is None and a100_fp8[0]["error_band"]["extrapolated"]
     costs = [r["cost_per_1m_tokens"] for r in rows]
     assert costs == sorted(costs) and all(r["saturated_out_tok_s"] > r["single_stream_tok_s"] > 0 for r in rows)
     assert all(r["at_load"]["replicas"] >= 1 and r["at_load"]["rps"] == 2 for r in rows)
@@ -213,3 +216,68 @@ def test_the_profiles_sequence_cap_limits_the_predicted_batch():
     assert out["latency"]["max_batch"] <= 32 < out["balanced"]["max_batch"]  # --max-num-seqs 32
     assert out["latency"]["error_band"]["kernel"] == "marlin" and out["balanced"]["error_band"]["kernel"] == "machete"
     assert out["latency"]["saturated_out_tok_s"] < out["balanced"]["saturated_out_tok_s"]
+
+
+@pytest.mark.parametrize("env_extra,kernel,cap", [
+    ({"LLMODAL_PROFILE": "latency"}, "marlin", 32),  # Marlin, --max-num-seqs 32
+    ({"VLLM_MAX_NUM_SEQS": "48"}, "machete", 48),
+])
+def test_compare_plans_each_row_under_the_profile_and_batching_that_plan_uses(env_extra, kernel, cap):
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith(("VLLM_", "LLMODAL_"))} | env_extra
+    args = [sys.executable, "-m", "llmodal.cli", "plan", "--env-file", "", "--model", L70, "--max-model-len", "8192",
+            "--json"]
+    cmp = subprocess.run([*args, "--compare"], capture_output=True, text=True, timeout=180, env=env)
+    assert cmp.returncode == 0, cmp.stderr
+    row = next(r for r in json.loads(cmp.stdout)["rows"] if (r["gpu"], r["build"]) == ("H100", "awq"))
+    one = subprocess.run([*args, "--gpu", "H100", "--quantization", "awq"], capture_output=True, text=True,
+                         timeout=180, env=env)
+    speed = json.loads(one.stdout)["speed"]
+    assert row["error_band"]["kernel"] == speed["error_band"]["kernel"] == kernel
+    assert row["max_batch"] == speed["max_batch"] <= cap
+    assert row["saturated_out_tok_s"] == pytest.approx(speed["saturated_out_tok_s"], rel=1e-3)
+    text = subprocess.run([*args[:-1], "--compare"], capture_output=True, text=True, timeout=180, env=env).stdout
+    flat = " ".join(text.split())
+    profile = env_extra.get("LLMODAL_PROFILE", "balanced")
+    assert f"profile {profile}" in flat and "(worst " in flat  # the band is printed with its worst
+
+
+def test_a_smaller_model_or_more_gpus_is_faster_one_stream_and_carries_no_band():
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith(("VLLM_", "LLMODAL_"))}
+
+    def speed(model: str, gpus: int) -> dict:
+        r = subprocess.run([sys.executable, "-m", "llmodal.cli", "plan", "--env-file", "", "--model", model, "--gpu",
+                            "H100", "--gpus", str(gpus), "--quantization", "awq", "--json"], capture_output=True,
+                           text=True, timeout=120, env=env)
+        return json.loads(r.stdout)["speed"]
+
+    l70, l8, tp2 = speed(L70, 1), speed("meta-llama/Llama-3.1-8B-Instruct", 1), speed(L70, 2)
+    assert l70["error_band"]["error"] is not None
+    # The 8B's GEMM weights are ~1/9 of the 70B's: its dequantisation floor, and its step, far shorter.
+    assert l8["single_stream_tok_s"] > 4 * l70["single_stream_tok_s"]
+    assert tp2["single_stream_tok_s"] > 1.5 * l70["single_stream_tok_s"]
+    for s in (l8, tp2):
+        assert s["error_band"]["error"] is None
+        assert "no measurement of this model size / tensor-parallel degree" in s["error_band"]["extrapolated"]
+
+
+def test_the_default_mix_shrinks_to_a_short_context_and_says_so_an_explicit_one_is_refused():
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith(("VLLM_", "LLMODAL_"))}
+    base = [sys.executable, "-m", "llmodal.cli", "plan", "--env-file", "", "--max-model-len", "1000"]
+    r = subprocess.run(base, capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 0, r.stderr
+    assert "mix scaled down to 800:200 to fit max_model_len 1,000" in " ".join(r.stdout.split())
+    r = subprocess.run([*base, "--json"], capture_output=True, text=True, timeout=120, env=env)
+    assert json.loads(r.stdout)["speed"]["mix"] == [800, 200]
+    r = subprocess.run([*base, "--compare", "--json"], capture_output=True, text=True, timeout=180, env=env)
+    assert r.returncode == 0 and json.loads(r.stdout)["mix"] == [800, 200]
+    r = subprocess.run([*base, "--mix", "1024:256"], capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode != 0 and "--mix 1024:256 is 1,280 tokens a request" in " ".join(r.stderr.split())

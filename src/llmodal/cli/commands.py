@@ -128,7 +128,8 @@ def plan(
         help="read the hub's model tree for quantized builds even when the catalog knows the model")] = False,
     compare: Annotated[bool, typer.Option(
         help="every GPU × build × TP that fits, with predicted speed and $/1M tokens, sorted by $/1M")] = False,
-    mix: Annotated[str, typer.Option(help="token mix IN:OUT for predicted speed and $/1M")] = "1024:256",
+    mix: Annotated[Optional[str], typer.Option(
+        help="token mix IN:OUT for predicted speed and $/1M (default 1024:256, scaled down to fit the context)")] = None,
     plot: Annotated[Optional[Path], typer.Option(help="with --compare: a PNG of $/1M against predicted tok/s")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
     env_file: EnvFile = ".env",
@@ -139,21 +140,28 @@ def plan(
     from llmodal.plan.view import fast_boot_row, plan_table
 
     from llmodal.plan.compare import compare as compare_all
-    from llmodal.plan.compare import parse_mix, speed_of
+    from llmodal.plan.compare import default_mix, parse_mix, speed_of
+    from llmodal.plan.profiles import Batching
     from llmodal.plan.speed import TTFT_AT_LOAD_ERRORS
 
     try:
         settings = load_settings(env_file, model=model, gpu=gpu, gpu_count=gpus, max_model_len=max_model_len,
                                  gpu_memory_utilization=gpu_memory_utilization, quantization=quantization)
         try:
-            token_mix = parse_mix(mix)
+            token_mix = parse_mix(mix) if mix is not None else None
         except ValueError as e:
             raise ConfigError(str(e)) from None
         res = plan_for_settings(settings, discover=discover)
+        mix_note = ""
+        if token_mix is None:
+            token_mix, mix_note = default_mix(res.chosen.max_model_len if not compare else settings.max_model_len)
         if compare:
             doc = compare_all(res.spec, max_model_len=settings.max_model_len,
                               gpu_memory_utilization=settings.gpu_memory_utilization, mix=token_mix, rps=rps,
-                              model=settings.model)
+                              model=settings.model, profile=settings.profile,
+                              batching=Batching(settings.max_num_batched_tokens, settings.max_num_seqs))
+            if mix_note:
+                doc["mix_note"] = mix_note
             _print_compare(doc, as_json)
             if plot:
                 from llmodal.plan.compare_plot import plot_compare
@@ -176,6 +184,7 @@ def plan(
         fail(e)
     if as_json:
         out = {"plan": res.chosen.to_dict(), "speed": speed.to_dict() if speed else None,
+               "mix_note": mix_note or None,
                "as_configured": res.asked.to_dict(),
                "suggestions": [{"label": s.label, "plan": s.plan.to_dict()} for s in res.suggestions],
                "fast_boot": fast_boot_row(res.chosen, settings.snapshot),
@@ -196,6 +205,8 @@ def plan(
                           f"{speed.saturated_out_tok_s:,.0f} out tok/s at {speed.concurrency} streams "
                           f"(batch up to {speed.max_batch}) → ${speed.cost_per_1m_tokens:.3f} per 1M tokens",
                           markup=False)
+            if mix_note:
+                console.print(f"  {mix_note}", markup=False)
             if speed.band:
                 console.print(f"  error band: {speed.band.text()}", markup=False)
             lo, hi = TTFT_AT_LOAD_ERRORS
@@ -308,13 +319,14 @@ def _print_compare(doc: dict, as_json: bool) -> None:
         return
     from rich.table import Table
 
-    t = Table(title=f"every option that fits, mix {doc['mix'][0]}:{doc['mix'][1]}, sorted by $/1M tokens (predicted)")
+    t = Table(title=f"every option that fits, profile {doc['profile']}, mix {doc['mix'][0]}:{doc['mix'][1]}, "
+                    "sorted by $/1M tokens (predicted)")
     for col in ("GPU", "build", "TP", "KV seqs", "1 stream tok/s", "saturated out tok/s", "$/h", "$/1M tok",
                 "error band", "tie"):
         t.add_column(col, justify="right")
     for r in doc["rows"]:
         b = r.get("error_band") or {}
-        err = f"±{b['error']:.0%}" if b.get("error") is not None else "none"
+        err = f"±{b['error']:.0%} (worst {b['worst']:+.0%})" if b.get("error") is not None else "none"
         err += f" {b.get('kernel', '')}" + (" (extrapolated)" if b.get("extrapolated") else "")
         tie = {True: "≈ cheapest", False: "", None: "?"}[r.get("could_be_cheapest")]
         t.add_row(r["gpu"], r["build"], str(r["tp"]), f"{r['kv_sequences']:.1f}", f"{r['single_stream_tok_s']:.0f}",
@@ -329,6 +341,8 @@ def _print_compare(doc: dict, as_json: bool) -> None:
     if doc["api"]:
         console.print(f"public API, same mix: ${doc['api']['usd_per_1m_tokens']:.3f} per 1M tokens "
                       f"({doc['api']['source']})", markup=False)
+    if doc.get("mix_note"):
+        console.print(doc["mix_note"], markup=False)
     console.print(doc["note"], markup=False)
 
 

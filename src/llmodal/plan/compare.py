@@ -10,6 +10,7 @@ from llmodal.plan.prices import cheapest
 from llmodal.plan.model_spec import ModelSpec
 from llmodal.plan.gpus import get_gpu
 from llmodal.plan.planner import EngineShape, Plan, make_plan
+from llmodal.plan.profiles import Batching
 from llmodal.plan.speed import Engine, Speed, band, kernel, predict
 
 COMPARE_GPUS = ("A100-80GB", "L40S", "H100", "H200", "B200")
@@ -27,6 +28,20 @@ def parse_mix(text: str) -> tuple[int, int]:
     return n_in, n_out
 
 
+DEFAULT_MIX = (1024, 256)
+
+
+def default_mix(max_model_len: int) -> tuple[tuple[int, int], str]:
+    """1,024 in / 256 out, or, where the context is shorter, the same 4:1 split of the whole context — and a
+    line saying so (an explicit --mix that does not fit is refused instead)."""
+    if sum(DEFAULT_MIX) <= max_model_len:
+        return DEFAULT_MIX, ""
+    n_out = max(1, max_model_len // 5)
+    mix = (max(1, max_model_len - n_out), n_out)
+    return mix, (f"mix scaled down to {mix[0]}:{mix[1]} to fit max_model_len {max_model_len:,} "
+                 f"(the default {DEFAULT_MIX[0]}:{DEFAULT_MIX[1]} is {sum(DEFAULT_MIX):,} tokens a request)")
+
+
 def speed_of(plan: Plan, spec: ModelSpec, mix: tuple[int, int] = (1024, 256), concurrency: int = 128) -> Speed:
     """The plan's predicted speed under its own profile's limits, with the error band for its kernel."""
     if sum(mix) > plan.max_model_len:
@@ -35,11 +50,12 @@ def speed_of(plan: Plan, spec: ModelSpec, mix: tuple[int, int] = (1024, 256), co
     gpu = get_gpu(plan.gpu)
     disabled = plan.flags.disabled_kernels if plan.flags else None
     shape = EngineShape.for_gpu(gpu, plan.flags)
-    engine = Engine(spec, gpu, kernel(gpu, plan.quantization, disabled), spec.weight_bytes(plan.quantization),
+    engine = Engine(spec, gpu, kernel(gpu, plan.quantization, disabled, spec.group_size), spec.weight_bytes(plan.quantization),
                     plan.kv_bytes_per_token, plan.tensor_parallel_size)
     return predict(engine, kv_tokens=plan.kv_tokens, price_per_hour=plan.price_per_hour,
                    max_num_seqs=shape.max_num_seqs, max_num_batched_tokens=shape.max_num_batched_tokens, mix=mix,
-                   concurrency=concurrency, band_=band(gpu, plan.quantization, disabled))
+                   concurrency=concurrency,
+                   band_=band(gpu, plan.quantization, disabled, spec, plan.tensor_parallel_size))
 
 
 def ties(rows: list[dict]) -> None:
@@ -68,22 +84,24 @@ def at_load(speed: Speed, price_per_hour: float, rps: float) -> dict:
 
 
 def compare(spec: ModelSpec, *, max_model_len: int, gpu_memory_utilization: float, mix: tuple[int, int],
-            rps: float | None = None, model: str | None = None) -> dict:
+            rps: float | None = None, model: str | None = None, profile: str = "balanced",
+            batching: Batching = Batching()) -> dict:
+    """Every row is planned as ``plan`` plans: under the same profile (LLMODAL_PROFILE) and batching
+    (VLLM_MAX_NUM_SEQS / VLLM_MAX_NUM_BATCHED_TOKENS), so its kernel, batch cap and KV dtype are the ones
+    that would run."""
     rows = []
     for gname in COMPARE_GPUS:
         gpu = get_gpu(gname)
         for build in COMPARE_BUILDS:
             if build in ("awq", "gptq") and build not in spec.checkpoints and spec.quant != build:
                 continue
-            if build == "fp8" and not gpu.fp8:
-                continue  # weight-only FP8 (Marlin) there: not modelled
             for tp in COMPARE_TP:
                 if spec.heads % tp:
                     continue
                 p = make_plan(spec, gpu, gpu_count=tp, tensor_parallel_size=tp, max_model_len=max_model_len,
                               gpu_memory_utilization=gpu_memory_utilization,
                               quantization=None if build == spec.quant else build,
-                              checkpoint=spec.checkpoints.get(build))
+                              checkpoint=spec.checkpoints.get(build), profile=profile, batching=batching)
                 if not p.fits:
                     continue
                 s = speed_of(p, spec, mix)
@@ -98,7 +116,7 @@ def compare(spec: ModelSpec, *, max_model_len: int, gpu_memory_utilization: floa
     ties(rows)
     api = cheapest(model or spec.name)
     n_in, n_out = mix
-    return {"mix": list(mix), "rows": rows,
+    return {"mix": list(mix), "profile": profile, "rows": rows,
             "api": None if api is None else {"usd_per_1m_tokens": api.per_request(n_in, n_out) / (n_in + n_out) * 1e6,
                                              "source": api.source},
             "note": "predicted by llmodal's speed model (speed.py) with the held-out error band of each kernel "

@@ -63,6 +63,18 @@ def quant_of(cfg: dict) -> str:
     return "bf16" if not method else "unknown"
 
 
+def group_size_of(cfg: dict) -> int:
+    """A 4-bit checkpoint's quantization group size (-1: per channel); 128 where the config does not say."""
+    qc = cfg.get("quantization_config") or cfg.get("compression_config") or {}
+    if "group_size" in qc or "q_group_size" in qc:
+        return int(qc.get("group_size", qc.get("q_group_size")))
+    for g in (qc.get("config_groups") or {}).values():
+        w = g.get("weights") or {}
+        if w.get("group_size") is not None:
+            return int(w["group_size"])
+    return 128
+
+
 def spec_from_config(cfg: dict, name: str, source: str) -> ModelSpec:
     """Build a spec from a Hugging Face ``config.json`` dict."""
     outer, cfg = cfg, cfg.get("text_config", cfg)
@@ -80,6 +92,7 @@ def spec_from_config(cfg: dict, name: str, source: str) -> ModelSpec:
             vocab=int(cfg["vocab_size"]),
             tied_embeddings=bool(cfg.get("tie_word_embeddings", False)),
             quant=quant_of(cfg),
+            group_size=group_size_of(outer),
             source=source,
             max_position=int(cfg.get("max_position_embeddings", 131072)),
             experts=int(cfg.get("num_local_experts") or cfg.get("num_experts") or 1),

@@ -32,6 +32,7 @@ class ModelSpec:
     vocab: int
     tied_embeddings: bool = False
     quant: str = "bf16"  # how this checkpoint's linear weights are stored
+    group_size: int = 128  # a 4-bit checkpoint's quantization group (-1: per channel); picks vLLM's kernel
     checkpoints: dict[str, str] = field(default_factory=dict)  # quantization -> repo id
     source: str = "catalog"
     max_position: int = 131072
