@@ -88,13 +88,14 @@ def test_chat_streaming_and_tools_per_adapter(lora_server):
                                                  max_tokens=8, stream=True))
         assert all(c.model == name for c in chunks)
         assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-        assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 8 or chunks[-1].usage
+        assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0  # LLMODAL_STREAM_USAGE
         tool = {"type": "function", "function": {"name": "lookup", "parameters": {
             "type": "object", "properties": {"q": {"type": "string", "enum": ["a", "b"]}}, "required": ["q"],
             "additionalProperties": False}}}
         t = oa.chat.completions.create(model=name, messages=[{"role": "user", "content": "look up a"}],
                                        tools=[tool], tool_choice={"type": "function", "function": {"name": "lookup"}},
-                                       max_tokens=60, temperature=1.0, seed=7)
+                                       max_tokens=300, temperature=1.0, seed=7)
+        assert t.choices[0].message.tool_calls, t.choices[0]
         call = t.choices[0].message.tool_calls[0]
         assert call.function.name == "lookup" and json.loads(call.function.arguments)["q"] in ("a", "b")
 
