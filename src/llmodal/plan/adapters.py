@@ -88,6 +88,10 @@ def _read_hub(adapter: Adapter) -> AdapterFacts:
     try:
         path = hf_hub_download(repo, "adapter_config.json", revision=rev, etag_timeout=5)
         cfg = json.loads(Path(path).read_text())
+    except LocalEntryNotFoundError:  # before EntryNotFoundError, its parent: the hub was not asked
+        why = "offline (HF_HUB_OFFLINE) and not in the local cache" if os.environ.get("HF_HUB_OFFLINE") == "1" \
+            else "the hub did not answer and it is not in the local cache"
+        return AdapterFacts(adapter, None, unread=why)
     except (RepositoryNotFoundError, RevisionNotFoundError, EntryNotFoundError) as e:
         if isinstance(e, GatedRepoError):
             return AdapterFacts(adapter, None, unread=f"{repo} is gated: accept its license, set HF_TOKEN")
@@ -95,7 +99,7 @@ def _read_hub(adapter: Adapter) -> AdapterFacts:
                 "has no adapter_config.json (not a PEFT adapter)" if isinstance(e, EntryNotFoundError) else
                 "does not exist (or needs HF_TOKEN)")
         raise ConfigError(f"VLLM_LORA_MODULES: adapter {adapter.name!r}: {repo} {what}") from None
-    except (LocalEntryNotFoundError, OSError, ValueError) as e:
+    except (OSError, ValueError) as e:
         why = "offline (HF_HUB_OFFLINE) and not in the local cache" if os.environ.get("HF_HUB_OFFLINE") == "1" \
             else f"the hub did not answer ({type(e).__name__})"
         return AdapterFacts(adapter, None, unread=why)
