@@ -60,6 +60,11 @@ def preflight(settings: Settings, *, need_token: bool = True) -> Resolution | No
     if settings.api_key() is None and not settings.public:
         problems.append("no server key: set VLLM_SERVER_API_KEY here and in the Modal secret "
                         f"`{settings.secret_name}` (same value), or pass --public for a keyless endpoint")
+    folders = [a for a in settings.adapters if a.is_folder]
+    if folders:
+        problems.append(f"VLLM_LORA_MODULES: adapter {folders[0].name!r} is a folder on this machine "
+                        f"({folders[0].source}), which the container does not have: push it to the hub and list it "
+                        "as name=owner/repo")
     if need_token and not modal_token_configured():
         problems.append("no Modal token: run `modal token new` (or set MODAL_TOKEN_ID and MODAL_TOKEN_SECRET)")
     if problems:
