@@ -125,3 +125,41 @@ def test_runtime_lora_routes_are_closed(lora_server, lora_dirs, route):
         assert r.status_code == want, (key, r.status_code, r.text)
     names = {m.id for m in _oa(lora_server).models.list().data}
     assert names == {SERVED_NAME, *ADAPTERS}  # nothing loaded, nothing unloaded
+
+
+def _bench(proc, tiny_model, *args):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VLLM_")}
+    return subprocess.run([sys.executable, "-m", "llmodal.cli", "bench", "--env-file", "", "--base-url",
+                           proc.launch.base_url, "--api-key", TEST_KEY, "--tokenizer", str(tiny_model),
+                           "--input-len", "32", "--output-len", "8", "--num-prompts", "6", "--concurrency", "3",
+                           *args], capture_output=True, text=True, timeout=300, env=env)
+
+
+def test_bench_one_adapter_and_a_mixed_run(lora_server, tiny_model, tmp_path):
+    one, mixed = tmp_path / "one.json", tmp_path / "mixed.json"
+    r = _bench(lora_server, tiny_model, "--model", "poet", "--out", str(one))
+    assert r.returncode == 0, r.stdout + r.stderr
+    lv = json.loads(one.read_text())["levels"][0]
+    assert lv["completed"] == 6 and lv["output_tokens"] == 6 * 8
+    names = [SERVED_NAME, *ADAPTERS]
+    r = _bench(lora_server, tiny_model, "--models", ",".join(names), "--out", str(mixed))
+    assert r.returncode == 0, r.stdout + r.stderr
+    doc = json.loads(mixed.read_text())
+    assert doc["meta"]["models"] == names and doc["levels"][0]["completed"] == 6
+    r = _bench(lora_server, tiny_model, "--models", "poet,poem")
+    assert r.returncode != 0 and "'poem' is not served here" in r.stdout + r.stderr and "sql-expert" in r.stdout + r.stderr
+
+
+def test_a_mixed_run_takes_the_models_in_turn():
+    from llmodal.tools.bench.runner import Runner
+    from llmodal.tools.client import Endpoint
+
+    r = Runner(Endpoint("http://x/v1", "k", "base"), api="chat", output_len=4, ignore_eos=True, timeout=1,
+               models=("base", "a", "b"))
+    assert [r.body("p")["model"] for _ in range(5)] == ["base", "a", "b", "base", "a"]
+    plain = Runner(Endpoint("http://x/v1", "k", "base"), api="chat", output_len=4, ignore_eos=True, timeout=1)
+    assert {plain.body("p")["model"] for _ in range(3)} == {"base"}
