@@ -1,11 +1,12 @@
 """What LoRA adapters cost on the CPU engine: tok/s and TTFT, base alone vs one adapter vs a mix of N.
 
     .venv/bin/python benchmarks/lora_cost.py --out benchmarks/results/cpu-2026-12-07-lora \\
-        [--adapters 4 --rank 16 --rounds 2 --concurrency 1,4 --input-len 256 --output-len 64 --num-prompts 16]
+        [--adapters 4 --rank 16 --rounds 4 --concurrency 1,4 --input-len 256 --output-len 64 --num-prompts 16]
 
 Two servers of the tiny model, started as `llmodal serve` starts them (settings → prepare → launch):
 A without LoRA; B with ``VLLM_LORA_MODULES`` listing N adapters the project makes (random weights, PEFT
-layout, all seven linear modules). Rounds alternate A, B so both see the same (shared, 2-core) machine:
+layout, all seven linear modules). Each round runs all four, each round starting one run later, so every run
+sees the same (shared, 2-core) machine in every place of the order:
 
 - ``base``: A, requests to the base (no LoRA anywhere);
 - ``lora-base``: B, requests to the base (what --enable-lora costs requests that use no adapter);
@@ -76,12 +77,13 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--adapters", type=int, default=4)
     ap.add_argument("--rank", type=int, default=16)
-    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--concurrency", default="1,4")
     ap.add_argument("--input-len", type=int, default=256)
     ap.add_argument("--output-len", type=int, default=64)
     ap.add_argument("--num-prompts", type=int, default=16)
     args = ap.parse_args()
+    args.out = args.out.resolve()
     args.out.mkdir(parents=True, exist_ok=True)
     model = ensure_tiny_model()
     names = [f"a{i}" for i in range(args.adapters)]
@@ -91,12 +93,15 @@ def main() -> None:
     runs: dict[str, list[dict]] = {k: [] for k in ("base", "lora-base", "lora-one", "lora-mixed")}
     logs = {"A": args.out / "server-A-nolora.log", "B": args.out / "server-B-lora.log"}
     with server(model, "", logs["A"]) as a, server(model, modules, logs["B"]) as b:
+        how = {"base": (a, ()), "lora-base": (b, ()), "lora-one": (b, ("--model", names[0])),
+               "lora-mixed": (b, ("--models", ",".join(names)))}
+        order = list(how)
         for rnd in range(1, args.rounds + 1):
-            runs["base"].append(bench(a, model, args.out / f"base-r{rnd}.json", args))
-            runs["lora-base"].append(bench(b, model, args.out / f"lora-base-r{rnd}.json", args))
-            runs["lora-one"].append(bench(b, model, args.out / f"lora-one-r{rnd}.json", args, "--model", names[0]))
-            runs["lora-mixed"].append(bench(b, model, args.out / f"lora-mixed-r{rnd}.json", args,
-                                            "--models", ",".join(names)))
+            # Each round starts one run later: over 4 rounds every run has every place (a first run after a
+            # server switch or a neighbour's burst is not always the same one).
+            for name in order[rnd - 1:] + order[:rnd - 1]:
+                launch, extra = how[name]
+                runs[name].append(bench(launch, model, args.out / f"{name}-r{rnd}.json", args, *extra))
     kv = {k: kv_tokens(p) for k, p in logs.items()}
     lines = [f"KV cache tokens (vLLM's log): A without LoRA {kv['A']}, B with {args.adapters} adapters {kv['B']}", "",
              "| run | level | out tok/s (median of rounds) | vs base | TTFT p50 ms | vs base | rounds' out tok/s |",

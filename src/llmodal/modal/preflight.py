@@ -104,7 +104,8 @@ def rehearse(settings: Settings, res: Resolution | None = None) -> dict:
         "image": {"python": PYTHON_VERSION, "pip": IMAGE_REQUIREMENTS, "local_python_source": ["llmodal"]},
         "container_env": spec.container_env,
         "plan": {"checkpoint": p.checkpoint, "fits": p.fits, "reason": p.reason, "kv_tokens": p.kv_tokens,
-                 "kv_cache_bytes": p.kv_cache_bytes, "price_per_hour": p.price_per_hour} if p else None,
+                 "kv_cache_bytes": p.kv_cache_bytes, "price_per_hour": p.price_per_hour,
+                 "lora_gib_per_gpu": round(p.lora_gib_per_gpu, 3)} if p else None,
         "command": prep.launch.shell(), "command_env": prep.launch.shown_env(),
         "key": "VLLM_SERVER_API_KEY from the secret" if not settings.public else "none (public, chosen)",
     }
