@@ -87,7 +87,10 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     model = ensure_tiny_model()
     names = [f"a{i}" for i in range(args.adapters)]
-    dirs = [write_adapter(args.out / "adapters" / n, model, rank=args.rank, targets=tuple(LLAMA_MODULES), seed=i + 1,
+    from llmodal.core.state import cache_dir
+
+    # Made again from their seeds on every run: no weights in the results folder.
+    dirs = [write_adapter(cache_dir() / "lora-cost-adapters" / n, model, rank=args.rank, targets=tuple(LLAMA_MODULES), seed=i + 1,
                           base_name=SERVED_NAME) for i, n in enumerate(names)]
     modules = ",".join(f"{n}={d}" for n, d in zip(names, dirs))
     runs: dict[str, list[dict]] = {k: [] for k in ("base", "lora-base", "lora-one", "lora-mixed")}
