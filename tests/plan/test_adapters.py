@@ -16,6 +16,14 @@ from llmodal.plan.planner import plan_for_settings
 BASE70 = "meta-llama/Llama-3.1-70B-Instruct"
 
 
+def _point_hub_at(monkeypatch, url):
+    """huggingface_hub reads HF_ENDPOINT once, at import: its two module constants are what it uses."""
+    import huggingface_hub.constants as hc
+
+    monkeypatch.setattr(hc, "ENDPOINT", url)
+    monkeypatch.setattr(hc, "HUGGINGFACE_CO_URL_TEMPLATE", url + "/{repo_id}/resolve/{revision}/{filename}")
+
+
 def _config_only(path, **cfg):
     """An adapter folder with its config and no weights (the 70B's weights are not needed to plan)."""
     path.mkdir(parents=True, exist_ok=True)
@@ -99,6 +107,8 @@ def test_served_name_cannot_be_an_adapter_name(tiny_model, tmp_path):
 def test_hub_adapter_offline_is_read_from_the_cache_else_left_unchecked(tmp_path, monkeypatch):
     """A container with HF_HUB_OFFLINE=1 reads a pinned adapter from the volume's cache; one not there is
     said to be unchecked (not a crash, not a hang), and the rank limit falls back with a note."""
+    import huggingface_hub.constants as hc  # imported before HF_HUB_OFFLINE is set: it reads it once, then
+
     sha = "a" * 40
     snap = tmp_path / "hub" / "models--org--cached-lora" / "snapshots" / sha
     _config_only(snap, r=32)
@@ -107,8 +117,6 @@ def test_hub_adapter_offline_is_read_from_the_cache_else_left_unchecked(tmp_path
     monkeypatch.setenv("HF_HOME", str(tmp_path))
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    import huggingface_hub.constants as hc
-
     monkeypatch.setattr(hc, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(hc, "HF_HUB_CACHE", str(tmp_path / "hub"))
     res = plan_for_settings(load_settings(None, lora_modules=f"c=org/cached-lora@{sha}"))
@@ -123,10 +131,7 @@ def test_hub_adapter_offline_is_read_from_the_cache_else_left_unchecked(tmp_path
 def test_unreachable_hub_leaves_the_adapter_unchecked(monkeypatch):
     from conftest import free_port
 
-    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{free_port()}")
-    import huggingface_hub.constants as hc
-
-    monkeypatch.setattr(hc, "ENDPOINT", f"http://127.0.0.1:{free_port()}")
+    _point_hub_at(monkeypatch, f"http://127.0.0.1:{free_port()}")
     res = plan_for_settings(load_settings(None, lora_modules="u=org/some-lora"))
     assert any("not checked: the hub did not answer" in n for n in res.chosen.notes), res.chosen.notes
 
@@ -164,3 +169,52 @@ def test_plan_shows_the_adapters(tmp_path):
     r = CliRunner().invoke(app, ["plan", "--env-file", ""], env={"VLLM_LORA_MODULES": f"a={a}"})
     assert r.exit_code == 0, r.output
     assert "LoRA adapters" in r.output and "1 served, 1 resident" in r.output and "before the KV cache" in r.output
+
+
+def _hub_with(tmp_path, monkeypatch, tiny_model, **adapter_kw):
+    """A fake hub holding one adapter made for the tiny model (its config and its safetensors)."""
+    import huggingface_hub.constants as hc
+
+    from fake_hub import FakeHub
+
+    d = write_adapter(tmp_path / "made", tiny_model, base_name=SERVED_NAME, **adapter_kw)
+    hub = FakeHub(children={}, files={"org/tiny-lora": {
+        "adapter_config.json": (d / "adapter_config.json").read_bytes(),
+        "adapter_model.safetensors": (d / "adapter_model.safetensors").read_bytes()}})
+    _point_hub_at(monkeypatch, hub.url)
+    monkeypatch.setattr(hc, "HF_HUB_CACHE", str(tmp_path / "hub-cache"))
+    return hub
+
+
+def test_hub_adapter_is_read_and_checked_by_its_config_and_header(tiny_model, tmp_path, monkeypatch):
+    from llmodal.core.lora import Adapter
+    from llmodal.plan.adapters import read
+
+    hub = _hub_with(tmp_path, monkeypatch, tiny_model, rank=16, targets=("q_proj", "o_proj"))
+    try:
+        facts = read(Adapter("t", "org/tiny-lora", "v1"))
+        assert facts.rank == 16 and facts.shapes["base_model.model.model.layers.1.self_attn.o_proj.lora_A.weight"] \
+            == [16, 256]
+        assert any("/org/tiny-lora/resolve/v1/adapter_config.json" in r for r in hub.requests)
+        argv = _cpu(tiny_model, "t=org/tiny-lora@v1").launch.argv  # a dry run: the repo, not fetched
+        assert _argv_value(argv, "--max-lora-rank") == "16" and _argv_value(argv, "--lora-modules") == \
+            "t=org/tiny-lora@v1"
+        with pytest.raises(ConfigError, match="org/tiny-lora revision 'no-such-branch' does not exist"):
+            read(Adapter("t", "org/tiny-lora", "no-such-branch"))
+        with pytest.raises(ConfigError, match="org/not-there does not exist"):
+            read(Adapter("t", "org/not-there"))
+    finally:
+        hub.close()
+
+
+def test_hub_adapter_of_another_shape_is_refused_from_its_header(tmp_path, monkeypatch, tiny_model):
+    other = tmp_path / "other-base"
+    other.mkdir()
+    cfg = json.loads((tiny_model / "config.json").read_text())
+    (other / "config.json").write_text(json.dumps({**cfg, "intermediate_size": 384}))
+    hub = _hub_with(tmp_path, monkeypatch, other, targets=("down_proj",))
+    try:
+        with pytest.raises(ConfigError, match=r"down_proj.lora_A.weight has shape \[8, 384\].*needs \[8, 512\]"):
+            _cpu(tiny_model, "t=org/tiny-lora")
+    finally:
+        hub.close()

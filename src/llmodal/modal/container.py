@@ -93,7 +93,7 @@ def container_prepare(settings: Settings, *, gpu: bool | None = None, sleep_mode
                           "lists no GPU (driver missing, or the GPU was not attached): refusing to start")
     kf = keys_file(settings, fast_boot)
     if not gpu:  # the rehearsal here: the CPU engine serves whatever VLLM_MODEL names
-        return prepare(settings, gpu=False, keys_file=kf, control_key=fast_boot)
+        return prepare(settings, gpu=False, keys_file=kf, control_key=fast_boot, fetch_adapters=True)
     res = resolve(settings)
     plan = res.chosen
     pin = read_pins().get(plan.checkpoint)

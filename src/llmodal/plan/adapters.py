@@ -80,7 +80,7 @@ def read(adapter: Adapter) -> AdapterFacts:
 def _read_hub(adapter: Adapter) -> AdapterFacts:
     import os
 
-    from huggingface_hub import get_safetensors_metadata, hf_hub_download
+    from huggingface_hub import HfApi, hf_hub_download
     from huggingface_hub.errors import (EntryNotFoundError, GatedRepoError, LocalEntryNotFoundError,
                                         RepositoryNotFoundError, RevisionNotFoundError)
 
@@ -106,8 +106,8 @@ def _read_hub(adapter: Adapter) -> AdapterFacts:
     shapes = None
     if os.environ.get("HF_HUB_OFFLINE") != "1":
         try:  # the header only (a range request), not the weights
-            meta = get_safetensors_metadata(repo, revision=rev)
-            shapes = {k: v.shape for fm in meta.files_metadata.values() for k, v in fm.tensors.items()}
+            meta = HfApi().parse_safetensors_file_metadata(repo, "adapter_model.safetensors", revision=rev, timeout=5)
+            shapes = {k: list(v.shape) for k, v in meta.tensors.items()}
         except Exception:  # noqa: BLE001 - the config was read; shapes are a bonus check
             shapes = None
     return AdapterFacts(adapter, cfg, shapes)
