@@ -11,7 +11,7 @@ from __future__ import annotations
 import ast
 import functools
 import importlib.util
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from llmodal.core.errors import ConfigError, DoesNotFit
@@ -110,8 +110,9 @@ def prepare(settings: Settings, *, gpu: bool, tiny_model: str | None = None, tin
                               control_key=control_key, kv_cache_bytes=kv,
                               **lora_launch(lora, served, fetch_adapters))
         what = f"embedded tiny Llama ({settings.model})" if tiny_model else settings.model
+        notes = "".join(f"; {n}" for n in (lora.notes if lora else []))
         return Prepared(launch, served, f"{what} on the CPU engine (the planner is for GPUs), KV cache "
-                        f"{kv / 2**30:.1f} GiB ({settings.gpu_memory_utilization} × RAM)", None, settings)
+                        f"{kv / 2**30:.1f} GiB ({settings.gpu_memory_utilization} × RAM){notes}", None, settings)
 
     res = resolution or plan_for_settings(settings)
     p = res.chosen
@@ -140,9 +141,9 @@ def _cpu_lora(settings: Settings, served: str):
     if lora is None:
         return None
     spec = lookup(settings.model, settings.model_revision)
-    check_all(lora, spec, model=settings.model, served=served, quant=spec.quant, checkpoint=settings.model,
-              any_base=settings.lora_any_base)
-    return lora
+    notes = check_all(lora, spec, model=settings.model, served=served, quant=spec.quant, checkpoint=settings.model,
+                      any_base=settings.lora_any_base)
+    return replace(lora, notes=[*lora.notes, *notes])
 
 
 def lora_launch(lora, served: str, fetch: bool) -> dict:
