@@ -80,3 +80,29 @@ def test_container_serves_a_pinned_adapter_from_the_volume_offline(tmp_path, mon
     assert adapter_path(sql, fetch=False) == str(snap)
     assert adapter_path(poet, fetch=False) == f"org/poet-lora@{'2' * 40}"  # a dry run names it, fetches nothing
     assert adapters_missing(s) == ["poet"]
+
+
+def test_llmodal_deploy_hands_the_container_pinned_adapters(tmp_path):
+    """The real `llmodal deploy` against the fake Modal and a fake hub holding one adapter on `main`: the one
+    settings value the container gets names the adapter at its commit; a folder adapter sends nothing."""
+    import sys
+
+    from fake_modal import KEY, deploy_via_fake
+
+    cfg = {"peft_type": "LORA", "r": 16, "target_modules": ["q_proj", "v_proj"],
+           "base_model_name_or_path": "meta-llama/Llama-3.1-70B-Instruct"}
+    h = FakeHub(children={"org/sql-lora": (1, {"r": 16})},
+                files={"org/sql-lora": {"adapter_config.json": json.dumps(cfg).encode()}})
+    argv = [sys.executable, "-m", "llmodal.cli", "deploy", "--env-file", ""]
+    try:
+        r, calls = deploy_via_fake(tmp_path / "a", argv, HF_ENDPOINT=h.url, VLLM_LORA_MODULES="sql=org/sql-lora",
+                                   **KEY)
+    finally:
+        h.close()
+    assert r.returncode == 0, r.stdout + r.stderr
+    handed = [json.loads(c.env_dict["LLMODAL_SETTINGS"]) for c in calls["SecretGetOrCreate"]
+              if "LLMODAL_SETTINGS" in c.env_dict][0]
+    assert handed["lora_modules"] == f"sql=org/sql-lora@{SHA}"
+    r, calls = deploy_via_fake(tmp_path / "b", argv, VLLM_LORA_MODULES=f"mine={tmp_path}", **KEY)
+    assert r.returncode == 2 and "is a folder on this machine" in r.stdout + r.stderr
+    assert not calls.get("FunctionCreate")
