@@ -32,8 +32,10 @@ CHILDREN = {
 
 class FakeHub:
     def __init__(self, children: dict | None = None, base: str = BASE, base_cfg: dict | None = None,
-                 gated: tuple[str, ...] = (BASE,)):
+                 gated: tuple[str, ...] = (BASE,), files: dict[str, dict[str, bytes]] | None = None):
         self.children = CHILDREN if children is None else children
+        # repo → {file name: bytes}: what hf_hub_download and a safetensors header read fetch (any revision)
+        self.files = files or {}
         self.configs = {base: base_cfg or LLAMA_70B, **{r: c for r, (_, c) in self.children.items() if c}}
         self.base, self.requests, self.gated = base, [], set(gated)
         hub = self
@@ -42,9 +44,42 @@ class FakeHub:
             def log_message(self, *a):
                 pass
 
+            def _file(self):
+                """(repo, revision, bytes) for /{repo}/resolve/{revision}/{file} in ``files``; else answers 404."""
+                u = urlparse(self.path)
+                repo, _, rest = u.path[1:].partition("/resolve/")
+                revision, _, name = rest.partition("/")
+                if repo not in hub.files or name not in hub.files[repo] or revision == "no-such-branch":
+                    code = "RevisionNotFound" if revision == "no-such-branch" else (
+                        "EntryNotFound" if repo in hub.files else "RepoNotFound")
+                    self._json(404, {"error": code}, {"X-Error-Code": code})
+                    return None
+                return repo, revision, hub.files[repo][name]
+
+            def do_HEAD(self):
+                hub.requests.append("HEAD " + self.path)
+                found = self._file() if "/resolve/" in self.path else self._json(404, {})
+                if found:
+                    _, _, body = found
+                    self.send_response(200)
+                    self.send_header("X-Repo-Commit", "0" * 40)
+                    self.send_header("ETag", f'"{hash(body) & 0xffffffff:08x}"')
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+
             def do_GET(self):
                 u = urlparse(self.path)
                 hub.requests.append(self.path)
+                if "/resolve/" in u.path and u.path[1:].split("/resolve/")[0] in hub.files:
+                    found = self._file()
+                    if found:
+                        body = found[2]
+                        self.send_response(200)
+                        self.send_header("X-Repo-Commit", "0" * 40)
+                        self.send_header("Content-Length", str(len(body)))
+                        self.end_headers()
+                        self.wfile.write(body)
+                    return
                 if u.path == "/api/models":
                     f = parse_qs(u.query).get("filter", [""])[0]
                     rows = [{"id": r, "downloads": d} for r, (d, _) in hub.children.items()] \

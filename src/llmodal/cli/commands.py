@@ -226,7 +226,11 @@ def plan(
 def bench(
     base_url: Annotated[Optional[str], typer.Option(help="endpoint (default: VLLM_BASE_URL from .env)")] = None,
     api_key: Annotated[Optional[str], typer.Option(help="key (default: VLLM_API_KEY from .env)")] = None,
-    model: Annotated[Optional[str], typer.Option(help="model (default: VLLM_MODEL, else the first served)")] = None,
+    model: Annotated[Optional[str], typer.Option(help="model (default: VLLM_MODEL, else the first served); a LoRA "
+                                                       "adapter's name measures that adapter")] = None,
+    models: Annotated[Optional[str], typer.Option(
+        help="a mixed run: requests take these served models in turn, comma-separated (e.g. the base and its "
+             "LoRA adapters); replaces --model")] = None,
     concurrency: Annotated[str, typer.Option(help="closed-loop levels, comma-separated")] = "1,8,32",
     request_rate: Annotated[Optional[str], typer.Option(
         help="open-loop Poisson request rates (req/s), comma-separated; replaces --concurrency")] = None,
@@ -271,7 +275,11 @@ def bench(
         # With --slo and --request-rate: goodput, the rates tried in rising order until a term breaks.
         levels = sorted(R.parse_levels(request_rate, float, "--request-rate")) if request_rate else \
             S.sweep_levels(max_concurrency) if terms else R.parse_levels(concurrency, int, "--concurrency")
-        ep = resolve_endpoint(base_url, api_key, model, env_file)
+        mixed = tuple(m.strip() for m in models.split(",") if m.strip()) if models else ()
+        if models is not None and (not mixed or len(set(mixed)) != len(mixed)):
+            raise ConfigError(f"--models {models!r} is invalid: expected served model names, comma-separated, "
+                              "each once")
+        ep = resolve_endpoint(base_url, api_key, mixed[0] if mixed else model, env_file)
         if cold:
             from llmodal.tools.bench.cold import cold_start
 
@@ -282,13 +290,13 @@ def bench(
         if price_per_hour is None:
             price_per_hour = _plan_price(env_file)
         with console.status(f"waiting for {ep.root}/health…"):
-            waited, ep = asyncio.run(B.wait_for_endpoint(ep, health_timeout))
+            waited, ep = asyncio.run(B.wait_for_endpoint(ep, health_timeout, also=mixed))
     except LlmodalError as e:
         fail(e)
-    console.print(f"endpoint ready after {waited:.1f} s; model {ep.model}; {input_len} in / {output_len} out; "
-                  f"api {api}")
+    console.print(f"endpoint ready after {waited:.1f} s; model {', '.join(mixed) if mixed else ep.model}; "
+                  f"{input_len} in / {output_len} out; api {api}")
     cfg = R.BenchConfig(levels, bool(request_rate), input_len, output_len, num_prompts, warmup, api, tokenizer,
-                        ignore_eos, price_per_hour, request_timeout, seed, temperature)
+                        ignore_eos, price_per_hour, request_timeout, seed, temperature, mixed)
     doc = R.run(ep, cfg, console, health_wait_s=waited, until=(lambda row: bool(S.broken(row, terms))) if terms
                 else None)
     console.print(R.table(doc["levels"]))

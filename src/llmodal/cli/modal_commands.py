@@ -47,7 +47,10 @@ def deploy(
         return
     if res is not None:
         console.print(f"plan: {res.chosen.checkpoint} on {res.chosen.gpu_count}× {res.chosen.gpu} — {res.chosen.reason}")
-    env = _app_env(settings, res, env_file, force=force, public=public)
+    try:
+        env = _app_env(settings, res, env_file, force=force, public=public)
+    except LlmodalError as e:
+        fail(e)
     # Wide enough that Modal's CLI prints each URL on one line (its console wraps at 80 columns when piped).
     code, out = run_streaming(modal_cli("deploy", "-m", APP_MODULE), console.print, env={**env, "COLUMNS": "400"})
     if code != 0:
@@ -60,10 +63,14 @@ def deploy(
     console.print(f"  VLLM_API_KEY={mask(settings.api_key())}")
 
 
-def _app_env(settings, res, env_file: str, *, force: bool = False, public: bool = False) -> dict[str, str]:
+def _app_env(settings, res, env_file: str, *, force: bool = False, public: bool = False,
+             fresh_adapters: bool = False) -> dict[str, str]:
     """What the `modal deploy`/`modal run` subprocess needs to plan exactly what this preflight showed: the
-    settings file (resolved once, here, to an absolute path), the two command-line choices, and a build
-    found on the hub pinned (``download`` and ``deploy`` pin the same one)."""
+    settings file (resolved once, here, to an absolute path), the two command-line choices, a build
+    found on the hub pinned (``download`` and ``deploy`` pin the same one), and every hub adapter at the
+    commit ``download`` fetched (``fresh_adapters``: download asks the hub now)."""
+    from llmodal.modal.adapter_pins import pinned_modules
+
     env = {"LLMODAL_ENV_FILE": str(Path(env_file).resolve()) if env_file else "",
            **({"LLMODAL_FORCE": "true"} if force else {}), **({"LLMODAL_PUBLIC": "true"} if public else {})}
     if res is not None and res.discovery is not None and not settings.checkpoint:
@@ -73,6 +80,9 @@ def _app_env(settings, res, env_file: str, *, force: bool = False, public: bool 
         from llmodal.engine.prepare import queue_limit_for
 
         env["LLMODAL_QUEUE_LIMIT"] = str(queue_limit_for(res.chosen))
+    modules = pinned_modules(settings.adapters, fresh=fresh_adapters)
+    if modules:
+        env["VLLM_LORA_MODULES"] = modules
     return env
 
 
@@ -91,9 +101,15 @@ def download(
         fail(e)
     if not modal_token_configured():
         fail(LlmodalError("no Modal token: run `modal token new` (or set MODAL_TOKEN_ID and MODAL_TOKEN_SECRET)"))
+    try:
+        env = _app_env(settings, res, env_file, fresh_adapters=True)
+    except LlmodalError as e:
+        fail(e)
     console.print(f"downloading {res.chosen.checkpoint} ({res.chosen.weights_gib_total:.1f} GiB) into the volume")
+    if env.get("VLLM_LORA_MODULES"):
+        console.print(f"and the adapters, pinned: {env['VLLM_LORA_MODULES']}", markup=False)
     code, _ = run_streaming(modal_cli("run", "-m", f"{APP_MODULE}::download"), console.print,
-                            env={**_app_env(settings, res, env_file), "COLUMNS": "400"})
+                            env={**env, "COLUMNS": "400"})
     if code != 0:
         err.print(f"[red]error:[/] modal run … ::download failed (exit {code})")
         raise typer.Exit(code)

@@ -12,13 +12,17 @@ import json
 import shlex
 from typing import Any
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from llmodal.core import constants as C
+from llmodal.core import lora
 from llmodal.core import vllm_flags as flags
 from llmodal.core.constants import GPU_NAMES, QUANTIZATIONS, canonical_gpu
 from llmodal.core.errors import ConfigError
+
+
+_SAID = "said: "  # a model-level error that carries its own complete message
 
 
 def _f(default: Any, env: str, allowed: str, **kw: Any) -> Any:
@@ -50,6 +54,16 @@ class Settings(BaseSettings):
     server_api_key: SecretStr | None = _f(None, "VLLM_SERVER_API_KEY",
                                           "one Bearer key, or several separated by commas (rotation): no whitespace, "
                                           "not empty")
+    lora_modules: str = _f("", "VLLM_LORA_MODULES", "adapters served beside the base: " + lora.FORMAT)
+    max_loras: int | None = _f(None, "VLLM_MAX_LORAS",
+                               "an integer from 1 to 256, at most the adapters in VLLM_LORA_MODULES: adapters "
+                               "resident on the GPU at once (default: all of them)", ge=1, le=256)
+    max_lora_rank: int | None = _f(None, "VLLM_MAX_LORA_RANK",
+                                   "one of " + ", ".join(map(str, lora.RANKS)) + ", at least every adapter's rank "
+                                   "(default: the highest adapter rank, rounded up to one of these)")
+    lora_any_base: bool = _f(False, "LLMODAL_LORA_ANY_BASE",
+                             "true or false: serve adapters whose adapter_config.json names another base model "
+                             "than VLLM_MODEL")
     tool_call_parser: str = _f("auto", "VLLM_TOOL_CALL_PARSER",
                                "auto (the model family's parser), none, or a parser name vLLM offers")
     tool_strict_level: str = _f("parameter", "VLLM_TOOL_STRICT_LEVEL",
@@ -157,6 +171,19 @@ class Settings(BaseSettings):
         flags.check_extra_args(v)
         return v
 
+    @field_validator("lora_modules")
+    @classmethod
+    def _lora(cls, v: str, info: ValidationInfo) -> str:
+        lora.parse(v, info.data.get("model", ""))
+        return v.strip()
+
+    @field_validator("max_lora_rank")
+    @classmethod
+    def _rank(cls, v: int | None) -> int | None:
+        if v is not None and v not in lora.RANKS:
+            raise ValueError("not one of vLLM's LoRA ranks")
+        return v
+
     @field_validator("tool_call_parser", "reasoning_parser")
     @classmethod
     def _parser(cls, v: str) -> str:
@@ -173,6 +200,14 @@ class Settings(BaseSettings):
             raise ValueError("min_containers_gt_max_containers")
         if self.fast_boot == "snapshot" and self.gpu_count > 1:
             raise ValueError("fast_boot_multi_gpu")
+        n = len(self.adapters)
+        for env, v in (("VLLM_MAX_LORAS", self.max_loras), ("VLLM_MAX_LORA_RANK", self.max_lora_rank)):
+            if v is not None and not n:
+                raise ValueError(f"{_SAID}{env}={str(v)!r} is invalid (VLLM_LORA_MODULES lists no adapter): expected it "
+                                 "unset, or adapters in VLLM_LORA_MODULES")
+        if self.max_loras is not None and self.max_loras > n:
+            raise ValueError(f"{_SAID}VLLM_MAX_LORAS={str(self.max_loras)!r} is invalid (VLLM_LORA_MODULES lists {n}): "
+                             f"expected at most {n}; a slot no adapter fills still takes GPU memory")
         return self
 
     # --- derived ---
@@ -185,6 +220,11 @@ class Settings(BaseSettings):
         """Fast boot through Modal's GPU memory snapshot: the default on one GPU (measured on an H100:
         wake + health + first token 1.2 s, no KV lost, decode unchanged; docs/BENCHMARKS.md §1)."""
         return self.fast_boot == "snapshot" or (self.fast_boot == "auto" and self.gpu_count == 1)
+
+    @property
+    def adapters(self) -> list[lora.Adapter]:
+        """VLLM_LORA_MODULES, parsed (validated when the settings were made)."""
+        return lora.parse(self.lora_modules, self.model)
 
     @property
     def extra_argv(self) -> list[str]:
@@ -229,6 +269,9 @@ def _describe(err: ValidationError) -> str:
             lines.append(f"{env}={value} is invalid ({why}): expected {allowed}")
         else:
             msg = str(e.get("msg", ""))
+            if _SAID in msg:  # a whole message, variable and value included
+                lines.append(msg.split(_SAID, 1)[1])
+                continue
             for code, (env, allowed) in _MODEL_ERRORS.items():
                 if code in msg:
                     lines.append(f"{env} is invalid: expected {allowed}")

@@ -44,6 +44,10 @@ class Inputs:
     control_key: str | None = None  # the fast-boot container's own key for /sleep and /wake_up
     keys_file: str | None = None  # client keys in a file re-read on change (fast boot: keys of restore time)
     queue_limit: int | None = None  # inference requests in flight before 429 (the guard enforces it)
+    lora_modules: tuple[str, ...] = ()  # name=where vLLM reads it (a folder, or a pinned snapshot)
+    max_loras: int | None = None
+    max_lora_rank: int | None = None  # the adapters' highest rank, rounded up to one vLLM takes
+    served_models: str | None = None  # the base and every adapter, for the guard's 404 message
     host: str = "127.0.0.1"
     port: int = 8000
     middleware: str = "llmodal.engine.auth.BearerAuthMiddleware"
@@ -99,6 +103,19 @@ FLAGS: tuple[Flag, ...] = (
     # admin routes (/pause, /collective_rpc, /update_weights …): the middleware closes all of those.
     Flag("", "LLMODAL_FAST_BOOT", lambda i: "1" if i.sleep_mode else None, env="VLLM_SERVER_DEV_MODE"),
     Flag("", LLMODAL, lambda i: i.control_key, env="LLMODAL_CONTROL_KEY", secret=True),
+    # Adapters: vLLM serves each under its name, beside the base (/v1/models lists them with their parent).
+    Flag("--enable-lora", "VLLM_LORA_MODULES", lambda i: bool(i.lora_modules), switch=True),
+    Flag("--lora-modules", "VLLM_LORA_MODULES", lambda i: i.lora_modules or None),
+    Flag("--max-loras", "VLLM_MAX_LORAS", lambda i: i.max_loras if i.lora_modules else None),
+    Flag("--max-lora-rank", "VLLM_MAX_LORA_RANK", lambda i: i.max_lora_rank if i.lora_modules else None),
+    # Every adapter stays in host memory once read (vLLM's default keeps only --max-loras, re-reading the
+    # others from disk whenever a request swaps them in).
+    Flag("--max-cpu-loras", LLMODAL, lambda i: len(i.lora_modules) or None),
+    # Loading adapters at run time (/v1/load_lora_adapter) is never offered: the row pins it off, so an
+    # inherited VLLM_ALLOW_RUNTIME_LORA_UPDATING=1 cannot open it (the guard closes the routes as well).
+    Flag("", LLMODAL, lambda i: None, env="VLLM_ALLOW_RUNTIME_LORA_UPDATING"),
+    Flag("", "VLLM_LORA_MODULES", lambda i: i.served_models if i.lora_modules else None,
+         env="LLMODAL_SERVED_MODELS"),
     Flag("--host", "VLLM_HOST", lambda i: i.host),
     Flag("--port", "VLLM_PORT", lambda i: i.port),
     Flag("--middleware", LLMODAL, lambda i: i.middleware),
@@ -119,7 +136,9 @@ FLAGS: tuple[Flag, ...] = (
 _ALSO_RESERVED = {"--config": LLMODAL, "--pipeline-parallel-size": PLANNER, "-pp": PLANNER,
                   "--data-parallel-size": PLANNER, "-dp": PLANNER,
                   # vLLM refuses a ceiling that is not the largest of the planner's sizes
-                  "--max-cudagraph-capture-size": PLANNER}
+                  "--max-cudagraph-capture-size": PLANNER,
+                  # the planner sizes LoRA memory with every slot unsharded, in the model's dtype
+                  "--fully-sharded-loras": PLANNER, "--lora-dtype": PLANNER}
 
 
 def _norm(flag: str) -> str:

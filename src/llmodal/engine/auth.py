@@ -17,7 +17,13 @@ same, in a file re-read when it changes: a restored fast-boot container serves t
 holds at restore time, not at snapshot time); ``LLMODAL_CONTROL_KEY``; ``LLMODAL_METRICS_PUBLIC``;
 ``LLMODAL_MAX_BODY_BYTES`` (default 16 MiB, 413 above it before vLLM parses the body);
 ``LLMODAL_QUEUE_LIMIT``: the most inference requests in flight (running and queued in vLLM) — one more
-gets 429 with ``Retry-After`` at once instead of waiting minutes in an unbounded queue.
+gets 429 with ``Retry-After`` at once instead of waiting minutes in an unbounded queue;
+``LLMODAL_SERVED_MODELS``: the base and its LoRA adapters — vLLM's 404 for an unknown ``model`` names the
+base only, so the guard's names every one a client may ask for.
+
+LoRA's run-time routes (``/v1/load_lora_adapter``, ``/v1/unload_lora_adapter``) are closed like every
+admin route: adapters are declared (``VLLM_LORA_MODULES``), checked and planned before the start, never
+loaded by a caller.
 """
 
 from __future__ import annotations
@@ -186,6 +192,7 @@ class BearerAuthMiddleware:
         self._too_large = _error(413, f"request body larger than {self._max_body} bytes (LLMODAL_MAX_BODY_BYTES)",
                                  "invalid_request_error")
         self._queue_limit = int(environ.get("LLMODAL_QUEUE_LIMIT") or 0)  # 0: no limit
+        self._served = [m for m in environ.get("LLMODAL_SERVED_MODELS", "").split(",") if m]
         self.in_flight = 0
         if self.keys.public:
             log.warning("llmodal: no API key configured; the client routes of this server are public")
@@ -233,6 +240,8 @@ class BearerAuthMiddleware:
         if scope["type"] == "websocket":
             await self.app(scope, receive, send)
             return
+        if self._served and scope.get("method") == "POST" and route_kind(_checked_path(scope)) == "client":
+            send = _NotFoundNames(send, self._served)
         counted = self._queue_limit and scope.get("method") == "POST" and route_kind(_checked_path(scope)) == "client"
         if not counted:
             await self._limited(scope, receive, send)
@@ -278,3 +287,41 @@ class BearerAuthMiddleware:
 
 class _TooLarge(Exception):
     pass
+
+
+class _NotFoundNames:
+    """A send that rewrites vLLM's 404 for an unknown model ("Valid aliases:" the base only) to name every
+    model served, adapters included. Any other response passes through untouched, chunk by chunk."""
+
+    def __init__(self, send, served: list[str]) -> None:
+        self.send, self.served = send, served
+        self.start: dict | None = None
+        self.body = b""
+
+    async def __call__(self, msg) -> None:
+        if msg["type"] == "http.response.start" and msg.get("status") == 404:
+            self.start = msg  # held until the body says what it is
+            return
+        if self.start is None or msg["type"] != "http.response.body":
+            await self.send(msg)
+            return
+        self.body += msg.get("body", b"")
+        if msg.get("more_body"):
+            return
+        body = self._named(self.body)
+        headers = [(k, v) for k, v in self.start.get("headers", []) if k.lower() != b"content-length"]
+        await self.send({**self.start, "headers": [*headers, (b"content-length", str(len(body)).encode())]})
+        await self.send({"type": "http.response.body", "body": body})
+
+    def _named(self, body: bytes) -> bytes:
+        try:
+            doc = json.loads(body)
+            err = doc["error"]
+            message = err["message"]
+        except (ValueError, KeyError, TypeError):
+            return body
+        if "does not exist" not in message:
+            return body
+        err["message"] = (message.split(" Valid aliases:")[0] + " Available models: " + ", ".join(self.served)
+                          + ".")
+        return json.dumps(doc).encode()

@@ -89,6 +89,10 @@ def build_launch(
     queue_limit: int | None = None,  # the plan's; LLMODAL_QUEUE_LIMIT wins
     max_n: int | None = None,
     profile: ProfileFlags | None = None,  # the plan's batching, KV dtype, kernel (None: vLLM's defaults)
+    lora_modules: tuple[str, ...] = (),  # name=where vLLM reads each adapter (engine.prepare resolves them)
+    max_loras: int | None = None,
+    max_lora_rank: int | None = None,
+    served_models: str | None = None,
     api_key: str | None = None,
     host: str | None = None,
     port: int | None = None,
@@ -118,6 +122,7 @@ def build_launch(
         cudagraph_capture_sizes=p.cudagraph_capture_sizes,
         kv_cache_dtype=p.kv_cache_dtype, dtype=p.dtype, disabled_kernels=p.disabled_kernels,
         host=host or settings.host, port=port or settings.port, middleware=AUTH_MIDDLEWARE,
+        lora_modules=lora_modules, max_loras=max_loras, max_lora_rank=max_lora_rank, served_models=served_models,
     )
     args, env = flags.render(inputs)
     args += settings.extra_argv + flags.check_extra_args(shlex.join(extra or []))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import ast
 import functools
 import importlib.util
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from llmodal.core.errors import ConfigError, DoesNotFit
@@ -85,10 +85,13 @@ def resolve_parsers(settings: Settings, *names: str) -> tuple[str | None, str | 
 
 def prepare(settings: Settings, *, gpu: bool, tiny_model: str | None = None, tiny_name: str | None = None,
             api_key: str | None = None, revision: str | None = None, sleep_mode: bool = False,
-            keys_file: str | None = None, control_key: bool = False, resolution: Resolution | None = None) -> Prepared:
+            keys_file: str | None = None, control_key: bool = False, resolution: Resolution | None = None,
+            fetch_adapters: bool = False) -> Prepared:
     """Build the launch. On a GPU: plan, refuse a plan that does not fit (unless LLMODAL_FORCE),
     pass the planner's checkpoint and KV size (``resolution``: a plan already made for these
-    settings, not made again). ``tiny_model`` serves that directory on the CPU."""
+    settings, not made again). ``tiny_model`` serves that directory on the CPU. An adapter on the hub is
+    served from the local snapshot of its commit (``llmodal deploy`` pins one), else fetched first when
+    ``fetch_adapters`` (a real start; a dry run shows the repo)."""
     if not gpu:
         update: dict = {}
         if "gpu_memory_utilization" not in settings.model_fields_set:
@@ -101,12 +104,15 @@ def prepare(settings: Settings, *, gpu: bool, tiny_model: str | None = None, tin
         served = tiny_name or settings.model
         tool, reasoning = resolve_parsers(settings, settings.model, served)
         kv = kv_cache_bytes(settings.gpu_memory_utilization)
+        lora = _cpu_lora(settings, served)
         launch = build_launch(settings, served_model_name=served, api_key=api_key, tool_call_parser=tool,
                               reasoning_parser=reasoning, keys_file=keys_file,
-                              control_key=control_key, kv_cache_bytes=kv)
+                              control_key=control_key, kv_cache_bytes=kv,
+                              **lora_launch(lora, served, fetch_adapters))
         what = f"embedded tiny Llama ({settings.model})" if tiny_model else settings.model
+        notes = "".join(f"; {n}" for n in (lora.notes if lora else []))
         return Prepared(launch, served, f"{what} on the CPU engine (the planner is for GPUs), KV cache "
-                        f"{kv / 2**30:.1f} GiB ({settings.gpu_memory_utilization} × RAM)", None, settings)
+                        f"{kv / 2**30:.1f} GiB ({settings.gpu_memory_utilization} × RAM){notes}", None, settings)
 
     res = resolution or plan_for_settings(settings)
     p = res.chosen
@@ -119,10 +125,58 @@ def prepare(settings: Settings, *, gpu: bool, tiny_model: str | None = None, tin
                           kv_cache_bytes=p.kv_cache_bytes or None, tool_call_parser=tool, reasoning_parser=reasoning,
                           sleep_mode=sleep_mode, keys_file=keys_file, control_key=control_key,
                           queue_limit=queue_limit_for(p), max_n=max(1, int(p.full_length_sequences // 2)),
-                          profile=p.flags)
+                          profile=p.flags, **lora_launch(res.lora, settings.model, fetch_adapters))
     summary = (f"{settings.model} from {p.checkpoint} on {p.gpu_count}× {p.gpu}, profile {p.profile}: "
                f"{'fits' if p.fits else 'DOES NOT FIT'} — {p.reason}")
     return Prepared(launch, settings.model, summary, res, settings)
+
+
+def _cpu_lora(settings: Settings, served: str):
+    """The adapters read and checked against the model the CPU engine serves (no GPU memory to plan)."""
+    from llmodal.plan.adapters import check_all
+    from llmodal.plan.catalog import lookup
+    from llmodal.plan.planner import lora_setup
+
+    lora = lora_setup(settings)
+    if lora is None:
+        return None
+    spec = lookup(settings.model, settings.model_revision)
+    notes = check_all(lora, spec, model=settings.model, served=served, quant=spec.quant, checkpoint=settings.model,
+                      any_base=settings.lora_any_base)
+    return replace(lora, notes=[*lora.notes, *notes])
+
+
+def lora_launch(lora, served: str, fetch: bool) -> dict:
+    """build_launch's LoRA arguments: each adapter as name=where vLLM reads it, the limits, the names served."""
+    if lora is None:
+        return {}
+    clash = [n for n in lora.names if n == served]
+    if clash:
+        raise ConfigError(f"VLLM_LORA_MODULES: adapter name {clash[0]!r} is the served model's name: clients could not "
+                          "reach the base model; name the adapter differently")
+    modules = tuple(f"{f.adapter.name}={adapter_path(f.adapter, fetch)}" for f in lora.facts)
+    return {"lora_modules": modules, "max_loras": lora.max_loras, "max_lora_rank": lora.max_rank,
+            "served_models": ",".join([served, *lora.names])}
+
+
+def adapter_path(adapter, fetch: bool) -> str:
+    """Where vLLM reads ``adapter``: its folder; a hub adapter's local snapshot at its commit (offline: no
+    hub call); else, on a real start, the snapshot fetched now at its revision (vLLM itself would fetch the
+    main branch, whatever the revision said)."""
+    if adapter.is_folder:
+        return str(adapter.folder)
+    commit = adapter.revision if adapter.pinned else None
+    if commit:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(adapter.source, "adapter_config.json", revision=commit)
+        if isinstance(cached, str):
+            return str(Path(cached).parent)
+    if not fetch:
+        return adapter.source + (f"@{adapter.revision}" if adapter.revision else "")
+    from huggingface_hub import snapshot_download
+
+    return snapshot_download(adapter.source, revision=commit or adapter.revision)
 
 
 def queue_limit_for(plan) -> int:

@@ -93,19 +93,31 @@ def container_prepare(settings: Settings, *, gpu: bool | None = None, sleep_mode
                           "lists no GPU (driver missing, or the GPU was not attached): refusing to start")
     kf = keys_file(settings, fast_boot)
     if not gpu:  # the rehearsal here: the CPU engine serves whatever VLLM_MODEL names
-        return prepare(settings, gpu=False, keys_file=kf, control_key=fast_boot)
+        return prepare(settings, gpu=False, keys_file=kf, control_key=fast_boot, fetch_adapters=True)
     res = resolve(settings)
     plan = res.chosen
     pin = read_pins().get(plan.checkpoint)
     revision = pin or (settings.model_revision if plan.checkpoint == settings.model else None)
-    if pin and weights_cached(plan.checkpoint, pin):
+    missing = adapters_missing(settings)
+    if pin and weights_cached(plan.checkpoint, pin) and not missing:
         os.environ["HF_HUB_OFFLINE"] = "1"
         say(f"weights for {plan.checkpoint}@{pin[:12]} are in the volume; hub offline")
+    elif pin and weights_cached(plan.checkpoint, pin):
+        say(f"adapters {', '.join(missing)} are not in the volume at their commits; they are fetched before vLLM "
+            "starts (run `llmodal download` once to make cold starts load-only)")
     else:
         say(f"{plan.checkpoint} is not in the volume yet; vLLM will download it "
             "(run `modal run modal_vllm.py::download` once to make cold starts load-only)")
     return prepare(settings, gpu=True, revision=revision, sleep_mode=sleep_mode, keys_file=kf,
-                   control_key=fast_boot, resolution=res)
+                   control_key=fast_boot, resolution=res, fetch_adapters=True)
+
+
+def adapters_missing(settings: Settings) -> list[str]:
+    """The hub adapters whose pinned snapshot is not in the volume (names)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    return [a.name for a in settings.adapters if not a.is_folder and not (
+        a.pinned and isinstance(try_to_load_from_cache(a.source, "adapter_config.json", revision=a.revision), str))]
 
 
 def start_server(settings: Settings | None = None, *, volumes: Mapping | None = None) -> Supervisor:
@@ -247,6 +259,10 @@ def download_weights(commit: Callable[[], None] | None = None) -> str:
     pins = read_pins()
     pins[plan.checkpoint] = sha
     (_hf_home() / PINS_FILE).write_text(json.dumps(pins, indent=2))
+    for a in settings.adapters:  # `llmodal download` handed each one over at a commit
+        if not a.is_folder:
+            print(f"llmodal: downloading adapter {a.name} = {a.source}@{a.revision}", flush=True)
+            snapshot_download(a.source, revision=a.revision)
     if commit:
         commit()
     print(f"llmodal: pinned {plan.checkpoint} at {sha}", flush=True)

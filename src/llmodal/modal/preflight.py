@@ -85,6 +85,11 @@ def preflight(settings: Settings, *, need_token: bool = True, env_file: str | No
     missing = missing_proxy_token(env_file)
     if missing:
         problems.append(proxy_token_fix(settings, missing))
+    folders = [a for a in settings.adapters if a.is_folder]
+    if folders:
+        problems.append(f"VLLM_LORA_MODULES: adapter {folders[0].name!r} is a folder on this machine "
+                        f"({folders[0].source}), which the container does not have: push it to the hub and list it "
+                        "as name=owner/repo")
     if need_token and not modal_token_configured():
         problems.append("no Modal token: run `modal token new` (or set MODAL_TOKEN_ID and MODAL_TOKEN_SECRET)")
     if problems:
@@ -126,7 +131,8 @@ def rehearse(settings: Settings, res: Resolution | None = None) -> dict:
         "image": {"python": PYTHON_VERSION, "pip": IMAGE_REQUIREMENTS, "local_python_source": ["llmodal"]},
         "container_env": spec.container_env,
         "plan": {"checkpoint": p.checkpoint, "fits": p.fits, "reason": p.reason, "kv_tokens": p.kv_tokens,
-                 "kv_cache_bytes": p.kv_cache_bytes, "price_per_hour": p.price_per_hour} if p else None,
+                 "kv_cache_bytes": p.kv_cache_bytes, "price_per_hour": p.price_per_hour,
+                 "lora_gib_per_gpu": round(p.lora_gib_per_gpu, 3)} if p else None,
         "command": prep.launch.shell(), "command_env": prep.launch.shown_env(),
         "key": "VLLM_SERVER_API_KEY from the secret" if not settings.public else "none (public, chosen)",
     }

@@ -9,6 +9,10 @@ activation memory, gave it to KV, and ran out of memory on its first 8k prefill.
     kv_memory = budget − weights/TP − activations × margin − CUDA graphs − non-torch memory
     kv_tokens = kv_memory ÷ (KV bytes per token ÷ TP)
 
+LoRA adapters (``VLLM_LORA_MODULES``) come off the budget before the KV cache: vLLM allocates, when it
+starts, ``--max-loras`` slots at ``--max-lora-rank`` in every linear layer, the embedding and the LM head
+(``lora_bytes``), whatever the adapters themselves hold.
+
 Activations: vLLM's profiling pass over ``max_num_batched_tokens`` tokens (MLP gate/up and
 activation buffers, residual stream) plus one logits row per sequence, with a margin. CUDA
 graphs: measured 2.11 GiB for the 70B shape (80 layers × 8192 hidden) on an H100, scaled by
@@ -92,9 +96,39 @@ class Plan:
     notes: list[str] = field(default_factory=list)
     profile: str = "balanced"
     flags: ProfileFlags | None = None  # what the profile puts on vLLM's command line
+    lora: LoraSlots | None = None  # adapters served: vLLM's slots, charged before the KV cache
+    lora_gib_per_gpu: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class LoraSlots:
+    """What vLLM sizes its LoRA memory by: adapters resident at once (--max-loras) at the highest rank."""
+
+    adapters: int
+    max_loras: int
+    max_rank: int
+
+
+def lora_bytes(spec: ModelSpec, lora: LoraSlots, tp: int, max_num_batched_tokens: int, dtype_bytes: int = 2) -> int:
+    """Per GPU: vLLM's stacked LoRA weights (vllm/lora/layers, 0.32), one slot per --max-loras at
+    --max-lora-rank, in the model's dtype. Column-parallel layers (qkv, gate_up, the LM head) keep A whole
+    and shard B's outputs; row-parallel ones (o, down) shard A's inputs and keep B whole; the embedding and
+    the LM head hold the whole vocabulary. Plus the punica kernels' fp32 rank-wide buffer per token and
+    slice. An MoE's experts each get their own MLP slots."""
+    h, i, v = spec.hidden, spec.intermediate * spec.experts, spec.vocab
+    q, kv = spec.heads * spec.head_dim, spec.kv_heads * spec.head_dim
+    kv_shard = kv / min(tp, spec.kv_heads) if tp > 1 else kv
+    per_layer = (3 * h + (q / tp + 2 * kv_shard)  # qkv: three A slices, B sharded
+                 + q / tp + h  # o_proj
+                 + 2 * h + 2 * i / tp  # gate_up: two A slices, B sharded
+                 + i / tp + h)  # down_proj
+    per_rank = spec.layers * per_layer + (v + h) + (h + v)  # embedding, LM head
+    weights = lora.max_loras * lora.max_rank * per_rank * dtype_bytes
+    buffers = max_num_batched_tokens * lora.max_rank * 3 * 4
+    return int(weights + buffers)
 
 
 def activation_bytes(spec: ModelSpec, shape: EngineShape, tp: int) -> int:
@@ -124,6 +158,7 @@ def make_plan(
     price_per_hour: float | None = None,
     profile: str = "balanced",
     batching: Batching = Batching(),
+    lora: LoraSlots | None = None,
 ) -> Plan:
     """Plan one configuration. ``quantization`` None means the checkpoint's own precision."""
     if max_model_len <= 0:
@@ -157,7 +192,8 @@ def make_plan(
     budget = gpu.memory_gib * GiB * gpu_memory_utilization
     kv_per_token = spec.kv_bytes_per_token(flags.kv_dtype_bytes)
     kv_per_token_gpu = kv_per_token / min(tp, spec.kv_heads)
-    kv_mem = budget - weights / tp - act - graphs - non_torch
+    lora_mem = lora_bytes(spec, lora, tp, shape.max_num_batched_tokens) if lora else 0
+    kv_mem = budget - weights / tp - act - graphs - non_torch - lora_mem
     kv_tokens = max(0, int(kv_mem // kv_per_token_gpu))
     full = kv_tokens / max_model_len
 
@@ -170,7 +206,7 @@ def make_plan(
     elif kv_tokens < max_model_len:
         fits = False
         reason = (f"after {weights / tp / GiB:.1f} GiB of weights and {(act + graphs) / GiB:.1f} GiB of activations "
-                  "and CUDA graphs, "
+                  "and CUDA graphs, " + (f"{lora_mem / GiB:.2f} GiB of LoRA slots, " if lora else "") +
                   f"{max(kv_mem, 0) / GiB:.1f} GiB is left for KV cache = {kv_tokens:,} tokens, "
                   f"fewer than one {max_model_len:,}-token sequence")
     else:
@@ -215,6 +251,8 @@ def make_plan(
         notes=notes,
         profile=profile,
         flags=flags,
+        lora=lora,
+        lora_gib_per_gpu=lora_mem / GiB,
     )
 
 
@@ -262,6 +300,7 @@ class Resolution:
     suggestions: list[Suggestion]
     discovery: object | None = None  # hub.Discovery when the hub's model tree was read
     spec: ModelSpec | None = None  # the model's shape the plans were made from
+    lora: object | None = None  # adapters.LoraSetup: the adapters read and checked, vLLM's LoRA limits
 
 
 def choose(spec: ModelSpec, gpu: GPU, quantization: str, *, min_sequences: float = 16, **kw) -> Resolution:
@@ -280,7 +319,7 @@ def choose(spec: ModelSpec, gpu: GPU, quantization: str, *, min_sequences: float
                             "checkpoint instead")
         ckpt = spec.checkpoints.get(quantization) if quantization != spec.quant else None
         base = make_plan(spec, gpu, quantization=quantization, checkpoint=ckpt, **kw)
-    keep = ("gpu_memory_utilization", "scaledown_window_s", "price_per_hour", "profile", "batching")
+    keep = ("gpu_memory_utilization", "scaledown_window_s", "price_per_hour", "profile", "batching", "lora")
     sugg = suggestions(spec, gpu, base, **{k: v for k, v in kw.items() if k in keep})
     if quantization == "auto":
         same = [s for s in sugg if s.plan.gpu_count == base.gpu_count and s.plan.max_model_len == base.max_model_len]
@@ -336,6 +375,8 @@ def plan_for_settings(settings, *, gpu: str | None = None, gpu_count: int | None
 
     model = model or settings.model
     spec, found = model_facts(model, settings.model_revision, settings.checkpoint, discover)
+    lora = lora_setup(settings)
+    slots = LoraSlots(len(lora.facts), lora.max_loras, lora.max_rank) if lora else None
     if settings.checkpoint:  # pinned: its own format, no choice
         quantization = next(iter(spec.checkpoints), "none")
     else:
@@ -353,5 +394,22 @@ def plan_for_settings(settings, *, gpu: str | None = None, gpu_count: int | None
         profile=settings.profile,
         batching=Batching(settings.max_num_batched_tokens, settings.max_num_seqs),
         min_sequences=settings.min_sequences,
+        lora=slots,
     )
-    return replace(res, discovery=found, spec=spec)
+    if lora:
+        from llmodal.plan.adapters import check_all
+
+        p = res.chosen
+        notes = lora.notes + check_all(lora, spec, model=model, served=model, quant=p.quantization,
+                                       checkpoint=p.checkpoint, any_base=settings.lora_any_base)
+        res = replace(res, chosen=replace(p, notes=[*p.notes, *notes]))
+    return replace(res, discovery=found, spec=spec, lora=lora)
+
+
+def lora_setup(settings):
+    """VLLM_LORA_MODULES read (each adapter's config, from its folder or the hub) with vLLM's limits, or None."""
+    if not settings.adapters:
+        return None
+    from llmodal.plan.adapters import setup
+
+    return setup(settings.adapters, max_loras=settings.max_loras, max_rank=settings.max_lora_rank)

@@ -47,6 +47,9 @@ def plan_table(plan: Plan, asked: Plan | None, sugg: list[Suggestion], console: 
     t.add_row("usable per GPU", f"{plan.budget_gib_per_gpu:.1f} GiB at utilization {plan.gpu_memory_utilization}")
     t.add_row("headroom", f"activations {plan.activation_gib:.2f} (with margin) + CUDA graphs "
               f"{plan.cuda_graph_gib:.2f} + non-torch {plan.non_torch_gib:.2f} GiB")
+    if plan.lora:
+        t.add_row("LoRA adapters", f"{plan.lora.adapters} served, {plan.lora.max_loras} resident at once (--max-loras) "
+                  f"at rank ≤ {plan.lora.max_rank}: {plan.lora_gib_per_gpu:.2f} GiB per GPU, taken before the KV cache")
     kv_bits = 8 if plan.flags and plan.flags.kv_cache_dtype == "fp8" else 16
     t.add_row("KV per token", f"{plan.kv_bytes_per_token / 1024:.0f} KiB ({kv_bits}-bit KV, all layers)")
     f = plan.flags

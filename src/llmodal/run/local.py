@@ -58,7 +58,8 @@ def prepare_local(settings: Settings, *, model_given: bool, gpu: bool, console: 
     try:
         # Every configured key (rotation); the first is what llmodal's own clients send.
         served_keys = ",".join(settings.api_keys()) or key
-        prep = prepare(settings, gpu=gpu, tiny_model=tiny, tiny_name=tiny_name, api_key=served_keys)
+        prep = prepare(settings, gpu=gpu, tiny_model=tiny, tiny_name=tiny_name, api_key=served_keys,
+                       fetch_adapters=not dry_run)
     except LlmodalError:
         if gpu:
             from llmodal.plan.planner import plan_for_settings

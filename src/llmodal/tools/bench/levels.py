@@ -37,6 +37,7 @@ class BenchConfig:
     request_timeout: float
     seed: int = 0  # prompts differ by seed: runs against one server with different seeds share no prefix
     temperature: float | None = None  # None: the server's default sampling, as vLLM's bench sends
+    models: tuple[str, ...] = ()  # a mixed run: requests spread over these served models in turn
 
 
 def parse_levels(text: str, kind: type, flag: str) -> list:
@@ -59,7 +60,7 @@ async def _run_levels(ep: Endpoint, cfg: BenchConfig, prompts: B.Prompts, consol
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     runner = B.Runner(ep, api=cfg.api, output_len=cfg.output_len, ignore_eos=cfg.ignore_eos, temperature=cfg.temperature,
-                      timeout=cfg.request_timeout)
+                      timeout=cfg.request_timeout, models=cfg.models)
     rows = []
     try:
         # Redrawn on each completion, not by a refresh thread: the client shares the CPU (and
@@ -108,7 +109,7 @@ def run(ep: Endpoint, cfg: BenchConfig, console: Console, *, health_wait_s: floa
         console.print(f"[yellow]warning[/]: the server counted {check['server_mean']:.0f} prompt tokens per request, "
                       f"{check['deviation']:+.1%} from --input-len {cfg.input_len}: latency and $/1M figures are "
                       "for that length (pass --tokenizer DIR for exact prompts)")
-    meta = {"base_url": ep.base_url, "model": ep.model, "api": cfg.api, "input_len": cfg.input_len,
+    meta = {"base_url": ep.base_url, "model": ep.model, "models": list(cfg.models) or [ep.model], "api": cfg.api, "input_len": cfg.input_len,
             "output_len": cfg.output_len, "ignore_eos": cfg.ignore_eos, "warmup": cfg.warmup, "seed": cfg.seed,
             "prompt_lengths": prompts.source, "prompt_calibration": prompts.calibration, "prompt_check": check, "health_wait_s": health_wait_s, "price_per_hour": cfg.price_per_hour,
             "started_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}

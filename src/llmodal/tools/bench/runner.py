@@ -9,6 +9,7 @@ so on two cores it sustains far more chunks per second than an engine produces
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import math
 import random
@@ -86,8 +87,10 @@ class Runner:
     benchmark uses, so the two agree on what TTFT means."""
 
     def __init__(self, ep: Endpoint, *, api: str, output_len: int, ignore_eos: bool, timeout: float,
-                 temperature: float | None = None) -> None:
+                 temperature: float | None = None, models: tuple[str, ...] = ()) -> None:
         self.ep, self.api, self.output_len, self.ignore_eos = ep, api, output_len, ignore_eos
+        # A mixed run (--models): requests take the served models in turn, e.g. a base and its adapters.
+        self._models = itertools.cycle(models) if models else None
         self.temperature = temperature
         self.timeout = timeout
         self._session = None
@@ -106,7 +109,8 @@ class Runner:
     def body(self, prompt: str) -> dict:
         # The request vLLM's own `bench serve` sends (it stopped forcing greedy sampling): both tools
         # must measure the same work. --temperature sets one.
-        b: dict = {"model": self.ep.model, "max_tokens": self.output_len, "stream": True,
+        model = next(self._models) if self._models else self.ep.model
+        b: dict = {"model": model, "max_tokens": self.output_len, "stream": True,
                    "stream_options": {"include_usage": True}}
         if self.temperature is not None:
             b["temperature"] = self.temperature
@@ -314,7 +318,7 @@ def usd_per_million(price_per_hour: float | None, tok_s: float) -> float | None:
     return price_per_hour / (tok_s * 3600) * 1e6 if price_per_hour and tok_s > 0 else None
 
 
-async def wait_for_endpoint(ep: Endpoint, timeout: float) -> tuple[float, Endpoint]:
+async def wait_for_endpoint(ep: Endpoint, timeout: float, also: tuple[str, ...] = ()) -> tuple[float, Endpoint]:
     """Wait (bounded) for /health, then check the key on /v1/models. Returns the seconds waited and
     the endpoint with its model filled in (the first served one when none was given)."""
     t0 = time.perf_counter()
@@ -331,8 +335,9 @@ async def wait_for_endpoint(ep: Endpoint, timeout: float) -> tuple[float, Endpoi
         served = [m["id"] for m in r.json().get("data", [])]
         if ep.model is None and served:
             ep = replace(ep, model=served[0])
-        elif ep.model not in served:
-            raise EndpointError(f"model {ep.model!r} is not served here; served: {', '.join(served)}")
+        for model in (ep.model, *also):
+            if model not in served:
+                raise EndpointError(f"model {model!r} is not served here; served: {', '.join(served)}")
     return time.perf_counter() - t0, ep
 
 

@@ -1,0 +1,68 @@
+"""LoRA adapters for the tiny model, made here like the tiny model itself (random weights, PEFT layout).
+
+The folder is what PEFT's ``save_pretrained`` writes and what a hub adapter repo holds:
+``adapter_config.json`` and ``adapter_model.safetensors`` with keys
+``base_model.model.model.layers.N.<block>.<module>.lora_A.weight`` ([rank, in]) and ``lora_B`` ([out, rank]).
+``lora_B`` is not zero (PEFT's initialisation) but random and large, so an adapter visibly changes what
+the model says: the tests tell an adapter's answer from the base's.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+# Llama's linear layers: module → (block, in features, out features) from the model's config.
+LLAMA_MODULES = {
+    "q_proj": ("self_attn", "hidden", "q"), "k_proj": ("self_attn", "hidden", "kv"),
+    "v_proj": ("self_attn", "hidden", "kv"), "o_proj": ("self_attn", "q", "hidden"),
+    "gate_proj": ("mlp", "hidden", "inter"), "up_proj": ("mlp", "hidden", "inter"),
+    "down_proj": ("mlp", "inter", "hidden"),
+}
+
+
+def _dims(cfg: dict) -> dict[str, int]:
+    hd = int(cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"])
+    return {"hidden": cfg["hidden_size"], "inter": cfg["intermediate_size"], "q": cfg["num_attention_heads"] * hd,
+            "kv": cfg.get("num_key_value_heads", cfg["num_attention_heads"]) * hd}
+
+
+def write_adapter(out: Path, base: Path, *, rank: int = 8, targets: tuple[str, ...] = ("q_proj", "v_proj"),
+                  seed: int = 1, base_name: str | None = None, scale: float = 0.5,
+                  config: dict | None = None) -> Path:
+    """Write a PEFT-layout adapter for the model in ``base`` to ``out`` (atomically). ``base_name`` is the
+    ``base_model_name_or_path`` it declares (default: the base folder); ``config`` overrides config keys."""
+    import torch
+    from safetensors.torch import save_file
+
+    cfg = json.loads((Path(base) / "config.json").read_text())
+    dims = _dims(cfg)
+    gen = torch.Generator().manual_seed(seed)
+    tensors = {}
+    for layer in range(cfg["num_hidden_layers"]):
+        for module in targets:
+            block, fin, fout = LLAMA_MODULES[module]
+            key = f"base_model.model.model.layers.{layer}.{block}.{module}"
+            tensors[f"{key}.lora_A.weight"] = (torch.randn(rank, dims[fin], generator=gen) * scale).to(torch.bfloat16)
+            tensors[f"{key}.lora_B.weight"] = (torch.randn(dims[fout], rank, generator=gen) * scale).to(torch.bfloat16)
+    adapter_cfg = {
+        "peft_type": "LORA", "task_type": "CAUSAL_LM", "base_model_name_or_path": base_name or str(base),
+        "r": rank, "lora_alpha": 2 * rank, "lora_dropout": 0.0, "bias": "none", "fan_in_fan_out": False,
+        "target_modules": list(targets), "modules_to_save": None, "use_rslora": False, "use_dora": False,
+        "inference_mode": True, **(config or {}),
+    }
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=out.parent))
+    try:
+        save_file(tensors, str(tmp / "adapter_model.safetensors"), metadata={"format": "pt"})
+        (tmp / "adapter_config.json").write_text(json.dumps(adapter_cfg, indent=2))
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out

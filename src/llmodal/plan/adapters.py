@@ -1,0 +1,229 @@
+"""Adapters checked against the base before anyone pays: each ``adapter_config.json`` and its weights'
+shapes, from a folder or the hub (only the config file and the safetensors header, never the weights).
+
+What a wrong adapter does otherwise: vLLM starts, then refuses the adapter (rank above ``--max-lora-rank``,
+a module the base lacks) or serves it against the wrong base, on a GPU already paid for. Offline, an
+adapter on the hub is read from the local cache (``HF_HUB_OFFLINE``, a container with pinned weights),
+else it is left unchecked and said so — the hub's being unreachable is not the adapter's fault.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from llmodal.core.errors import ConfigError
+from llmodal.core.lora import RANKS, Adapter, rank_slot
+from llmodal.plan.model_spec import ModelSpec
+
+DEFAULT_RANK = 16  # vLLM's --max-lora-rank when nothing says otherwise
+# The decoder families the catalog knows name their linear layers as Llama does.
+LLAMA_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+_KEY = re.compile(r"layers\.(\d+)\.(?:[\w.]+\.)?(\w+)\.lora_([AB])(?:\.default)?\.weight$")
+
+
+@dataclass(frozen=True)
+class AdapterFacts:
+    adapter: Adapter
+    config: dict | None  # adapter_config.json; None: not readable from here (said in ``unread``)
+    shapes: dict[str, list[int]] | None = None  # tensor → shape, from the safetensors header
+    unread: str = ""
+
+    @property
+    def rank(self) -> int | None:
+        r = (self.config or {}).get("r")
+        return int(r) if isinstance(r, int) else None
+
+
+@dataclass(frozen=True)
+class LoraSetup:
+    """What the planner and the launch need: the checked adapters and vLLM's two limits."""
+
+    facts: list[AdapterFacts]
+    max_loras: int
+    max_rank: int
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def names(self) -> list[str]:
+        return [f.adapter.name for f in self.facts]
+
+
+def _header(path: Path) -> dict[str, list[int]]:
+    with path.open("rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        meta = json.loads(f.read(n))
+    return {k: v["shape"] for k, v in meta.items() if k != "__metadata__"}
+
+
+def read(adapter: Adapter) -> AdapterFacts:
+    """The adapter's config and tensor shapes, from its folder or the hub (or the hub's local cache)."""
+    if adapter.is_folder:
+        d = adapter.folder
+        cfg_path = d / "adapter_config.json"
+        if not cfg_path.is_file():
+            raise ConfigError(f"VLLM_LORA_MODULES: adapter {adapter.name!r}: {d} has no adapter_config.json "
+                              "(expected a PEFT adapter folder: adapter_config.json and adapter_model.safetensors)")
+        try:
+            cfg = json.loads(cfg_path.read_text())
+            st = d / "adapter_model.safetensors"
+            shapes = _header(st) if st.is_file() else None
+        except (OSError, ValueError, struct.error) as e:
+            raise ConfigError(f"VLLM_LORA_MODULES: adapter {adapter.name!r}: {d} is unreadable ({e})") from None
+        return AdapterFacts(adapter, cfg, shapes)
+    return _read_hub(adapter)
+
+
+def _read_hub(adapter: Adapter) -> AdapterFacts:
+    import os
+
+    from huggingface_hub import HfApi, hf_hub_download
+    from huggingface_hub.errors import (EntryNotFoundError, GatedRepoError, LocalEntryNotFoundError,
+                                        RepositoryNotFoundError, RevisionNotFoundError)
+
+    repo, rev = adapter.source, adapter.revision
+    try:
+        path = hf_hub_download(repo, "adapter_config.json", revision=rev, etag_timeout=5)
+        cfg = json.loads(Path(path).read_text())
+    except LocalEntryNotFoundError:  # before EntryNotFoundError, its parent: the hub was not asked
+        why = "offline (HF_HUB_OFFLINE) and not in the local cache" if os.environ.get("HF_HUB_OFFLINE") == "1" \
+            else "the hub did not answer and it is not in the local cache"
+        return AdapterFacts(adapter, None, unread=why)
+    except (RepositoryNotFoundError, RevisionNotFoundError, EntryNotFoundError) as e:
+        if isinstance(e, GatedRepoError):
+            return AdapterFacts(adapter, None, unread=f"{repo} is gated: accept its license, set HF_TOKEN")
+        what = ("revision " + repr(rev) + " does not exist" if isinstance(e, RevisionNotFoundError) else
+                "has no adapter_config.json (not a PEFT adapter)" if isinstance(e, EntryNotFoundError) else
+                "does not exist (or needs HF_TOKEN)")
+        raise ConfigError(f"VLLM_LORA_MODULES: adapter {adapter.name!r}: {repo} {what}") from None
+    except (OSError, ValueError) as e:
+        why = "offline (HF_HUB_OFFLINE) and not in the local cache" if os.environ.get("HF_HUB_OFFLINE") == "1" \
+            else f"the hub did not answer ({type(e).__name__})"
+        return AdapterFacts(adapter, None, unread=why)
+    shapes = None
+    if os.environ.get("HF_HUB_OFFLINE") != "1":
+        try:  # the header only (a range request), not the weights
+            meta = HfApi().parse_safetensors_file_metadata(repo, "adapter_model.safetensors", revision=rev, timeout=5)
+            shapes = {k: list(v.shape) for k, v in meta.tensors.items()}
+        except Exception:  # noqa: BLE001 - the config was read; shapes are a bonus check
+            shapes = None
+    return AdapterFacts(adapter, cfg, shapes)
+
+
+def module_dims(spec: ModelSpec) -> dict[str, tuple[int, int]]:
+    """(in, out) features of each linear module of a Llama-style base."""
+    q, kv = spec.heads * spec.head_dim, spec.kv_heads * spec.head_dim
+    h, i = spec.hidden, spec.intermediate
+    return {"q_proj": (h, q), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (q, h),
+            "gate_proj": (h, i), "up_proj": (h, i), "down_proj": (i, h)}
+
+
+def _same_base(named: str, model: str, served: str, spec: ModelSpec, model_dir: str | None) -> bool:
+    def norm(s: str) -> str:
+        p = Path(s).expanduser()
+        return str(p.resolve()) if s.startswith(("/", ".", "~")) else s.strip().strip("/").lower()
+
+    same = {norm(model), norm(served), *(norm(c) for c in spec.checkpoints.values()), norm(spec.name)}
+    if model_dir:
+        same.add(norm(model_dir))
+    return norm(named) in same
+
+
+def check(facts: AdapterFacts, spec: ModelSpec, *, model: str, served: str, quant: str, checkpoint: str,
+          max_rank: int | None, any_base: bool, model_dir: str | None = None) -> list[str]:
+    """Refuse (ConfigError) what vLLM would refuse or serve wrongly; return notes on what is allowed."""
+    a, cfg = facts.adapter, facts.config
+    head = f"VLLM_LORA_MODULES: adapter {a.name!r} ({a.source})"
+    if cfg is None:
+        return [f"adapter {a.name}: adapter_config.json not checked: {facts.unread}"]
+    notes: list[str] = []
+    if str(cfg.get("peft_type", "LORA")).upper() != "LORA":
+        raise ConfigError(f"{head} is a {cfg.get('peft_type')} adapter; vLLM serves LoRA adapters only")
+    if cfg.get("use_dora"):
+        raise ConfigError(f"{head} is a DoRA adapter (use_dora); vLLM serves plain LoRA only: merge it or retrain")
+    if cfg.get("modules_to_save"):
+        raise ConfigError(f"{head} saves whole modules {cfg['modules_to_save']} (modules_to_save); vLLM serves "
+                          "LoRA weights only")
+    rank = facts.rank
+    if rank is None or rank < 1:
+        raise ConfigError(f"{head}: adapter_config.json has no rank r (got {cfg.get('r')!r})")
+    if rank > RANKS[-1]:
+        raise ConfigError(f"{head} has rank {rank}, above vLLM's largest LoRA rank {RANKS[-1]}")
+    if max_rank is not None and rank > max_rank:
+        raise ConfigError(f"{head} has rank {rank}, above VLLM_MAX_LORA_RANK={max_rank}: raise it to "
+                          f"{rank_slot(rank)} or unset it (default: the highest adapter rank)")
+    dims = module_dims(spec) if not spec.arch or spec.arch in ARCH_LIKE_LLAMA else None
+    targets = cfg.get("target_modules")
+    if isinstance(targets, list) and dims is not None:
+        unknown = sorted(set(targets) - set(dims))
+        if unknown:
+            raise ConfigError(f"{head} targets {unknown}, which {spec.arch or spec.name} does not have (its linear "
+                              f"modules: {', '.join(dims)})")
+    elif isinstance(targets, str) and targets != "all-linear":
+        notes.append(f"adapter {a.name}: target_modules is a pattern ({targets!r}); checked by its weights only")
+    if facts.shapes and dims is not None:
+        _check_shapes(head, facts.shapes, dims, spec, rank)
+    named = str(cfg.get("base_model_name_or_path") or "")
+    if not named:
+        notes.append(f"adapter {a.name}: adapter_config.json names no base model; not compared with VLLM_MODEL")
+    elif not _same_base(named, model, served, spec, model_dir):
+        if not any_base:
+            raise ConfigError(f"{head} was trained on {named!r}, not on VLLM_MODEL={model!r}: its answers would be "
+                              "wrong. Serve it on its own base, or set LLMODAL_LORA_ANY_BASE=true if it is the same "
+                              "model under another name")
+        notes.append(f"adapter {a.name}: trained on {named!r}, served on {model} (LLMODAL_LORA_ANY_BASE)")
+    if quant not in ("bf16", "fp16"):
+        notes.append(f"adapter {a.name}: served on the {quant.upper()} build {checkpoint}; it was trained on "
+                     f"{named or 'its base'} (LoRA runs beside quantized weights; answers differ slightly from the "
+                     "16-bit base's)")
+    return notes
+
+
+ARCH_LIKE_LLAMA = {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM",
+                   "Gemma2ForCausalLM"}
+
+
+def _check_shapes(head: str, shapes: dict[str, list[int]], dims: dict[str, tuple[int, int]], spec: ModelSpec,
+                  rank: int) -> None:
+    for key, shape in shapes.items():
+        m = _KEY.search(key)
+        if not m or m.group(2) not in dims or len(shape) != 2:
+            continue
+        layer, module, ab = int(m.group(1)), m.group(2), m.group(3)
+        if layer >= spec.layers:
+            raise ConfigError(f"{head}: {key} is for layer {layer}, but the base has {spec.layers} layers: an "
+                              "adapter of another model")
+        fin, fout = dims[module]
+        want = [rank, fin] if ab == "A" else [fout, rank]
+        if list(shape) != want:
+            raise ConfigError(f"{head}: {key} has shape {list(shape)}, the base's {module} needs {want} "
+                              f"(rank {rank}, {fin} in, {fout} out): an adapter of another model")
+
+
+def setup(adapters: list[Adapter], *, max_loras: int | None, max_rank: int | None) -> LoraSetup:
+    """Read every adapter (folder or hub); vLLM's limits: all resident unless VLLM_MAX_LORAS says fewer, the
+    rank limit the highest adapter rank rounded up to one vLLM takes (refused past VLLM_MAX_LORA_RANK)."""
+    facts = [read(a) for a in adapters]
+    ranks = [f.rank for f in facts if f.rank]
+    notes = []
+    if max_rank is not None:
+        for f in facts:
+            if f.rank and f.rank > max_rank:
+                raise ConfigError(f"VLLM_LORA_MODULES: adapter {f.adapter.name!r} has rank {f.rank}, above "
+                                  f"VLLM_MAX_LORA_RANK={max_rank}: raise it to {rank_slot(f.rank)} or unset it "
+                                  "(default: the highest adapter rank)")
+    elif len(ranks) == len(facts):
+        max_rank = rank_slot(max(ranks))
+    else:
+        max_rank = rank_slot(max(ranks + [DEFAULT_RANK]))
+        notes.append(f"LoRA rank limit {max_rank}: an adapter's rank could not be read here; set "
+                     "VLLM_MAX_LORA_RANK to the highest adapter rank")
+    return LoraSetup(facts, max_loras or len(adapters), max_rank, notes)
+
+
+def check_all(lora: LoraSetup, spec: ModelSpec, **kw) -> list[str]:
+    """``check`` for every adapter of ``lora``: refusals raise, the rest are notes."""
+    return [n for f in lora.facts for n in check(f, spec, max_rank=lora.max_rank, **kw)]

@@ -1,0 +1,108 @@
+"""Hub adapters pinned to commits: `download` resolves and records them, `deploy` hands the container the
+same commits, the container serves a pinned snapshot from the volume offline."""
+
+import json
+
+import pytest
+
+from fake_hub import FakeHub
+from llmodal.core.config import load_settings
+from llmodal.core.errors import PreflightError
+from llmodal.modal.adapter_pins import pinned_modules
+
+SHA = "0" * 40  # what the fake hub says every revision is
+
+
+@pytest.fixture
+def hub(monkeypatch):
+    import huggingface_hub.constants as hc
+
+    h = FakeHub(children={"org/sql-lora": (1, {"r": 8}), "org/poet-lora": (1, {"r": 16})})
+    monkeypatch.setattr(hc, "ENDPOINT", h.url)
+    yield h
+    h.close()
+
+
+def _adapters(text):
+    return load_settings(None, lora_modules=text).adapters
+
+
+def test_download_resolves_each_revision_to_a_commit_and_keeps_pins(hub):
+    got = pinned_modules(_adapters(f"sql=org/sql-lora,poet=org/poet-lora@v2,fixed=org/x@{'1' * 40}"), fresh=True)
+    assert got == f"sql=org/sql-lora@{SHA},poet=org/poet-lora@{SHA},fixed=org/x@{'1' * 40}"
+    asked = [r for r in hub.requests if r.startswith("/api/models/")]
+    assert any("org/poet-lora/revision/v2" in r for r in asked)
+    assert not any("org/x" in r for r in asked)  # a commit is already a pin: the hub is not asked
+
+
+def test_deploy_reuses_the_commits_download_recorded_even_with_the_hub_gone(hub, monkeypatch):
+    import huggingface_hub.constants as hc
+
+    pinned_modules(_adapters("sql=org/sql-lora"), fresh=True)
+    hub.close()
+    monkeypatch.setattr(hc, "ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
+    assert pinned_modules(_adapters("sql=org/sql-lora"), fresh=False) == f"sql=org/sql-lora@{SHA}"
+    with pytest.raises(PreflightError, match="did not say which commit org/poet-lora@main is.*nothing was sent"):
+        pinned_modules(_adapters("sql=org/sql-lora,poet=org/poet-lora"), fresh=False)
+
+
+def test_unknown_repo_and_folder_are_refused(hub, tmp_path):
+    with pytest.raises(PreflightError, match="org/missing does not exist on the hub"):
+        pinned_modules(_adapters("m=org/missing"), fresh=True)
+    with pytest.raises(PreflightError, match="is a folder on this machine.*push it to the hub"):
+        pinned_modules(_adapters(f"f={tmp_path}"), fresh=True)
+
+
+def test_app_env_hands_the_pinned_adapters_to_modal(hub):
+    from llmodal.cli.modal_commands import _app_env
+
+    s = load_settings(None, lora_modules="sql=org/sql-lora")
+    env = _app_env(s, None, "", fresh_adapters=True)
+    assert env["VLLM_LORA_MODULES"] == f"sql=org/sql-lora@{SHA}"
+    # The container re-validates what it is handed.
+    assert load_settings(None, lora_modules=env["VLLM_LORA_MODULES"]).adapters[0].pinned
+
+
+def test_container_serves_a_pinned_adapter_from_the_volume_offline(tmp_path, monkeypatch):
+    """The snapshot `download` left in the HF cache is what vLLM reads; an adapter not there is named."""
+    import huggingface_hub.constants as hc
+
+    from llmodal.engine.prepare import adapter_path
+    from llmodal.modal.container import adapters_missing
+
+    snap = tmp_path / "hub" / "models--org--sql-lora" / "snapshots" / SHA
+    snap.mkdir(parents=True)
+    (snap / "adapter_config.json").write_text(json.dumps({"r": 8}))
+    monkeypatch.setattr(hc, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(hc, "HF_HUB_OFFLINE", True)
+    s = load_settings(None, lora_modules=f"sql=org/sql-lora@{SHA},poet=org/poet-lora@{'2' * 40}")
+    sql, poet = s.adapters
+    assert adapter_path(sql, fetch=False) == str(snap)
+    assert adapter_path(poet, fetch=False) == f"org/poet-lora@{'2' * 40}"  # a dry run names it, fetches nothing
+    assert adapters_missing(s) == ["poet"]
+
+
+def test_llmodal_deploy_hands_the_container_pinned_adapters(tmp_path):
+    """The real `llmodal deploy` against the fake Modal and a fake hub holding one adapter on `main`: the one
+    settings value the container gets names the adapter at its commit; a folder adapter sends nothing."""
+    import sys
+
+    from fake_modal import KEY, deploy_via_fake
+
+    cfg = {"peft_type": "LORA", "r": 16, "target_modules": ["q_proj", "v_proj"],
+           "base_model_name_or_path": "meta-llama/Llama-3.1-70B-Instruct"}
+    h = FakeHub(children={"org/sql-lora": (1, {"r": 16})},
+                files={"org/sql-lora": {"adapter_config.json": json.dumps(cfg).encode()}})
+    argv = [sys.executable, "-m", "llmodal.cli", "deploy", "--env-file", ""]
+    try:
+        r, calls = deploy_via_fake(tmp_path / "a", argv, HF_ENDPOINT=h.url, VLLM_LORA_MODULES="sql=org/sql-lora",
+                                   **KEY)
+    finally:
+        h.close()
+    assert r.returncode == 0, r.stdout + r.stderr
+    handed = [json.loads(c.env_dict["LLMODAL_SETTINGS"]) for c in calls["SecretGetOrCreate"]
+              if "LLMODAL_SETTINGS" in c.env_dict][0]
+    assert handed["lora_modules"] == f"sql=org/sql-lora@{SHA}"
+    r, calls = deploy_via_fake(tmp_path / "b", argv, VLLM_LORA_MODULES=f"mine={tmp_path}", **KEY)
+    assert r.returncode == 2 and "is a folder on this machine" in r.stdout + r.stderr
+    assert not calls.get("FunctionCreate")
