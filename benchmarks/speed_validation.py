@@ -188,6 +188,7 @@ NOT_RUNS = [
     ("**/*.log", "server log (engine lines: memory, prefix-cache hit rates); not a benchmark result"),
     ("h200-*/*.txt*", "the session's step list, GPU name or import timings: no serving load"),
     ("cpu-*/*", "a CPU run of the tiny test model: the speed model predicts GPUs"),
+    ("cpu-*/*/*", "a CPU run of the tiny test model: the speed model predicts GPUs"),
     ("speed-*", "this validation's own input (transcribed notes) or output"),
 ]
 

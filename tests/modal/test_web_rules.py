@@ -81,6 +81,27 @@ def _metric(server, name: str) -> float:
     return sum(float(m.group(1)) for m in re.finditer(rf"^{re.escape(name)}(?:{{[^}}]*}})? ([0-9.e+]+)$", text, re.M))
 
 
+def _abandon_four_streams(stack, server) -> tuple[float, float]:
+    """Four streams left after 8 chunks at the guide's URL: (tokens vLLM made in the next 3 s, requests running)."""
+    async def abandon():
+        async with httpx.AsyncClient(timeout=60) as c:
+            async def one():
+                body = _chat(server.model, max_tokens=1900, stream=True, ignore_eos=True)
+                async with c.stream("POST", stack.v1 + "/chat/completions", json=body, headers=KEY) as r:
+                    assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+                    n = 0
+                    async for line in r.aiter_lines():
+                        n += line.startswith("data:")
+                        if n >= 8:
+                            return  # leaves: the response is closed mid-stream
+            await asyncio.gather(*(one() for _ in range(4)))
+
+    asyncio.run(abandon())
+    left = _metric(server, "vllm:generation_tokens_total")
+    time.sleep(3.0)
+    return _metric(server, "vllm:generation_tokens_total") - left, _metric(server, "vllm:num_requests_running")
+
+
 # --- 2. cold starts of any length, through the guide's URL, with only the Bearer key ---
 
 def _curl(url: str, body: dict, follow: bool) -> tuple[int, str, str]:
@@ -154,27 +175,9 @@ def test_the_gpu_function_refuses_a_caller_without_the_proxy_token(stack):
 def test_a_client_that_leaves_stops_the_generation(stack, server):
     """Four streams of 1,900 tokens (the test server's context is 2,048), abandoned after a few chunks at the
     guide's URL: vLLM stops them, as it does for a client that leaves a direct connection."""
-
-    async def abandon():
-        async with httpx.AsyncClient(timeout=60) as c:
-            async def one():
-                body = _chat(server.model, max_tokens=1900, stream=True, ignore_eos=True)
-                async with c.stream("POST", stack.v1 + "/chat/completions", json=body, headers=KEY) as r:
-                    assert r.status_code == 200
-                    n = 0
-                    async for line in r.aiter_lines():
-                        n += line.startswith("data:")
-                        if n >= 8:
-                            return  # leaves: the response is closed mid-stream
-            await asyncio.gather(*(one() for _ in range(4)))
-
-    asyncio.run(abandon())
-    left = _metric(server, "vllm:generation_tokens_total")
-    time.sleep(3.0)
-    after = _metric(server, "vllm:generation_tokens_total")
-    running = _metric(server, "vllm:num_requests_running")
-    print(f"RECORD gateway-disconnect | tokens generated in the 3 s after 4 clients left: {after - left:.0f}")
-    assert running == 0 and after - left <= 4 * 16, (after - left, running)
+    made, running = _abandon_four_streams(stack, server)
+    print(f"RECORD gateway-disconnect | tokens generated in the 3 s after 4 clients left: {made:.0f}")
+    assert running == 0 and made <= 4 * 16, (made, running)
 
 
 # --- 4. nothing without a key is relayed; the path relayed is the path checked ---
@@ -325,29 +328,11 @@ def test_a_stream_through_a_cold_start_starts_in_time_and_a_leaver_cancels_the_g
     side), and clients that leave once tokens flow have the GPU call behind the result URL cancelled."""
     stack.gpu.cold(COLD)
     seen_303 = len([a for a in stack.front.answered if a[1] == 303])
-
-    async def abandon():
-        async with httpx.AsyncClient(timeout=60) as c:
-            async def one():
-                body = _chat(server.model, max_tokens=1900, stream=True, ignore_eos=True)
-                async with c.stream("POST", stack.v1 + "/chat/completions", json=body, headers=KEY) as r:
-                    assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
-                    n = 0
-                    async for line in r.aiter_lines():
-                        n += line.startswith("data:")
-                        if n >= 8:
-                            return
-            await asyncio.gather(*(one() for _ in range(4)))
-
-    asyncio.run(abandon())
-    left = _metric(server, "vllm:generation_tokens_total")
-    time.sleep(3.0)
-    after = _metric(server, "vllm:generation_tokens_total")
-    running = _metric(server, "vllm:num_requests_running")
+    made, running = _abandon_four_streams(stack, server)
     print(f"RECORD gateway-disconnect-cold | 4 streams through a start of {COLD / LIMIT:.1f} limits, left after 8 "
-          f"chunks: {after - left:.0f} tokens in the next 3 s, {len(stack.gpu.cancelled)} GPU calls cancelled by id")
+          f"chunks: {made:.0f} tokens in the next 3 s, {len(stack.gpu.cancelled)} GPU calls cancelled by id")
     assert len([a for a in stack.front.answered if a[1] == 303]) == seen_303  # the client side met no 303
-    assert len(stack.gpu.cancelled) >= 4 and running == 0 and after - left <= 4 * 16, (after - left, running)
+    assert len(stack.gpu.cancelled) >= 4 and running == 0 and made <= 4 * 16, (made, running)
 
 
 @pytest.mark.server

@@ -10,9 +10,9 @@ the model says: the tests tell an adapter's answer from the base's.
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from pathlib import Path
+
+from llmodal.engine.tiny_model import staged_dir
 
 # Llama's linear layers: module → (block, in features, out features) from the model's config.
 LLAMA_MODULES = {
@@ -54,15 +54,7 @@ def write_adapter(out: Path, base: Path, *, rank: int = 8, targets: tuple[str, .
         "inference_mode": True, **(config or {}),
     }
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=out.parent))
-    try:
+    with staged_dir(out) as tmp:
         save_file(tensors, str(tmp / "adapter_model.safetensors"), metadata={"format": "pt"})
         (tmp / "adapter_config.json").write_text(json.dumps(adapter_cfg, indent=2))
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out

@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -106,15 +107,28 @@ def llama_config(shape: TinyShape, bos: int, eos: int, vocab: int) -> dict:
     }
 
 
+@contextmanager
+def staged_dir(out: Path):
+    """A fresh folder beside ``out`` that replaces ``out`` only when the block succeeds: never half-written."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=out.parent))
+    try:
+        yield tmp
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def write_model(out: Path, shape: TinyShape = TinyShape(), seed: int = 0) -> Path:
     """Write a complete model directory (config, safetensors weights, tokenizer) to ``out`` atomically."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=out.parent))
-    try:
+    with staged_dir(out) as tmp:
         hf = _train_tokenizer(shape.vocab)
         hf.save_pretrained(tmp)
         cfg = llama_config(shape, hf.bos_token_id, hf.eos_token_id, len(hf))
@@ -125,12 +139,6 @@ def write_model(out: Path, shape: TinyShape = TinyShape(), seed: int = 0) -> Pat
         (tmp / "generation_config.json").write_text(json.dumps({"bos_token_id": cfg["bos_token_id"],
                                                                   "eos_token_id": cfg["eos_token_id"]}))
         (tmp / "llmodal-shape.json").write_text(json.dumps(asdict(shape)))
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 
