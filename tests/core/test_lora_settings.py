@@ -22,6 +22,15 @@ BAD = [
     ({"VLLM_LORA_MODULES": "a=org/x@" + SHA.upper()}, "lower-case hex"),
     ({"VLLM_LORA_MODULES": "a=/no/such/folder@main"}, "has no @revision"),
     ({"VLLM_LORA_MODULES": "a=just-a-name"}, "neither a hub repo id"),
+    # the hub's own repo-id rule (huggingface_hub.validate_repo_id) and git's ref rules
+    ({"VLLM_LORA_MODULES": "a=org/x--y"}, "is not a hub repo id"),
+    ({"VLLM_LORA_MODULES": "a=org/x..y"}, "is not a hub repo id"),
+    ({"VLLM_LORA_MODULES": "a=org/x."}, "is not a hub repo id"),
+    ({"VLLM_LORA_MODULES": "a=o/x.git"}, "is not a hub repo id"),
+    ({"VLLM_LORA_MODULES": "a=org/" + "x" * 97}, "maximum length is 96"),
+    ({"VLLM_LORA_MODULES": "a=org/x@feature/"}, "git's ref rules"),
+    ({"VLLM_LORA_MODULES": "a=org/x@a.lock"}, "git's ref rules"),
+    ({"VLLM_LORA_MODULES": "a=org/x@rel/.hidden"}, "git's ref rules"),
     ({"VLLM_LORA_MODULES": "org/x"}, "is not name=source"),
     ({"VLLM_LORA_MODULES": "a b=org/x"}, "is not a model name"),
     ({"VLLM_LORA_MODULES": "a=org/x,,b=org/y"}, "empty entry"),
@@ -50,10 +59,18 @@ def test_bad_lora_setting_exits_2_before_anything(monkeypatch):
     assert r.exit_code == 2 and "VLLM_LORA_MODULES" in r.output, r.output
 
 
+@pytest.mark.parametrize("spelled", ["org/x--y", "org/x.", "o/x.git", "org/x@feature/", "org/x@a.lock"])
+def test_bad_hub_ids_exit_2_naming_the_variable(monkeypatch, spelled):
+    monkeypatch.setenv("VLLM_LORA_MODULES", f"a={spelled}")
+    r = CliRunner().invoke(app, ["plan", "--env-file", ""])
+    assert r.exit_code == 2 and "VLLM_LORA_MODULES" in r.output and "Traceback" not in r.output, r.output
+
+
 def test_good_entries_parse(tmp_path):
-    s = load_settings(None, lora_modules=f"sql=org/sql-lora, poet=org/poet@v2 ,pin=org/p@{SHA},local={tmp_path}")
+    s = load_settings(None, lora_modules=f"sql=org/sql-lora, poet=org/poet@v2 ,br=org/a-b.c_d@feature/x-1.2,pin=org/p@{SHA},local={tmp_path}")
     got = [(a.name, a.source, a.revision, a.is_folder, a.pinned) for a in s.adapters]
     assert got == [("sql", "org/sql-lora", None, False, False), ("poet", "org/poet", "v2", False, False),
+                   ("br", "org/a-b.c_d", "feature/x-1.2", False, False),
                    ("pin", "org/p", SHA, False, True), ("local", str(tmp_path), None, True, False)]
 
 

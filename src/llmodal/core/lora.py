@@ -19,8 +19,10 @@ FORMAT = ("name=owner/repo, name=owner/repo@REVISION (a branch, tag or full 40-h
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:-]{0,127}$")
 _REPO = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
-# A git ref the hub accepts: no spaces, no "..", no leading "-" or "/", no "@{", no "~^:?*[\".
-_REF = re.compile(r"^(?!.*\.\.)(?!.*@\{)[A-Za-z0-9_][A-Za-z0-9._/-]{0,199}$")
+# A git ref (git check-ref-format's rules): no "..", "@{", "//"; no component starting with "." or ending
+# in ".lock"; no trailing "/" or "."; characters the hub's branch and tag names use.
+_REF = re.compile(r"^(?!.*\.\.)(?!.*@\{)(?!.*//)(?!.*/\.)(?!.*\.lock(?:/|$))(?!.*[/.]$)"
+                  r"[A-Za-z0-9_][A-Za-z0-9._/-]{0,199}$")
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,7 @@ def parse(text: str, base_model: str = "") -> list[Adapter]:
             if not _REPO.match(source):
                 raise ValueError(f"{name}: {source!r} is neither a hub repo id (owner/name) nor a folder (starting "
                                  "with /, ./, ../ or ~)")
+            _check_repo_id(name, source)
             if at:
                 _check_revision(name, rev)
                 revision = rev
@@ -89,6 +92,19 @@ def parse(text: str, base_model: str = "") -> list[Adapter]:
     return out
 
 
+def _check_repo_id(name: str, repo: str) -> None:
+    """The hub's own rule for a repo id (no "--" or "..", no leading/trailing "-" or ".", no ".git", at
+    most 96 characters), so a typo stops here and not at download time."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(repo)
+    except HFValidationError as e:
+        raise ValueError(f"{name}: {repo!r} is not a hub repo id: {e} Write it as the hub spells it "
+                         "(owner/name, as in its URL)") from None
+
+
 def _check_revision(name: str, revision: str) -> None:
     if re.fullmatch(r"[0-9a-fA-F]{7,39}", revision) and not re.fullmatch(r"[0-9]+", revision):
         raise ValueError(f"{name}: revision {revision!r} looks like a shortened commit; the hub takes the full "
@@ -96,7 +112,9 @@ def _check_revision(name: str, revision: str) -> None:
     if re.fullmatch(r"[0-9a-fA-F]{40}", revision) and not _COMMIT.match(revision):
         raise ValueError(f"{name}: commit {revision!r} must be lower-case hex")
     if not _REF.match(revision):
-        raise ValueError(f"{name}: revision {revision!r} is not a branch, tag or full 40-hex commit")
+        raise ValueError(f"{name}: revision {revision!r} is not a branch, tag or full 40-hex commit (git's ref "
+                         "rules: no '..', '//' or '@{', no part starting with '.' or ending in '.lock', no trailing "
+                         "'/' or '.')")
 
 
 def rank_slot(rank: int) -> int:
