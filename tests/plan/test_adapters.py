@@ -27,7 +27,7 @@ def _point_hub_at(monkeypatch, url):
 def _config_only(path, **cfg):
     """An adapter folder with its config and no weights (the 70B's weights are not needed to plan)."""
     path.mkdir(parents=True, exist_ok=True)
-    doc = {"peft_type": "LORA", "r": 16, "target_modules": ["q_proj", "v_proj"], "base_model_name_or_path": BASE70}
+    doc = {"peft_type": "LORA", "r": 16, "lora_alpha": 32, "target_modules": ["q_proj", "v_proj"], "base_model_name_or_path": BASE70}
     (path / "adapter_config.json").write_text(json.dumps({**doc, **cfg}))
     return path
 
@@ -53,6 +53,21 @@ def test_a_good_folder_adapter_sets_vllms_limits(tiny_model, tmp_path):
     (dict(config={"peft_type": "IA3"}), "vLLM serves LoRA adapters only"),
     (dict(config={"use_dora": True}), "DoRA"),
     (dict(config={"modules_to_save": ["lm_head"]}), "modules_to_save"),
+    # what vLLM 0.32's PEFTHelper refuses at load (vllm/lora/peft_helper.py)
+    (dict(config={"bias": "all"}), "bias='all'; vLLM serves no adapter bias: retrain with bias=\"none\""),
+    (dict(config={"bias": "lora_only"}), "bias='lora_only'"),
+    (dict(config={"lora_bias": True}), "lora_bias=True; vLLM serves no LoRA bias"),
+    (dict(config={"init_lora_weights": "pissa"}), "init_lora_weights='pissa'"),
+    (dict(config={"init_lora_weights": "olora"}), "path_initial_model_for_weight_conversion"),
+    (dict(config={"layer_replication": [[0, 2]]}), "layer_replication=[[0, 2]]"),
+    (dict(config={"alora_invocation_tokens": [5]}), "aLoRA"),
+    (dict(config={"use_bdlora": {"nblocks": 2}}), "BD-LoRA"),
+    (dict(config={"use_qalora": True}), "QALoRA"),
+    (dict(config={"r": True}), "rank must be a positive integer: r=True"),
+    (dict(config={"r": 8.0}), "rank must be a positive integer: r=8.0"),
+    (dict(config={"rank_pattern": {"q_proj": 0}}), "rank_pattern={'q_proj': 0}"),
+    (dict(config={"rank_pattern": {"q_proj": 600}}), "rank 600 (r=8, rank_pattern={'q_proj': 600}), above vLLM's "
+                                                       "largest LoRA rank 512"),
     (dict(base_name="someone/Other-7B"), "LLMODAL_LORA_ANY_BASE=true"),
 ])
 def test_adapters_the_base_cannot_serve_are_refused(tiny_model, tmp_path, kw, says):
@@ -68,6 +83,56 @@ def test_adapters_the_base_cannot_serve_are_refused(tiny_model, tmp_path, kw, sa
     with pytest.raises(ConfigError) as e:
         _cpu(tiny_model, f"mine={a}")
     assert "VLLM_LORA_MODULES" in str(e.value) and "'mine'" in str(e.value) and says in str(e.value), str(e.value)
+
+
+@pytest.mark.parametrize("key", ["lora_alpha", "target_modules"])
+def test_a_config_without_a_field_vllm_requires_is_refused(tiny_model, tmp_path, key):
+    a = write_adapter(tmp_path / "a", tiny_model, base_name=SERVED_NAME)
+    cfg = json.loads((a / "adapter_config.json").read_text())
+    del cfg[key]
+    (a / "adapter_config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ConfigError, match=f"'a'.*lacks {key}, which vLLM requires"):
+        _cpu(tiny_model, f"a={a}")
+
+
+def test_plain_settings_vllm_serves_are_allowed(tiny_model, tmp_path):
+    a = write_adapter(tmp_path / "a", tiny_model, base_name=SERVED_NAME,
+                      config={"init_lora_weights": "gaussian", "modules_to_save": [], "lora_bias": False})
+    _cpu(tiny_model, f"a={a}")  # no refusal
+
+
+def test_rank_pattern_sets_the_rank_as_vllm_does(tmp_path):
+    """vLLM sizes an adapter by max(r, *rank_pattern.values()): the planner's slots and the limit check too."""
+    a = _config_only(tmp_path / "a", r=16, rank_pattern={"v_proj": 64})
+    res = plan_for_settings(load_settings(None, lora_modules=f"a={a}"))
+    assert res.lora.max_rank == 64 and res.chosen.lora.max_rank == 64
+    with pytest.raises(ConfigError, match="rank 64, above VLLM_MAX_LORA_RANK=16: raise it to 64"):
+        plan_for_settings(load_settings(None, lora_modules=f"a={a}", max_lora_rank=16))
+
+
+def test_rank_pattern_weights_are_checked_at_their_own_rank(tiny_model, tmp_path):
+    """An adapter whose q_proj is rank 32 and v_proj rank 8 loads in vLLM: its shapes must pass here."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    a = write_adapter(tmp_path / "a", tiny_model, rank=8, base_name=SERVED_NAME,
+                      config={"rank_pattern": {"q_proj": 32}})
+    t = load_file(str(a / "adapter_model.safetensors"))
+    t = {k: (torch.zeros(32, v.shape[1]) if "q_proj.lora_A" in k else torch.zeros(v.shape[0], 32)
+             if "q_proj.lora_B" in k else v) for k, v in t.items()}
+    save_file(t, str(a / "adapter_model.safetensors"))
+    argv = _cpu(tiny_model, f"a={a}").launch.argv
+    assert _argv_value(argv, "--max-lora-rank") == "32"
+
+
+@pytest.mark.parametrize("r", [600, 513])
+def test_rank_above_vllms_largest_exits_2_with_a_refusal(tmp_path, r):
+    a = _config_only(tmp_path / "a", r=r)
+    out = CliRunner().invoke(app, ["plan", "--env-file", ""], env={"VLLM_LORA_MODULES": f"x={a}"})
+    said = " ".join(out.output.split())  # the console wraps long lines
+    assert out.exit_code == 2 and isinstance(out.exception, SystemExit), out.output
+    assert "adapter 'x'" in said and f"has rank {r}" in said and "largest LoRA rank 512" in said, said
+    assert "Traceback" not in said
 
 
 def test_an_adapter_of_another_shape_is_refused_by_its_weights(tiny_model, tmp_path):

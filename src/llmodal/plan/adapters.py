@@ -34,8 +34,14 @@ class AdapterFacts:
 
     @property
     def rank(self) -> int | None:
-        r = (self.config or {}).get("r")
-        return int(r) if isinstance(r, int) else None
+        """The rank vLLM sizes this adapter by: max(r, *rank_pattern.values()) (PEFTHelper.validate_legal);
+        None when r or a rank_pattern value is not a positive integer (``true`` is not rank 1)."""
+        cfg = self.config or {}
+        pattern = cfg.get("rank_pattern") or {}
+        ranks = [cfg.get("r"), *(pattern.values() if isinstance(pattern, dict) else [None])]
+        if not all(type(r) is int and r >= 1 for r in ranks):
+            return None
+        return max(ranks)
 
 
 @dataclass(frozen=True)
@@ -132,11 +138,15 @@ def _same_base(named: str, model: str, served: str, spec: ModelSpec, model_dir: 
     return norm(named) in same
 
 
+def _head(a: Adapter) -> str:
+    return f"VLLM_LORA_MODULES: adapter {a.name!r} ({a.source})"
+
+
 def check(facts: AdapterFacts, spec: ModelSpec, *, model: str, served: str, quant: str, checkpoint: str,
           max_rank: int | None, any_base: bool, model_dir: str | None = None) -> list[str]:
     """Refuse (ConfigError) what vLLM would refuse or serve wrongly; return notes on what is allowed."""
     a, cfg = facts.adapter, facts.config
-    head = f"VLLM_LORA_MODULES: adapter {a.name!r} ({a.source})"
+    head = _head(a)
     if cfg is None:
         return [f"adapter {a.name}: adapter_config.json not checked: {facts.unread}"]
     notes: list[str] = []
@@ -147,11 +157,13 @@ def check(facts: AdapterFacts, spec: ModelSpec, *, model: str, served: str, quan
     if cfg.get("modules_to_save"):
         raise ConfigError(f"{head} saves whole modules {cfg['modules_to_save']} (modules_to_save); vLLM serves "
                           "LoRA weights only")
+    _refuse_unsupported(head, cfg)
     rank = facts.rank
-    if rank is None or rank < 1:
-        raise ConfigError(f"{head}: adapter_config.json has no rank r (got {cfg.get('r')!r})")
-    if rank > RANKS[-1]:
-        raise ConfigError(f"{head} has rank {rank}, above vLLM's largest LoRA rank {RANKS[-1]}")
+    if rank is None:
+        raise ConfigError(f"{head}: adapter_config.json's rank must be a positive integer: r={cfg.get('r')!r}, "
+                          f"rank_pattern={cfg.get('rank_pattern')!r}; fix the adapter's config (PEFT writes an "
+                          "integer)")
+    _refuse_above_largest(head, rank, cfg)
     if max_rank is not None and rank > max_rank:
         raise ConfigError(f"{head} has rank {rank}, above VLLM_MAX_LORA_RANK={max_rank}: raise it to "
                           f"{rank_slot(rank)} or unset it (default: the highest adapter rank)")
@@ -165,7 +177,7 @@ def check(facts: AdapterFacts, spec: ModelSpec, *, model: str, served: str, quan
     elif isinstance(targets, str) and targets != "all-linear":
         notes.append(f"adapter {a.name}: target_modules is a pattern ({targets!r}); checked by its weights only")
     if facts.shapes and dims is not None:
-        _check_shapes(head, facts.shapes, dims, spec, rank)
+        _check_shapes(head, facts.shapes, dims, spec, cfg)
     named = str(cfg.get("base_model_name_or_path") or "")
     if not named:
         notes.append(f"adapter {a.name}: adapter_config.json names no base model; not compared with VLLM_MODEL")
@@ -182,12 +194,60 @@ def check(facts: AdapterFacts, spec: ModelSpec, *, model: str, served: str, quan
     return notes
 
 
+# PEFT features vLLM 0.32 refuses at load (vllm/lora/peft_helper.py: PEFTHelper._validate_features and
+# validate_legal): field, the value(s) it serves, why and the fix.
+_INITS_SERVED = ("gaussian", "eva", "orthogonal", "mica", "lora_ga")
+_REFUSED = (
+    ("bias", lambda v: v == "none", "vLLM serves no adapter bias", "retrain with bias=\"none\""),
+    ("lora_bias", lambda v: not v, "vLLM serves no LoRA bias", "retrain with lora_bias=false"),
+    ("init_lora_weights", lambda v: not isinstance(v, str) or v.lower() in _INITS_SERVED,
+     "this init (PiSSA, OLoRA, CorDA, LoftQ) changes the base weights",
+     "convert it with PEFT's path_initial_model_for_weight_conversion"),
+    ("alora_invocation_tokens", lambda v: not v, "vLLM does not serve Activated LoRA (aLoRA)", "use a plain LoRA"),
+    ("layer_replication", lambda v: not v, "vLLM does not serve layer_replication", "use a plain LoRA"),
+    ("use_bdlora", lambda v: not v, "vLLM does not serve block-diagonal LoRA (BD-LoRA)", "use a plain LoRA"),
+    ("use_qalora", lambda v: not v, "vLLM does not serve QALoRA", "use a plain LoRA"),
+)
+
+
+def _refuse_unsupported(head: str, cfg: dict) -> None:
+    for key, served, why, fix in _REFUSED:
+        if key in cfg and not served(cfg[key]):
+            raise ConfigError(f"{head}: adapter_config.json has {key}={cfg[key]!r}; {why}: {fix}")
+    missing = [k for k in ("r", "lora_alpha", "target_modules") if k not in cfg]
+    if missing:  # PEFTHelper.from_dict requires them
+        raise ConfigError(f"{head}: adapter_config.json lacks {', '.join(missing)}, which vLLM requires; "
+                          "save the adapter with PEFT (save_pretrained) to write them")
+
+
+def _refuse_above_largest(head: str, rank: int, cfg: dict) -> None:
+    if rank > RANKS[-1]:
+        src = f"r={cfg.get('r')!r}" + (f", rank_pattern={cfg['rank_pattern']!r}" if cfg.get("rank_pattern") else "")
+        raise ConfigError(f"{head} has rank {rank} ({src}), above vLLM's largest LoRA rank {RANKS[-1]}: "
+                          f"retrain it at rank {RANKS[-1]} or lower")
+
+
 ARCH_LIKE_LLAMA = {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM",
                    "Gemma2ForCausalLM"}
 
 
+def _module_rank(head: str, cfg: dict, key: str) -> int:
+    """The rank PEFT (and vLLM's get_rank_and_scaling) gives this tensor's module: the first rank_pattern key
+    that is a suffix of the module's name at a "." boundary, else r."""
+    module = key.removeprefix("base_model.model.").split(".lora_")[0]
+    for pat, r in (cfg.get("rank_pattern") or {}).items():
+        try:
+            hit = re.match(rf"(.*\.)?({pat})$", module)
+        except re.error:
+            raise ConfigError(f"{head}: adapter_config.json's rank_pattern key {pat!r} is not a pattern vLLM can "
+                              "match; write the module's name") from None
+        if hit:
+            return r
+    return cfg["r"]
+
+
 def _check_shapes(head: str, shapes: dict[str, list[int]], dims: dict[str, tuple[int, int]], spec: ModelSpec,
-                  rank: int) -> None:
+                  cfg: dict) -> None:
     for key, shape in shapes.items():
         m = _KEY.search(key)
         if not m or m.group(2) not in dims or len(shape) != 2:
@@ -197,6 +257,7 @@ def _check_shapes(head: str, shapes: dict[str, list[int]], dims: dict[str, tuple
             raise ConfigError(f"{head}: {key} is for layer {layer}, but the base has {spec.layers} layers: an "
                               "adapter of another model")
         fin, fout = dims[module]
+        rank = _module_rank(head, cfg, key)
         want = [rank, fin] if ab == "A" else [fout, rank]
         if list(shape) != want:
             raise ConfigError(f"{head}: {key} has shape {list(shape)}, the base's {module} needs {want} "
@@ -207,6 +268,9 @@ def setup(adapters: list[Adapter], *, max_loras: int | None, max_rank: int | Non
     """Read every adapter (folder or hub); vLLM's limits: all resident unless VLLM_MAX_LORAS says fewer, the
     rank limit the highest adapter rank rounded up to one vLLM takes (refused past VLLM_MAX_LORA_RANK)."""
     facts = [read(a) for a in adapters]
+    for f in facts:  # before any rank is rounded to vLLM's: past its largest there is none to round to
+        if f.rank:
+            _refuse_above_largest(_head(f.adapter), f.rank, f.config or {})
     ranks = [f.rank for f in facts if f.rank]
     notes = []
     if max_rank is not None:
