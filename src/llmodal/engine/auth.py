@@ -291,7 +291,10 @@ class _TooLarge(Exception):
 
 class _NotFoundNames:
     """A send that rewrites vLLM's 404 for an unknown model ("Valid aliases:" the base only) to name every
-    model served, adapters included. Any other response passes through untouched, chunk by chunk."""
+    model served, adapters included. Any other response, and any 404 it does not understand (not JSON, no
+    string error.message, longer than NAMES_BUFFER bytes), passes through untouched."""
+
+    NAMES_BUFFER = 64 * 1024  # vLLM's unknown-model 404 is a few hundred bytes; past this, not that one
 
     def __init__(self, send, served: list[str]) -> None:
         self.send, self.served = send, served
@@ -306,9 +309,18 @@ class _NotFoundNames:
             await self.send(msg)
             return
         self.body += msg.get("body", b"")
+        if len(self.body) > self.NAMES_BUFFER:  # not the 404 we rewrite: send what is held, then stream on
+            start, body, self.start, self.body = self.start, self.body, None, b""
+            await self.send(start)
+            await self.send({**msg, "body": body})
+            return
         if msg.get("more_body"):
             return
         body = self._named(self.body)
+        if body is self.body:  # untouched: the response as vLLM sent it, headers and all
+            await self.send(self.start)
+            await self.send({"type": "http.response.body", "body": body})
+            return
         headers = [(k, v) for k, v in self.start.get("headers", []) if k.lower() != b"content-length"]
         await self.send({**self.start, "headers": [*headers, (b"content-length", str(len(body)).encode())]})
         await self.send({"type": "http.response.body", "body": body})
@@ -318,9 +330,9 @@ class _NotFoundNames:
             doc = json.loads(body)
             err = doc["error"]
             message = err["message"]
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, IndexError):
             return body
-        if "does not exist" not in message:
+        if not isinstance(message, str) or "does not exist" not in message:
             return body
         err["message"] = (message.split(" Valid aliases:")[0] + " Available models: " + ", ".join(self.served)
                           + ".")
