@@ -29,10 +29,11 @@ def lora_dirs(tiny_model, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def lora_server(tiny_model, lora_dirs):
+def lora_server(tiny_model, lora_dirs, tmp_path_factory):
     pytest.importorskip("vllm")
     modules = ",".join(f"{n}={lora_dirs[n]}" for n in ADAPTERS)
-    proc = start_server(tiny_model, free_port(), key=TEST_KEY, lora_modules=modules,
+    log = tmp_path_factory.mktemp("lora-server") / "server.log"  # this server's alone: its route lines are read
+    proc = start_server(tiny_model, free_port(), key=TEST_KEY, lora_modules=modules, log=log,
                         env={"VLLM_SERVER_DEV_MODE": "1", "LLMODAL_CONTROL_KEY": CONTROL_KEY,
                              "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "1"})
     proc.start()
@@ -116,6 +117,14 @@ def test_unknown_adapter_is_404_naming_every_available_model(lora_server):
 
 @pytest.mark.parametrize("route", ["/v1/load_lora_adapter", "/v1/unload_lora_adapter"])
 def test_runtime_lora_routes_are_closed(lora_server, lora_dirs, route):
+    """The routes exist on this very server (vLLM logs every route it registered at start: the guard answers
+    403 to any unknown path too, so a 403 alone would prove nothing), and no key opens them."""
+    import re
+
+    log = lora_server.log_path.read_text(errors="replace")
+    registered = set(re.findall(r"Route: (\S+), Methods: ([A-Z, ]+)", log))
+    assert registered, "no route lines in the server log: cannot tell which routes vLLM registered"
+    assert any(path == route and "POST" in methods for path, methods in registered), sorted(registered)
     root = lora_server.launch.base_url.removesuffix("/v1")
     body = {"lora_name": "late" if "load_" in route and "unload" not in route else "poet",
             "lora_path": str(lora_dirs["late"])}
@@ -125,6 +134,73 @@ def test_runtime_lora_routes_are_closed(lora_server, lora_dirs, route):
         assert r.status_code == want, (key, r.status_code, r.text)
     names = {m.id for m in _oa(lora_server).models.list().data}
     assert names == {SERVED_NAME, *ADAPTERS}  # nothing loaded, nothing unloaded
+
+
+def _guarded(status, chunks, served="base,a,b"):
+    """What a client gets through the real guard (``BearerAuthMiddleware``) when vLLM answers ``status``
+    with the body ``chunks``: the messages sent, in order."""
+    import asyncio
+
+    from llmodal.engine.auth import BearerAuthMiddleware
+
+    async def vllm(scope, receive, send):
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(sum(map(len, chunks))).encode())]})
+        for i, c in enumerate(chunks):
+            await send({"type": "http.response.body", "body": c, "more_body": i < len(chunks) - 1})
+
+    sent = []
+
+    async def send(msg):
+        sent.append(msg)
+
+    async def receive():
+        return {"type": "http.request", "body": b"{}", "more_body": False}
+
+    mw = BearerAuthMiddleware(vllm, {"LLMODAL_API_KEYS": "k", "LLMODAL_SERVED_MODELS": served})
+    scope = {"type": "http", "path": "/v1/completions", "method": "POST",
+             "headers": [(b"authorization", b"Bearer k"), (b"content-type", b"application/json")]}
+    asyncio.run(mw(scope, receive, send))
+    return sent
+
+
+def _body(sent):
+    return b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+
+
+def test_the_404_rewrite_names_every_model():
+    msg = b'{"error": {"message": "The model `x` does not exist. Valid aliases: base", "code": 404}}'
+    sent = _guarded(404, [msg[:20], msg[20:]])
+    doc = json.loads(_body(sent))
+    assert doc["error"]["message"] == "The model `x` does not exist. Available models: base, a, b."
+    assert dict(sent[0]["headers"])[b"content-length"] == str(len(_body(sent))).encode()
+
+
+@pytest.mark.parametrize("body", [
+    b'{"error": {"message": 404}}', b'{"error": {"message": ["does not exist"]}}',
+    b'{"error": {"message": null}}', b'{"error": "does not exist"}', b'["does not exist"]', b'{"error": [1]}',
+    b'not json, does not exist', b'',
+])
+def test_a_404_the_rewrite_does_not_understand_passes_through_unchanged(body):
+    sent = _guarded(404, [body])
+    assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 404
+    assert _body(sent) == body and dict(sent[0]["headers"])[b"content-length"] == str(len(body)).encode()
+
+
+def test_a_long_404_is_not_held_past_the_cap():
+    """A 404 body past 64 KiB is not vLLM's unknown-model answer: it is sent as it came, the held part
+    first, the rest streamed, not buffered whole."""
+    from llmodal.engine.auth import _NotFoundNames
+
+    cap = _NotFoundNames.NAMES_BUFFER
+    assert cap <= 64 * 1024
+    chunk = b'{"error": {"message": "does not exist' + b" " * 4000
+    chunks = [chunk] + [b"x" * 4096] * (cap // 4096 + 8) + [b'"}}']
+    sent = _guarded(404, chunks)
+    assert _body(sent) == b"".join(chunks)  # nothing rewritten, nothing lost
+    bodies = [m for m in sent if m["type"] == "http.response.body"]
+    assert len(bodies) > 8 and all(len(m["body"]) <= cap + 4096 for m in bodies)  # streamed past the cap
 
 
 def _bench(proc, tiny_model, *args):
