@@ -89,7 +89,7 @@ def test_llmodal_deploy_hands_the_container_pinned_adapters(tmp_path):
 
     from fake_modal import KEY, deploy_via_fake
 
-    cfg = {"peft_type": "LORA", "r": 16, "target_modules": ["q_proj", "v_proj"],
+    cfg = {"peft_type": "LORA", "r": 16, "lora_alpha": 32, "target_modules": ["q_proj", "v_proj"],
            "base_model_name_or_path": "meta-llama/Llama-3.1-70B-Instruct"}
     h = FakeHub(children={"org/sql-lora": (1, {"r": 16})},
                 files={"org/sql-lora": {"adapter_config.json": json.dumps(cfg).encode()}})
