@@ -1,6 +1,7 @@
-"""A stand-in for the Hugging Face hub: the two routes the planner reads (``HF_ENDPOINT`` points
-huggingface_hub and llmodal at it). A made-up base model and its quantized children, some honest,
-one lying about its quantization, one of another architecture, one whose config is gone."""
+"""A stand-in for the Hugging Face hub: the routes the planner reads, and model info, a repo's file tree and
+its files for what ``download`` fetches (``HF_ENDPOINT`` points huggingface_hub and llmodal at it). A made-up
+base model and its quantized children, some honest, one lying about its quantization, one of another
+architecture, one whose config is gone."""
 
 from __future__ import annotations
 
@@ -36,7 +37,8 @@ class FakeHub:
         self.children = CHILDREN if children is None else children
         # repo → {file name: bytes}: what hf_hub_download and a safetensors header read fetch (any revision)
         self.files = files or {}
-        self.configs = {base: base_cfg or LLAMA_70B, **{r: c for r, (_, c) in self.children.items() if c}}
+        self.configs = {base: base_cfg or LLAMA_70B, **{r: c for r, (_, c) in self.children.items() if c},
+                        **{r: json.loads(f["config.json"]) for r, f in self.files.items() if "config.json" in f}}
         self.base, self.requests, self.gated = base, [], set(gated)
         hub = self
 
@@ -86,6 +88,13 @@ class FakeHub:
                         if f == f"base_model:quantized:{hub.base}" else []
                     rows.sort(key=lambda x: -x["downloads"])
                     return self._json(200, rows)
+                if u.path.startswith("/api/models/") and "/tree/" in u.path:  # list_repo_tree: the repo's files
+                    repo = u.path[len("/api/models/"):].split("/tree/")[0]
+                    if repo not in hub.files:
+                        return self._json(404, {"error": "Repository not found"}, {"X-Error-Code": "RepoNotFound"})
+                    return self._json(200, [{"type": "file", "path": n, "size": len(b),
+                                             "oid": f"{hash(b) & 0xffffffff:040x}"}
+                                            for n, b in sorted(hub.files[repo].items())])
                 if u.path.startswith("/api/models/"):  # model_info, and auth_check on a gated repo
                     repo = u.path[len("/api/models/"):].split("/revision/")[0].removesuffix("/auth-check")
                     if repo not in hub.configs:

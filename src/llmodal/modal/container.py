@@ -12,11 +12,12 @@ watcher thread, so Modal replaces it instead of routing traffic to a dead engine
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import sys
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 from llmodal.core.errors import ConfigError, DoesNotFit, LlmodalError
@@ -41,12 +42,30 @@ def read_pins() -> dict[str, str]:
         return {}
 
 
-WEIGHT_FILES = ("*.safetensors", "*.bin")  # what `download` keeps; either format is a cached checkpoint
+# The weight formats vLLM 0.32 loads from a hub checkpoint, in its order (DefaultModelLoader._prepare_weights with
+# load_format auto: "*.safetensors", "*.bin", then "*.pt"): it loads the first one present among the repo's top-level
+# files and nothing else. `download` fetches that format alone and `weights_cached` looks for it, so a checkpoint
+# published only as .bin is downloaded, and one with both is never downloaded twice.
+WEIGHT_FORMATS = ("*.safetensors", "*.bin", "*.pt")
+NOT_LOADED = ("original/*", "*.pth")  # Meta's consolidated checkpoint beside the HF one: vLLM never reads it
+
+
+def weight_format(files: Iterable[str]) -> str | None:
+    """The pattern of the weights vLLM loads from a checkpoint holding ``files`` (repo paths); None: no weights."""
+    top = [f for f in files if "/" not in f]
+    return next((pat for pat in WEIGHT_FORMATS if fnmatch.filter(top, pat)), None)
+
+
+def download_ignore(files: Iterable[str]) -> list[str]:
+    """``snapshot_download``'s ignore_patterns for a checkpoint holding ``files``: every weight format but the one
+    vLLM loads."""
+    keep = weight_format(files)
+    return [*NOT_LOADED, *(pat for pat in WEIGHT_FORMATS if pat != keep)]
 
 
 def weights_cached(repo: str, commit: str) -> bool:
     snap = _hf_home() / "hub" / f"models--{repo.replace('/', '--')}" / "snapshots" / commit
-    return (snap / "config.json").is_file() and any(f for pat in WEIGHT_FILES for f in snap.glob(pat))
+    return (snap / "config.json").is_file() and weight_format(p.name for p in snap.iterdir()) is not None
 
 
 def _token_env() -> None:
@@ -253,9 +272,16 @@ def download_weights(commit: Callable[[], None] | None = None) -> str:
     settings = container_settings()
     plan = resolve(settings).chosen
     revision = settings.model_revision if plan.checkpoint == settings.model else None
-    sha = HfApi().model_info(plan.checkpoint, revision=revision).sha
-    print(f"llmodal: downloading {plan.checkpoint}@{sha} ({plan.weights_gib_total:.1f} GiB of weights)", flush=True)
-    snapshot_download(plan.checkpoint, revision=sha, ignore_patterns=["original/*", "*.pth", "*.bin", "*.pt"])
+    api = HfApi()
+    sha = api.model_info(plan.checkpoint, revision=revision).sha
+    files = api.list_repo_files(plan.checkpoint, revision=sha)
+    fmt = weight_format(files)
+    if fmt is None:
+        raise SystemExit(f"llmodal: {plan.checkpoint}@{sha} has no weights vLLM loads ({', '.join(WEIGHT_FORMATS)} "
+                         "at the top of the repo): nothing was pinned")
+    print(f"llmodal: downloading {plan.checkpoint}@{sha} ({plan.weights_gib_total:.1f} GiB of weights, {fmt})",
+          flush=True)
+    snapshot_download(plan.checkpoint, revision=sha, ignore_patterns=download_ignore(files))
     pins = read_pins()
     pins[plan.checkpoint] = sha
     (_hf_home() / PINS_FILE).write_text(json.dumps(pins, indent=2))
