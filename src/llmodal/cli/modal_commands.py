@@ -40,7 +40,15 @@ def deploy(
         if as_json:
             print(json.dumps(shown, indent=2))
         else:
+            notes = shown.pop("vllm_env_notes")
             for k, v in shown.items():
+                if k == "vllm_env":  # one variable a line, with when it is set
+                    console.print("vllm_env (every variable vLLM gets in the GPU container):", markup=False)
+                    for name, value in v.items():
+                        note = f"  ({notes[name]})" if name in notes else ""
+                        console.print(f"  {name}={value}{note}", markup=False, highlight=False, soft_wrap=True)
+                    console.print(f"  ({notes['*']})", markup=False, highlight=False, soft_wrap=True)
+                    continue
                 console.print(f"{k}: {v if isinstance(v, str) else json.dumps(v)}", markup=False, highlight=False,
                               soft_wrap=True)
             console.print("dry run: nothing was sent to Modal", markup=False)

@@ -68,10 +68,29 @@ def weights_cached(repo: str, commit: str) -> bool:
     return (snap / "config.json").is_file() and weight_format(p.name for p in snap.iterdir()) is not None
 
 
-def _token_env() -> None:
+# What the guide's secret holds (`modal secret create vllm-secrets …`). vLLM inherits the names llmodal does not
+# keep to itself (engine.launch.private_env): the hub token.
+SECRET_NAMES = ("HUGGING_FACE_HUB_TOKEN", "VLLM_SERVER_API_KEY", "MODAL_PROXY_TOKEN_ID", "MODAL_PROXY_TOKEN_SECRET")
+# Set when the pinned weights are in the volume: vLLM loads them and never asks the hub.
+OFFLINE_ENV = {"HF_HUB_OFFLINE": "1"}
+
+
+def token_env(environ: Mapping[str, str]) -> dict[str, str]:
     # The guide's secret names HUGGING_FACE_HUB_TOKEN; current huggingface_hub reads HF_TOKEN first.
-    if os.environ.get("HUGGING_FACE_HUB_TOKEN") and not os.environ.get("HF_TOKEN"):
-        os.environ["HF_TOKEN"] = os.environ["HUGGING_FACE_HUB_TOKEN"]
+    token = environ.get("HUGGING_FACE_HUB_TOKEN")
+    return {"HF_TOKEN": token} if token and not environ.get("HF_TOKEN") else {}
+
+
+def _token_env() -> None:
+    os.environ.update(token_env(os.environ))
+
+
+def hook_env(environ: Mapping[str, str], *, fast_boot: bool, weights_offline: bool) -> dict[str, str]:
+    """What the GPU container's hooks add to their environment, which vLLM inherits, given the environment Modal
+    started them with: the hub token under huggingface_hub's name, the restore-safe settings around a
+    snapshot (``start_fast_boot``), HF_HUB_OFFLINE when the pinned weights are in the volume
+    (``container_prepare``). The dry run shows vLLM's environment from this."""
+    return {**token_env(environ), **(SNAPSHOT_ENV if fast_boot else {}), **(OFFLINE_ENV if weights_offline else {})}
 
 
 def container_settings() -> Settings:
@@ -119,7 +138,7 @@ def container_prepare(settings: Settings, *, gpu: bool | None = None, sleep_mode
     revision = pin or (settings.model_revision if plan.checkpoint == settings.model else None)
     missing = adapters_missing(settings)
     if pin and weights_cached(plan.checkpoint, pin) and not missing:
-        os.environ["HF_HUB_OFFLINE"] = "1"
+        os.environ.update(OFFLINE_ENV)
         say(f"weights for {plan.checkpoint}@{pin[:12]} are in the volume; hub offline")
     elif pin and weights_cached(plan.checkpoint, pin):
         say(f"adapters {', '.join(missing)} are not in the volume at their commits; they are fetched before vLLM "

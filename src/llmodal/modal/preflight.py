@@ -129,13 +129,32 @@ def rehearse(settings: Settings, res: Resolution | None = None) -> dict:
         "web_port": spec.web_port, "secrets": [settings.secret_name],
         "volumes": {HF_CACHE_PATH: HF_CACHE_VOLUME, VLLM_CACHE_PATH: VLLM_CACHE_VOLUME},
         "image": {"python": PYTHON_VERSION, "pip": IMAGE_REQUIREMENTS, "local_python_source": ["llmodal"]},
-        "container_env": spec.container_env,
+        "container_env": spec.container_env, **vllm_environment(settings, spec.container_env, prep.launch),
         "plan": {"checkpoint": p.checkpoint, "fits": p.fits, "reason": p.reason, "kv_tokens": p.kv_tokens,
                  "kv_cache_bytes": p.kv_cache_bytes, "price_per_hour": p.price_per_hour,
                  "lora_gib_per_gpu": round(p.lora_gib_per_gpu, 3)} if p else None,
         "command": prep.launch.shell(), "command_env": prep.launch.shown_env(),
         "key": "VLLM_SERVER_API_KEY from the secret" if not settings.public else "none (public, chosen)",
     }
+
+
+def vllm_environment(settings: Settings, app_env: dict[str, str], launch) -> dict:
+    """Every variable vLLM gets in the GPU container, as the container makes it: the App's env and the secret's
+    names (``container.SECRET_NAMES``), what the hooks add (``container.hook_env``), then the launch's own
+    (``Launch.child_env``, the supervisor's, which drops llmodal's private names). Secrets masked."""
+    from llmodal.core import vllm_flags as flags
+    from llmodal.modal.container import OFFLINE_ENV, SECRET_NAMES, hook_env
+
+    base = {**app_env, **{n: f"<from the secret {settings.secret_name}, hidden>" for n in SECRET_NAMES}}
+    env = launch.child_env({**base, **hook_env(base, fast_boot=settings.snapshot, weights_offline=True)})
+    hidden = flags.secret_env_names()
+    notes = {**{k: "only when the pinned weights are in the volume (after `llmodal download`); otherwise vLLM "
+                   "downloads them" for k in OFFLINE_ENV},
+             "HF_TOKEN": "copied from HUGGING_FACE_HUB_TOKEN when the secret has no HF_TOKEN",
+             "*": f"and any other name the secret `{settings.secret_name}` holds, and what the image and Modal's "
+                  "runtime set (PATH, MODAL_*)"}
+    return {"vllm_env": {k: "<set, hidden>" if k in hidden else v for k, v in sorted(env.items())},
+            "vllm_env_notes": notes}
 
 
 def modal_cli(*args: str) -> list[str]:
