@@ -78,7 +78,8 @@ class Settings(BaseSettings):
     port: int = _f(C.DEFAULT_PORT, "VLLM_PORT", "an integer from 1 to 65535", ge=1, le=65535)
     drain_timeout_s: int = _f(20, "LLMODAL_DRAIN_TIMEOUT",
                               "seconds from 0 to 600 that in-flight requests may finish on SIGTERM "
-                              "(Modal kills ~30 s after its SIGINT)", ge=0, le=600)
+                              "(on Modal less: `llmodal deploy` refuses a drain its exit grace would cut)",
+                              ge=0, le=600)
     metrics_public: bool = _f(False, "LLMODAL_METRICS_PUBLIC", "true or false: serve /metrics without a key")
     max_body_bytes: int = _f(C.MAX_BODY_BYTES, "LLMODAL_MAX_BODY_BYTES", "bytes from 1024 to 1073741824",
                              ge=1024, le=1 << 30)

@@ -26,6 +26,7 @@ from llmodal.plan.gpus import has_gpu
 from llmodal.plan.planner import Resolution, plan_for_settings
 from llmodal.engine.prepare import Prepared, dry_run_lines, prepare
 from llmodal.modal.fast_boot import FastBoot, keys_file
+from llmodal.modal.spec import STOP_MARGIN_S
 from llmodal.run.supervisor import Supervisor, say
 
 PINS_FILE = "llmodal-pins.json"
@@ -172,10 +173,11 @@ def start_server(settings: Settings | None = None, *, volumes: Mapping | None = 
 
 
 def stop_server(sup: Supervisor, settings: Settings | None = None) -> int | None:
-    """``@modal.exit()``: SIGTERM → vLLM drains in-flight requests for LLMODAL_DRAIN_TIMEOUT, then stops."""
+    """``@modal.exit()``: SIGTERM → vLLM drains in-flight requests for LLMODAL_DRAIN_TIMEOUT, then stops; all of it
+    inside Modal's exit grace (``spec.check_drain`` refused a longer drain at deploy)."""
     drain = (settings or container_settings()).drain_timeout_s
     say(f"stopping: draining in-flight requests (up to {drain} s)")
-    code = sup.stop(grace=drain + 3)
+    code = sup.stop(grace=drain + STOP_MARGIN_S)
     say(f"vLLM stopped (code {code})")
     return code
 

@@ -26,6 +26,7 @@ import httpx
 
 from llmodal.run.health import health_url, wait_healthy
 from llmodal.engine.prepare import Prepared
+from llmodal.modal.spec import STOP_MARGIN_S
 from llmodal.run.supervisor import Supervisor, say
 
 
@@ -111,4 +112,4 @@ class FastBoot:
                                                                  alive=self.sup.alive, cap=0.2, interval=0.05))
 
     def stop(self) -> None:
-        self.sup.stop(grace=self.prep.settings.drain_timeout_s + 3)
+        self.sup.stop(grace=self.prep.settings.drain_timeout_s + STOP_MARGIN_S)

@@ -22,6 +22,7 @@ from llmodal.core.config import Settings
 from llmodal.core.envfile import read_env
 from llmodal.core import constants as C
 from llmodal.core.constants import HF_CACHE_VOLUME, VLLM_CACHE_VOLUME, WEB_LABEL
+from llmodal.modal.spec import check_drain
 from llmodal.plan.planner import Resolution, plan_for_settings
 
 MODAL_ENTRY = "modal_vllm.py"
@@ -85,6 +86,10 @@ def preflight(settings: Settings, *, need_token: bool = True, env_file: str | No
     missing = missing_proxy_token(env_file)
     if missing:
         problems.append(proxy_token_fix(settings, missing))
+    try:
+        check_drain(settings)
+    except LlmodalError as e:
+        problems.append(str(e))
     folders = [a for a in settings.adapters if a.is_folder]
     if folders:
         problems.append(f"VLLM_LORA_MODULES: adapter {folders[0].name!r} is a folder on this machine "

@@ -39,6 +39,15 @@ GATEWAY_REQUIREMENTS = [
 # Modal's per-container concurrency for the gateway, as a multiple of the streams it relays: the excess
 # reaches the gateway's guard and is told 429 at once instead of waiting in Modal's queue.
 GATEWAY_INPUTS_FACTOR = 2
+# Modal gives the exit hook 30 s, on scale-down and on preemption's SIGINT alike: "Exit handlers are also called
+# when a container is preempted. The exit handler is given a grace period of 30 seconds to finish, and it will be
+# killed if it takes longer than that to complete." (https://modal.com/docs/guide/lifecycle-functions, read
+# 2026-12-07). modal 1.6.4's @app.cls and @modal.web_server take no exit-grace parameter (only @app.server's
+# exit_grace_period, up to 3600 s, and the experimental flash servers'), so the drain is bounded by it.
+MODAL_EXIT_GRACE_S = 30
+STOP_MARGIN_S = 3  # the supervisor waits this long past vLLM's --shutdown-timeout before it SIGKILLs the group
+KILL_S = 2  # the SIGKILL, the reap and the last log lines
+MAX_DRAIN_S = MODAL_EXIT_GRACE_S - STOP_MARGIN_S - KILL_S
 HF_CACHE_PATH = "/root/.cache/huggingface"
 VLLM_CACHE_PATH = "/root/.cache/vllm"
 PORT = 8000
@@ -107,7 +116,19 @@ def gateway_limit(settings: Settings) -> int:
     return per_gpu * max(1, settings.max_containers)
 
 
+def check_drain(settings: Settings) -> None:
+    """A drain Modal would cut is refused where the deploy starts: its exit hook has MODAL_EXIT_GRACE_S in all."""
+    if settings.drain_timeout_s > MAX_DRAIN_S:
+        from llmodal.core.errors import ConfigError
+
+        raise ConfigError(f"LLMODAL_DRAIN_TIMEOUT={settings.drain_timeout_s} is invalid on Modal: expected 0 to "
+                          f"{MAX_DRAIN_S} seconds (Modal kills a container {MODAL_EXIT_GRACE_S} s after its exit hook "
+                          f"starts, on scale-down and on preemption; the drain and vLLM's stop, "
+                          f"{STOP_MARGIN_S + KILL_S} s more, must fit in that; `llmodal serve` takes up to 600)")
+
+
 def app_spec(settings: Settings) -> AppSpec:
+    check_drain(settings)
     gpu = settings.gpu if settings.gpu_count == 1 else f"{settings.gpu}:{settings.gpu_count}"
     return AppSpec(
         app_name=settings.app_name,
