@@ -218,6 +218,36 @@ def test_the_profiles_sequence_cap_limits_the_predicted_batch():
     assert out["latency"]["saturated_out_tok_s"] < out["balanced"]["saturated_out_tok_s"]
 
 
+def test_compare_lists_every_tp_that_fits_and_marks_the_unmeasured_ones():
+    """Not only the smallest TP of each (GPU, build): a user asking whether TP 2 on an H100 costs less per token than
+    TP 1 on an H200 sees both rows; a TP no stored run served says so."""
+    import subprocess
+    import sys
+
+    from llmodal.plan.speed import MEASURED_TP
+
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith(("VLLM_", "LLMODAL_"))}
+    args = [sys.executable, "-m", "llmodal.cli", "plan", "--env-file", "", "--model", L70, "--max-model-len", "8192"]
+    r = subprocess.run([*args, "--compare", "--json"], capture_output=True, text=True, timeout=180, env=env)
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(r.stdout)["rows"]
+
+    def tps(gpu, build):
+        return sorted(x["tp"] for x in rows if (x["gpu"], x["build"]) == (gpu, build))
+
+    # 70.6 B parameters: ~40 GB as AWQ fits one 80 GB card and so every split of it; 141 GB of BF16 needs two.
+    assert tps("H100", "awq") == [1, 2, 4, 8] and tps("A100-80GB", "awq") == [1, 2, 4, 8]
+    assert tps("H100", "bf16") == [2, 4, 8]
+    assert {x["tp"] for x in rows if (x["gpu"], x["build"]) == ("H200", "fp8")} >= {1, 2}
+    assert MEASURED_TP == (1,)  # every stored run served TP 1: anything else is unmeasured
+    assert all(x["tp_measured"] == (x["tp"] == 1) for x in rows)
+    costs = [x["cost_per_1m_tokens"] for x in rows]
+    assert costs == sorted(costs)
+    text = " ".join(subprocess.run([*args, "--compare"], capture_output=True, text=True, timeout=180,
+                                   env=env).stdout.split())
+    assert "2 (unmeasured)" in text and "tp_measured false has no multi-GPU run" in text
+
+
 @pytest.mark.parametrize("env_extra,kernel,cap", [
     ({"LLMODAL_PROFILE": "latency"}, "marlin", 32),  # Marlin, --max-num-seqs 32
     ({"VLLM_MAX_NUM_SEQS": "48"}, "machete", 48),
@@ -231,7 +261,7 @@ def test_compare_plans_each_row_under_the_profile_and_batching_that_plan_uses(en
             "--json"]
     cmp = subprocess.run([*args, "--compare"], capture_output=True, text=True, timeout=180, env=env)
     assert cmp.returncode == 0, cmp.stderr
-    row = next(r for r in json.loads(cmp.stdout)["rows"] if (r["gpu"], r["build"]) == ("H100", "awq"))
+    row = next(r for r in json.loads(cmp.stdout)["rows"] if (r["gpu"], r["build"], r["tp"]) == ("H100", "awq", 1))
     one = subprocess.run([*args, "--gpu", "H100", "--quantization", "awq"], capture_output=True, text=True,
                          timeout=180, env=env)
     speed = json.loads(one.stdout)["speed"]

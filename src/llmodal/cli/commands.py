@@ -337,7 +337,8 @@ def _print_compare(doc: dict, as_json: bool) -> None:
         err = f"±{b['error']:.0%} (worst {b['worst']:+.0%})" if b.get("error") is not None else "none"
         err += f" {b.get('kernel', '')}" + (" (extrapolated)" if b.get("extrapolated") else "")
         tie = {True: "≈ cheapest", False: "", None: "?"}[r.get("could_be_cheapest")]
-        t.add_row(r["gpu"], r["build"], str(r["tp"]), f"{r['kv_sequences']:.1f}", f"{r['single_stream_tok_s']:.0f}",
+        tp = str(r["tp"]) + ("" if r["tp_measured"] else " (unmeasured)")
+        t.add_row(r["gpu"], r["build"], tp, f"{r['kv_sequences']:.1f}", f"{r['single_stream_tok_s']:.0f}",
                   f"{r['saturated_out_tok_s']:,.0f}", f"{r['usd_per_hour']:.2f}", f"{r['cost_per_1m_tokens']:.3f}",
                   err, tie)
     console.print(t)

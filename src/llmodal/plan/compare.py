@@ -1,4 +1,5 @@
-"""``llmodal plan --compare``: every (GPU, build, TP) that fits, with predicted speed and $/1M tokens."""
+"""``llmodal plan --compare``: every (GPU, build, TP) that fits, with predicted speed and $/1M tokens; a TP no stored
+run served is marked unmeasured."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from llmodal.plan.model_spec import ModelSpec
 from llmodal.plan.gpus import get_gpu
 from llmodal.plan.planner import EngineShape, Plan, make_plan
 from llmodal.plan.profiles import Batching
-from llmodal.plan.speed import Engine, Speed, band, kernel, predict
+from llmodal.plan.speed import Engine, Speed, band, kernel, predict, tp_measured
 
 COMPARE_GPUS = ("A100-80GB", "L40S", "H100", "H200", "B200")
 COMPARE_BUILDS = ("bf16", "fp8", "awq", "gptq")
@@ -105,14 +106,14 @@ def compare(spec: ModelSpec, *, max_model_len: int, gpu_memory_utilization: floa
                 if not p.fits:
                     continue
                 s = speed_of(p, spec, mix)
-                row = {"gpu": gname, "build": build, "tp": tp, "checkpoint": p.checkpoint,
+                row = {"gpu": gname, "build": build, "tp": tp, "tp_measured": tp_measured(tp),
+                       "checkpoint": p.checkpoint,
                        "kv_sequences": round(p.full_length_sequences, 1), "usd_per_hour": round(p.price_per_hour, 4),
                        **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in s.to_dict().items()}}
                 if rps:
                     row["at_load"] = at_load(s, p.price_per_hour, rps)
-                rows.append(row)
-                break  # the smallest TP that fits this build on this GPU
-    rows.sort(key=lambda r: r["cost_per_1m_tokens"])
+                rows.append(row)  # every TP that fits: TP 2 on an H100 may cost less per token than TP 1 on an H200
+    rows.sort(key=lambda r: (r["cost_per_1m_tokens"], r["tp"]))
     ties(rows)
     api = cheapest(model or spec.name)
     n_in, n_out = mix
@@ -121,4 +122,5 @@ def compare(spec: ModelSpec, *, max_model_len: int, gpu_memory_utilization: floa
                                              "source": api.source},
             "note": "predicted by llmodal's speed model (speed.py) with the held-out error band of each kernel "
                     "(docs/BENCHMARKS.md 'Planner speed model'); could_be_cheapest: the bands overlap the "
-                    "cheapest's; TP > 1 terms are unmeasured"}
+                    "cheapest's; every TP that fits is listed, and a row with tp_measured false has no multi-GPU "
+                    "run behind it (its all-reduce term is assumed)"}

@@ -117,11 +117,16 @@ def dequantised(spec: ModelSpec) -> float:
     return spec.linear_params - mlp + mlp * min(spec.experts, 2) / spec.experts
 
 
+def tp_measured(tp: int) -> bool:
+    """Whether a stored run served at this tensor-parallel degree: elsewhere the TP term (TP_STEP_MS) is assumed."""
+    return tp in MEASURED_TP
+
+
 def measured_shape(spec: ModelSpec | None, tp: int) -> bool:
     if spec is None:
-        return tp in MEASURED_TP
+        return tp_measured(tp)
     keys = ("layers", "hidden", "heads", "kv_heads", "head_dim", "intermediate", "experts")
-    return tp in MEASURED_TP and all(getattr(spec, k) == getattr(MEASURED, k) for k in keys)
+    return tp_measured(tp) and all(getattr(spec, k) == getattr(MEASURED, k) for k in keys)
 
 
 def family(quant: str) -> str:
