@@ -1,8 +1,11 @@
 """The one place vLLM's command line is built, from the flag table in ``flags``.
 
 ``llmodal serve``, the Modal container, ``--dry-run`` and the GPU benchmark all start vLLM
-from ``build_launch``. The API key travels in the child's environment (``VLLM_API_KEY``),
-never in argv: argv shows in ``ps`` and in vLLM's own startup log.
+from ``build_launch``. The server keys never travel in argv (argv shows in ``ps`` and in vLLM's own
+startup log), and vLLM's own ``--api-key`` is not used: the keys go to llmodal's guard inside the vLLM
+process (``--middleware``), in the child's environment as ``LLMODAL_API_KEYS`` (comma-separated), or, with
+fast boot, in a file it re-reads, named by ``LLMODAL_API_KEYS_FILE``. The fast-boot container's own key
+for ``/sleep`` and ``/wake_up`` travels the same way (``LLMODAL_CONTROL_KEY``).
 """
 
 from __future__ import annotations
