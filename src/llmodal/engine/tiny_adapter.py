@@ -23,17 +23,28 @@ LLAMA_MODULES = {
 }
 
 
+# Mixtral's (the tiny Mixtral's): Llama's attention; the router and every expert's w1, w3 (gate, up) and w2 (down).
+MIXTRAL_MODULES = {
+    **{m: LLAMA_MODULES[m] for m in ("q_proj", "k_proj", "v_proj", "o_proj")},
+    "gate": ("block_sparse_moe", "hidden", "experts"),
+    "w1": ("block_sparse_moe.experts.{e}", "hidden", "inter"), "w3": ("block_sparse_moe.experts.{e}", "hidden", "inter"),
+    "w2": ("block_sparse_moe.experts.{e}", "inter", "hidden"),
+}
+
+
 def _dims(cfg: dict) -> dict[str, int]:
     hd = int(cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"])
     return {"hidden": cfg["hidden_size"], "inter": cfg["intermediate_size"], "q": cfg["num_attention_heads"] * hd,
-            "kv": cfg.get("num_key_value_heads", cfg["num_attention_heads"]) * hd}
+            "kv": cfg.get("num_key_value_heads", cfg["num_attention_heads"]) * hd,
+            "experts": cfg.get("num_local_experts", 0)}
 
 
 def write_adapter(out: Path, base: Path, *, rank: int = 8, targets: tuple[str, ...] = ("q_proj", "v_proj"),
                   seed: int = 1, base_name: str | None = None, scale: float = 0.5,
-                  config: dict | None = None) -> Path:
+                  config: dict | None = None, experts: int | None = None) -> Path:
     """Write a PEFT-layout adapter for the model in ``base`` to ``out`` (atomically). ``base_name`` is the
-    ``base_model_name_or_path`` it declares (default: the base folder); ``config`` overrides config keys."""
+    ``base_model_name_or_path`` it declares (default: the base folder); ``config`` overrides config keys. On a
+    Mixtral base, w1/w2/w3 are written for every expert (``experts``: as many as the base has, unless said)."""
     import torch
     from safetensors.torch import save_file
 
@@ -41,12 +52,18 @@ def write_adapter(out: Path, base: Path, *, rank: int = 8, targets: tuple[str, .
     dims = _dims(cfg)
     gen = torch.Generator().manual_seed(seed)
     tensors = {}
+    modules = MIXTRAL_MODULES if dims["experts"] else LLAMA_MODULES
     for layer in range(cfg["num_hidden_layers"]):
         for module in targets:
-            block, fin, fout = LLAMA_MODULES[module]
-            key = f"base_model.model.model.layers.{layer}.{block}.{module}"
-            tensors[f"{key}.lora_A.weight"] = (torch.randn(rank, dims[fin], generator=gen) * scale).to(torch.bfloat16)
-            tensors[f"{key}.lora_B.weight"] = (torch.randn(dims[fout], rank, generator=gen) * scale).to(torch.bfloat16)
+            block, fin, fout = modules[module]
+            blocks = [block.format(e=e) for e in range(dims["experts"] if experts is None else experts)] \
+                if "{e}" in block else [block]
+            for b in blocks:
+                key = f"base_model.model.model.layers.{layer}.{b}.{module}"
+                tensors[f"{key}.lora_A.weight"] = (torch.randn(rank, dims[fin], generator=gen) * scale).to(
+                    torch.bfloat16)
+                tensors[f"{key}.lora_B.weight"] = (torch.randn(dims[fout], rank, generator=gen) * scale).to(
+                    torch.bfloat16)
     adapter_cfg = {
         "peft_type": "LORA", "task_type": "CAUSAL_LM", "base_model_name_or_path": base_name or str(base),
         "r": rank, "lora_alpha": 2 * rank, "lora_dropout": 0.0, "bias": "none", "fan_in_fan_out": False,

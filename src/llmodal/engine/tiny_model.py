@@ -64,14 +64,17 @@ class TinyShape:
     intermediate: int = 512
     vocab: int = 1024
     max_position: int = 4096
+    experts: int = 0  # > 0: a Mixtral (MoE) of this many experts, two per token
 
     @property
     def slug(self) -> str:
-        return f"l{self.layers}-h{self.hidden}-a{self.heads}-kv{self.kv_heads}-d{self.head_dim}-v{self.vocab}"
+        return (f"l{self.layers}-h{self.hidden}-a{self.heads}-kv{self.kv_heads}-d{self.head_dim}-v{self.vocab}"
+                + (f"-e{self.experts}" if self.experts else ""))
 
 
 def model_dir(shape: TinyShape = TinyShape(), root: Path | None = None) -> Path:
-    return (root or default_dir()) / f"tiny-llama-{shape.slug}-t{TEMPLATE_VERSION}"
+    kind = "mixtral" if shape.experts else "llama"
+    return (root or default_dir()) / f"tiny-{kind}-{shape.slug}-t{TEMPLATE_VERSION}"
 
 
 def default_dir() -> Path:
@@ -96,6 +99,12 @@ def _train_tokenizer(vocab: int):
 
 
 def llama_config(shape: TinyShape, bos: int, eos: int, vocab: int) -> dict:
+    if shape.experts:  # Mixtral: Llama's attention, the MLP replaced by experts (w1, w3, w2) and a router
+        llama = llama_config(TinyShape(**{**asdict(shape), "experts": 0}), bos, eos, vocab)
+        for k in ("attention_bias", "mlp_bias"):
+            llama.pop(k)
+        return {**llama, "architectures": ["MixtralForCausalLM"], "model_type": "mixtral",
+                "num_local_experts": shape.experts, "num_experts_per_tok": 2, "router_aux_loss_coef": 0.0}
     return {
         "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_act": "silu",
         "hidden_size": shape.hidden, "intermediate_size": shape.intermediate,
@@ -125,7 +134,7 @@ def staged_dir(out: Path):
 def write_model(out: Path, shape: TinyShape = TinyShape(), seed: int = 0) -> Path:
     """Write a complete model directory (config, safetensors weights, tokenizer) to ``out`` atomically."""
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaConfig, LlamaForCausalLM, MixtralConfig, MixtralForCausalLM
 
     out = Path(out)
     with staged_dir(out) as tmp:
@@ -133,7 +142,8 @@ def write_model(out: Path, shape: TinyShape = TinyShape(), seed: int = 0) -> Pat
         hf.save_pretrained(tmp)
         cfg = llama_config(shape, hf.bos_token_id, hf.eos_token_id, len(hf))
         torch.manual_seed(seed)
-        model = LlamaForCausalLM(LlamaConfig(**cfg)).to(torch.bfloat16)
+        kind = (MixtralForCausalLM, MixtralConfig) if shape.experts else (LlamaForCausalLM, LlamaConfig)
+        model = kind[0](kind[1](**cfg)).to(torch.bfloat16)
         model.save_pretrained(tmp, safe_serialization=True)
         (tmp / "config.json").write_text(json.dumps(cfg, indent=2))  # ours, not transformers' rewrite
         (tmp / "generation_config.json").write_text(json.dumps({"bos_token_id": cfg["bos_token_id"],

@@ -119,12 +119,24 @@ def _read_hub(adapter: Adapter) -> AdapterFacts:
     return AdapterFacts(adapter, cfg, shapes)
 
 
-def module_dims(spec: ModelSpec) -> dict[str, tuple[int, int]]:
-    """(in, out) features of each linear module of a Llama-style base."""
+def module_dims(spec: ModelSpec) -> dict[str, tuple[int, int]] | None:
+    """(in, out) features of each module an adapter may target on this base, as vLLM 0.32 names them; None for
+    an architecture not known here (then its adapters are checked by vLLM alone)."""
     q, kv = spec.heads * spec.head_dim, spec.kv_heads * spec.head_dim
     h, i = spec.hidden, spec.intermediate
-    return {"q_proj": (h, q), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (q, h),
-            "gate_proj": (h, i), "up_proj": (h, i), "down_proj": (i, h)}
+    attention = {"q_proj": (h, q), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (q, h)}
+    if spec.experts > 1 and spec.arch in ("", *ARCH_LIKE_MIXTRAL):
+        # vLLM's MixtralForCausalLM: the router (gate) and each expert's w1, w3 (h → I) and w2 (I → h)
+        return {**attention, "gate": (h, spec.experts), "w1": (h, i), "w3": (h, i), "w2": (i, h)}
+    if not spec.arch or spec.arch in ARCH_LIKE_LLAMA:
+        return {**attention, "gate_proj": (h, i), "up_proj": (h, i), "down_proj": (i, h)}
+    return None
+
+
+def _canonical(module: str, dims: dict[str, tuple[int, int]]) -> str:
+    """vLLM's name for ``module`` on this base: MixtralModel.hf_to_vllm_mapper loads an expert's gate_proj,
+    up_proj and down_proj as w1, w3 and w2."""
+    return EXPERT_ALIASES.get(module, module) if "w1" in dims else module
 
 
 def _same_base(named: str, model: str, served: str, spec: ModelSpec, model_dir: str | None) -> bool:
@@ -167,10 +179,10 @@ def check(facts: AdapterFacts, spec: ModelSpec, *, model: str, served: str, quan
     if max_rank is not None and rank > max_rank:
         raise ConfigError(f"{head} has rank {rank}, above VLLM_MAX_LORA_RANK={max_rank}: raise it to "
                           f"{rank_slot(rank)} or unset it (default: the highest adapter rank)")
-    dims = module_dims(spec) if not spec.arch or spec.arch in ARCH_LIKE_LLAMA else None
+    dims = module_dims(spec)
     targets = cfg.get("target_modules")
     if isinstance(targets, list) and dims is not None:
-        unknown = sorted(set(targets) - set(dims))
+        unknown = sorted({t for t in targets if _canonical(t, dims) not in dims})
         if unknown:
             raise ConfigError(f"{head} targets {unknown}, which {spec.arch or spec.name} does not have (its linear "
                               f"modules: {', '.join(dims)})")
@@ -229,6 +241,9 @@ def _refuse_above_largest(head: str, rank: int, cfg: dict) -> None:
 
 ARCH_LIKE_LLAMA = {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM",
                    "Gemma2ForCausalLM"}
+ARCH_LIKE_MIXTRAL = {"MixtralForCausalLM"}
+EXPERT_ALIASES = {"gate_proj": "w1", "up_proj": "w3", "down_proj": "w2"}
+MOE_EXPERT_MODULES = ("w1", "w2", "w3")
 
 
 def _module_rank(head: str, cfg: dict, key: str) -> int:
@@ -250,18 +265,31 @@ def _check_shapes(head: str, shapes: dict[str, list[int]], dims: dict[str, tuple
                   cfg: dict) -> None:
     for key, shape in shapes.items():
         m = _KEY.search(key)
-        if not m or m.group(2) not in dims or len(shape) != 2:
+        if not m or _canonical(m.group(2), dims) not in dims or len(shape) != 2:
             continue
-        layer, module, ab = int(m.group(1)), m.group(2), m.group(3)
+        layer, module, ab = int(m.group(1)), _canonical(m.group(2), dims), m.group(3)
         if layer >= spec.layers:
             raise ConfigError(f"{head}: {key} is for layer {layer}, but the base has {spec.layers} layers: an "
                               "adapter of another model")
+        if module in MOE_EXPERT_MODULES:
+            _check_expert(head, key, module, spec.experts)
         fin, fout = dims[module]
         rank = _module_rank(head, cfg, key)
         want = [rank, fin] if ab == "A" else [fout, rank]
         if list(shape) != want:
             raise ConfigError(f"{head}: {key} has shape {list(shape)}, the base's {module} needs {want} "
                               f"(rank {rank}, {fin} in, {fout} out): an adapter of another model")
+
+
+def _check_expert(head: str, key: str, module: str, experts: int) -> None:
+    """vLLM loads an expert's weights as ``experts.N.w1`` for N below the base's expert count, nothing else."""
+    e = re.search(r"\.experts\.(\d+)\.", key)
+    if e is None:
+        raise ConfigError(f"{head}: {key} is a {module} outside the experts (vLLM serves {module} as "
+                          f"experts.N.{module} only): an adapter of another model")
+    if int(e.group(1)) >= experts:
+        raise ConfigError(f"{head}: {key} is for expert {e.group(1)}, but the base has {experts} experts "
+                          f"(0 to {experts - 1}): an adapter of another model")
 
 
 def setup(adapters: list[Adapter], *, max_loras: int | None, max_rank: int | None) -> LoraSetup:

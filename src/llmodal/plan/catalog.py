@@ -71,6 +71,7 @@ CATALOG: dict[str, ModelSpec] = {
                   max_position=32768),
         ModelSpec("mistralai/Mistral-Large-Instruct-2411", 88, 12288, 96, 8, 128, 28672, 32768),
         ModelSpec("mistralai/Mixtral-8x7B-Instruct-v0.1", 32, 4096, 32, 8, 128, 14336, 32000, max_position=32768,
+                  arch="MixtralForCausalLM",
                   experts=8, checkpoints={"awq": "TheBloke/Mixtral-8x7B-Instruct-v0.1-AWQ",
                                           "fp8": _NM.format(name="Mixtral-8x7B-Instruct-v0.1-FP8")}),
         ModelSpec("google/gemma-2-9b-it", 42, 3584, 16, 8, 256, 14336, 256000, tied_embeddings=True,

@@ -11,7 +11,7 @@ activation memory, gave it to KV, and ran out of memory on its first 8k prefill.
 
 LoRA adapters (``VLLM_LORA_MODULES``) come off the budget before the KV cache: vLLM allocates, when it
 starts, ``--max-loras`` slots at ``--max-lora-rank`` in every linear layer, the embedding and the LM head
-(``lora_bytes``), whatever the adapters themselves hold.
+(``lora_memory.lora_bytes``), whatever the adapters themselves hold.
 
 Activations: vLLM's profiling pass over ``max_num_batched_tokens`` tokens (MLP gate/up and
 activation buffers, residual stream) plus one logits row per sequence, with a margin. CUDA
@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, field, replace
 from llmodal.core.errors import PlanError
 from llmodal.plan.model_spec import ModelSpec
 from llmodal.plan.gpus import GPU, GiB
+from llmodal.plan.lora_memory import LoraSlots, lora_bytes
 from llmodal.plan.profiles import Batching, ProfileFlags, graph_sizes
 from llmodal.plan.profiles import apply as apply_profile
 
@@ -101,34 +102,6 @@ class Plan:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-@dataclass(frozen=True)
-class LoraSlots:
-    """What vLLM sizes its LoRA memory by: adapters resident at once (--max-loras) at the highest rank."""
-
-    adapters: int
-    max_loras: int
-    max_rank: int
-
-
-def lora_bytes(spec: ModelSpec, lora: LoraSlots, tp: int, max_num_batched_tokens: int, dtype_bytes: int = 2) -> int:
-    """Per GPU: vLLM's stacked LoRA weights (vllm/lora/layers, 0.32), one slot per --max-loras at
-    --max-lora-rank, in the model's dtype. Column-parallel layers (qkv, gate_up, the LM head) keep A whole
-    and shard B's outputs; row-parallel ones (o, down) shard A's inputs and keep B whole; the embedding and
-    the LM head hold the whole vocabulary. Plus the punica kernels' fp32 rank-wide buffer per token and
-    slice. An MoE's experts each get their own MLP slots."""
-    h, i, v = spec.hidden, spec.intermediate * spec.experts, spec.vocab
-    q, kv = spec.heads * spec.head_dim, spec.kv_heads * spec.head_dim
-    kv_shard = kv / min(tp, spec.kv_heads) if tp > 1 else kv
-    per_layer = (3 * h + (q / tp + 2 * kv_shard)  # qkv: three A slices, B sharded
-                 + q / tp + h  # o_proj
-                 + 2 * h + 2 * i / tp  # gate_up: two A slices, B sharded
-                 + i / tp + h)  # down_proj
-    per_rank = spec.layers * per_layer + (v + h) + (h + v)  # embedding, LM head
-    weights = lora.max_loras * lora.max_rank * per_rank * dtype_bytes
-    buffers = max_num_batched_tokens * lora.max_rank * 3 * 4
-    return int(weights + buffers)
 
 
 def activation_bytes(spec: ModelSpec, shape: EngineShape, tp: int) -> int:

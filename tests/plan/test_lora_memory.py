@@ -1,0 +1,66 @@
+"""The planner's LoRA charge is what vLLM 0.32 allocates, and an adapter is accepted exactly when vLLM accepts it —
+for a dense Llama and for Mixtral's experts. By hand from vLLM's allocation shapes for the real Mixtral; measured
+on the CPU engine (benchmarks/lora_memory.py) for a tiny Llama and a tiny Mixtral."""
+
+import json
+
+import pytest
+
+from llmodal.core.config import load_settings
+from llmodal.core.errors import ConfigError
+from llmodal.plan.catalog import lookup
+from llmodal.plan.planner import LoraSlots, lora_bytes, plan_for_settings
+
+MIXTRAL = "mistralai/Mixtral-8x7B-Instruct-v0.1"
+
+
+def test_mixtral_charge_is_vllms_buffers_by_hand():
+    """Mixtral 8x7B (32 layers, h 4096, 32 heads and 8 KV heads of 128, I 14336, 8 experts, V 32000), TP 1, 4 slots
+    at rank 16, bf16; shapes per slot from vLLM 0.32's create_lora_weights (vllm/lora/layers):
+      qkv (MergedQKVParallelLinearWithLoRA): A 3 × (r, 4096); B (4096 + 2 × 1024, r)
+      o_proj (RowParallelLinearWithLoRA): A (r, 4096); B (4096, r)
+      router gate (ReplicatedLinearWithLoRA): A (r, 4096); B (8, r)
+      experts (FusedMoEWithLoRA): w13 A 2 × (8, r, 4096); w2 A (8, r, 14336); w13 B 2 × (8, 14336, r);
+        w2 B (8, 4096, r); adapter_enabled int32 (4 + 1)
+      embedding: A (32000, r), B (4096, r); LM head: A (r, 4096), B (32000, r)
+    plus the step's fp32 buffer: 8192 tokens (an H100's batch) × r × 3 slices × 4 bytes."""
+    r, slots = 16, 4
+    per_layer = (3 * 4096 + 4096 + 2 * 1024) + (4096 + 4096) + (4096 + 8) \
+        + (2 * 8 * 4096 + 8 * 14336 + 2 * 8 * 14336 + 8 * 4096)
+    weights = slots * r * (32 * per_layer + (32000 + 4096) + (4096 + 32000)) * 2 + 32 * (slots + 1) * 4
+    want = weights + 8192 * r * 3 * 4
+    got = lora_bytes(lookup(MIXTRAL), LoraSlots(4, slots, r), 1, 8192)
+    assert got == want
+    assert 1.80 < got / 2**30 < 1.82  # the reviewer's 1.81 GiB; the charge before was 1.47
+
+
+def _config_only(path, targets, **cfg):
+    path.mkdir(parents=True, exist_ok=True)
+    doc = {"peft_type": "LORA", "r": 16, "lora_alpha": 32, "target_modules": targets,
+           "base_model_name_or_path": MIXTRAL}
+    (path / "adapter_config.json").write_text(json.dumps({**doc, **cfg}))
+    return path
+
+
+def test_plan_charges_mixtrals_expert_slots_and_accepts_expert_adapters(tmp_path):
+    """Four adapters on the experts' w1/w2/w3 (and everything else vLLM wraps) are planned, not refused; the plan
+    takes the slots per expert out of the KV cache."""
+    every = ["q_proj", "k_proj", "v_proj", "o_proj", "gate", "w1", "w2", "w3"]
+    mods = ",".join(f"a{i}={_config_only(tmp_path / f'a{i}', every)}" for i in range(4))
+    s = load_settings(None, model=MIXTRAL, gpu="H100", quantization="awq", max_model_len=4096, lora_modules=mods)
+    plain = plan_for_settings(load_settings(None, model=MIXTRAL, gpu="H100", quantization="awq",
+                                            max_model_len=4096)).chosen
+    p = plan_for_settings(s).chosen
+    assert (p.lora.max_loras, p.lora.max_rank, p.tensor_parallel_size) == (4, 16, 1)
+    assert p.lora_gib_per_gpu == pytest.approx(lora_bytes(lookup(MIXTRAL), p.lora, 1, 8192) / 2**30)
+    assert plain.kv_cache_bytes - p.kv_cache_bytes == pytest.approx(p.lora_gib_per_gpu * 2**30, abs=2)
+    # Llama's MLP names are vLLM's Mixtral loader's aliases of w1/w3/w2: accepted too.
+    alias = _config_only(tmp_path / "alias", ["gate_proj", "up_proj", "down_proj"])
+    plan_for_settings(load_settings(None, model=MIXTRAL, gpu="H100", lora_modules=f"x={alias}"))
+
+
+def test_a_module_mixtral_lacks_is_refused_naming_its_modules(tmp_path):
+    bad = _config_only(tmp_path / "bad", ["q_proj", "w4"])
+    with pytest.raises(ConfigError, match=r"targets \['w4'\], which MixtralForCausalLM does not have .*gate, w1, "
+                                          r"w3, w2"):
+        plan_for_settings(load_settings(None, model=MIXTRAL, gpu="H100", lora_modules=f"bad={bad}"))
