@@ -3,6 +3,8 @@ for a dense Llama and for Mixtral's experts. By hand from vLLM's allocation shap
 on the CPU engine (benchmarks/lora_memory.py) for a tiny Llama and a tiny Mixtral."""
 
 import json
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -12,6 +14,7 @@ from llmodal.plan.catalog import lookup
 from llmodal.plan.planner import LoraSlots, lora_bytes, plan_for_settings
 
 MIXTRAL = "mistralai/Mixtral-8x7B-Instruct-v0.1"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_mixtral_charge_is_vllms_buffers_by_hand():
@@ -64,3 +67,39 @@ def test_a_module_mixtral_lacks_is_refused_naming_its_modules(tmp_path):
     with pytest.raises(ConfigError, match=r"targets \['w4'\], which MixtralForCausalLM does not have .*gate, w1, "
                                           r"w3, w2"):
         plan_for_settings(load_settings(None, model=MIXTRAL, gpu="H100", lora_modules=f"bad={bad}"))
+
+
+@pytest.fixture(scope="module")
+def measured():
+    """benchmarks/lora_memory.py on this machine: vLLM's CPU engine, the tiny Llama and the tiny Mixtral."""
+    pytest.importorskip("vllm")
+    from llmodal.core.state import cache_dir
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import lora_memory
+
+    return {kind: lora_memory.measure(model, ads)
+            for kind, (model, ads) in lora_memory.bases(cache_dir() / "lora-memory-adapters").items()}
+
+
+@pytest.mark.server
+@pytest.mark.parametrize("kind", ["llama", "mixtral"])
+def test_cpu_engine_allocates_what_the_planner_charges(measured, kind):
+    """Every LoRA layer class vLLM makes holds the bytes the planner charges for it, at llmodal's own flags;
+    the planner's step buffer covers the punica wrapper's index tensors."""
+    doc = measured[kind]
+    assert (doc["max_loras"], doc["max_lora_rank"]) == (4, 16)  # from llmodal's launch: 4 adapters, rank 16
+    assert doc["vllm_by_class"] == doc["planner_by_class"]
+    assert ("FusedMoEWithLoRA" in doc["vllm_by_class"]) == (kind == "mixtral")
+    assert doc["planner_buffer_bytes"] >= doc["vllm_punica_wrapper_bytes"]
+
+
+@pytest.mark.server
+@pytest.mark.parametrize("kind", ["llama", "mixtral"])
+def test_llmodal_accepts_an_adapter_exactly_when_vllm_does(measured, kind):
+    doc = measured[kind]
+    verdicts = {n: (v["accepted"], doc["llmodal_adapters"][n]["accepted"]) for n, v in doc["vllm_adapters"].items()}
+    assert all(v == m for v, m in verdicts.values()), verdicts
+    if kind == "mixtral":  # both ways are exercised
+        assert verdicts["experts-only"] == (True, True) and verdicts["expert-5-of-4"] == (False, False)
+        assert verdicts["llama-mlp"] == (False, False)
