@@ -140,7 +140,7 @@ def plan(
     from llmodal.plan.view import fast_boot_row, plan_table
 
     from llmodal.plan.compare import compare as compare_all
-    from llmodal.plan.compare import default_mix, parse_mix, speed_of
+    from llmodal.plan.compare import LORA_SPEED, default_mix, lora_doc, parse_mix, speed_of
     from llmodal.plan.profiles import Batching
     from llmodal.plan.speed import TTFT_AT_LOAD_ERRORS
 
@@ -159,7 +159,8 @@ def plan(
             doc = compare_all(res.spec, max_model_len=settings.max_model_len,
                               gpu_memory_utilization=settings.gpu_memory_utilization, mix=token_mix, rps=rps,
                               model=settings.model, profile=settings.profile,
-                              batching=Batching(settings.max_num_batched_tokens, settings.max_num_seqs))
+                              batching=Batching(settings.max_num_batched_tokens, settings.max_num_seqs),
+                              lora=res.chosen.lora)
             if mix_note:
                 doc["mix_note"] = mix_note
             _print_compare(doc, as_json)
@@ -183,7 +184,10 @@ def plan(
     except LlmodalError as e:
         fail(e)
     if as_json:
-        out = {"plan": res.chosen.to_dict(), "speed": speed.to_dict() if speed else None,
+        speed_doc = speed.to_dict() if speed else None
+        if speed_doc is not None and res.chosen.lora:
+            speed_doc["lora_speed_cost"] = LORA_SPEED
+        out = {"plan": res.chosen.to_dict(), "speed": speed_doc, "lora": lora_doc(res.chosen.lora),
                "mix_note": mix_note or None,
                "as_configured": res.asked.to_dict(),
                "suggestions": [{"label": s.label, "plan": s.plan.to_dict()} for s in res.suggestions],
@@ -205,6 +209,8 @@ def plan(
                           f"{speed.saturated_out_tok_s:,.0f} out tok/s at {speed.concurrency} streams "
                           f"(batch up to {speed.max_batch}) → ${speed.cost_per_1m_tokens:.3f} per 1M tokens",
                           markup=False)
+            if res.chosen.lora:
+                console.print(f"  {lora_doc(res.chosen.lora)['speed_cost']}", markup=False)
             if mix_note:
                 console.print(f"  {mix_note}", markup=False)
             if speed.band:
@@ -329,8 +335,9 @@ def _print_compare(doc: dict, as_json: bool) -> None:
 
     t = Table(title=f"every option that fits, profile {doc['profile']}, mix {doc['mix'][0]}:{doc['mix'][1]}, "
                     "sorted by $/1M tokens (predicted)")
-    for col in ("GPU", "build", "TP", "KV seqs", "1 stream tok/s", "saturated out tok/s", "$/h", "$/1M tok",
-                "error band", "tie"):
+    lora = doc.get("lora")
+    for col in ("GPU", "build", "TP", "KV seqs", *(("LoRA GiB",) if lora else ()), "1 stream tok/s",
+                "saturated out tok/s", "$/h", "$/1M tok", "error band", "tie"):
         t.add_column(col, justify="right")
     for r in doc["rows"]:
         b = r.get("error_band") or {}
@@ -338,7 +345,8 @@ def _print_compare(doc: dict, as_json: bool) -> None:
         err += f" {b.get('kernel', '')}" + (" (extrapolated)" if b.get("extrapolated") else "")
         tie = {True: "≈ cheapest", False: "", None: "?"}[r.get("could_be_cheapest")]
         tp = str(r["tp"]) + ("" if r["tp_measured"] else " (unmeasured)")
-        t.add_row(r["gpu"], r["build"], tp, f"{r['kv_sequences']:.1f}", f"{r['single_stream_tok_s']:.0f}",
+        t.add_row(r["gpu"], r["build"], tp, f"{r['kv_sequences']:.1f}",
+                  *((f"{r['lora_gib_per_gpu']:.2f}",) if lora else ()), f"{r['single_stream_tok_s']:.0f}",
                   f"{r['saturated_out_tok_s']:,.0f}", f"{r['usd_per_hour']:.2f}", f"{r['cost_per_1m_tokens']:.3f}",
                   err, tie)
     console.print(t)
@@ -352,6 +360,10 @@ def _print_compare(doc: dict, as_json: bool) -> None:
                       f"({doc['api']['source']})", markup=False)
     if doc.get("mix_note"):
         console.print(doc["mix_note"], markup=False)
+    if lora:
+        console.print(f"LoRA adapters: {lora['adapters']} served, {lora['max_loras']} resident at rank ≤ "
+                      f"{lora['max_rank']}: {lora['memory']} (LoRA GiB, per GPU). {lora['speed_cost']}",
+                      markup=False)
     console.print(doc["note"], markup=False)
 
 

@@ -10,6 +10,7 @@ from llmodal.core.errors import PlanError
 from llmodal.plan.prices import cheapest
 from llmodal.plan.model_spec import ModelSpec
 from llmodal.plan.gpus import get_gpu
+from llmodal.plan.lora_memory import LoraSlots
 from llmodal.plan.planner import EngineShape, Plan, make_plan
 from llmodal.plan.profiles import Batching
 from llmodal.plan.speed import Engine, Speed, band, kernel, predict, tp_measured
@@ -17,6 +18,21 @@ from llmodal.plan.speed import Engine, Speed, band, kernel, predict, tp_measured
 COMPARE_GPUS = ("A100-80GB", "L40S", "H100", "H200", "B200")
 COMPARE_BUILDS = ("bf16", "fp8", "awq", "gptq")
 COMPARE_TP = (1, 2, 4, 8)
+
+
+# What LoRA costs in speed was measured on the CPU engine only (docs/BENCHMARKS.md §7, a tiny model whose ratios do
+# not carry over): no factor is applied to a GPU's predicted speed, and every prediction with adapters says so.
+LORA_SPEED = "LoRA speed cost: unmeasured on GPU"
+
+
+def lora_doc(lora: LoraSlots | None) -> dict | None:
+    """The adapters a plan or comparison charges, and what its speed leaves out; None without adapters."""
+    if lora is None:
+        return None
+    return {"adapters": lora.adapters, "max_loras": lora.max_loras, "max_rank": lora.max_rank,
+            "memory": "each plan takes vLLM's LoRA slots (--max-loras at --max-lora-rank) before the KV cache",
+            "speed_cost": LORA_SPEED + " (the predicted speed is the base model's; the CPU engine's cost, "
+                                       "docs/BENCHMARKS.md §7, does not carry over)"}
 
 
 def parse_mix(text: str) -> tuple[int, int]:
@@ -86,10 +102,11 @@ def at_load(speed: Speed, price_per_hour: float, rps: float) -> dict:
 
 def compare(spec: ModelSpec, *, max_model_len: int, gpu_memory_utilization: float, mix: tuple[int, int],
             rps: float | None = None, model: str | None = None, profile: str = "balanced",
-            batching: Batching = Batching()) -> dict:
+            batching: Batching = Batching(), lora: LoraSlots | None = None) -> dict:
     """Every row is planned as ``plan`` plans: under the same profile (LLMODAL_PROFILE) and batching
     (VLLM_MAX_NUM_SEQS / VLLM_MAX_NUM_BATCHED_TOKENS), so its kernel, batch cap and KV dtype are the ones
-    that would run."""
+    that would run; with adapters (``lora``: the plan's slots) each row takes its GPU's LoRA memory before the
+    KV cache, as ``plan`` does."""
     rows = []
     for gname in COMPARE_GPUS:
         gpu = get_gpu(gname)
@@ -102,13 +119,15 @@ def compare(spec: ModelSpec, *, max_model_len: int, gpu_memory_utilization: floa
                 p = make_plan(spec, gpu, gpu_count=tp, tensor_parallel_size=tp, max_model_len=max_model_len,
                               gpu_memory_utilization=gpu_memory_utilization,
                               quantization=None if build == spec.quant else build,
-                              checkpoint=spec.checkpoints.get(build), profile=profile, batching=batching)
+                              checkpoint=spec.checkpoints.get(build), profile=profile, batching=batching,
+                              lora=lora)
                 if not p.fits:
                     continue
                 s = speed_of(p, spec, mix)
                 row = {"gpu": gname, "build": build, "tp": tp, "tp_measured": tp_measured(tp),
                        "checkpoint": p.checkpoint,
                        "kv_sequences": round(p.full_length_sequences, 1), "usd_per_hour": round(p.price_per_hour, 4),
+                       **({"lora_gib_per_gpu": round(p.lora_gib_per_gpu, 3)} if lora else {}),
                        **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in s.to_dict().items()}}
                 if rps:
                     row["at_load"] = at_load(s, p.price_per_hour, rps)
@@ -117,7 +136,7 @@ def compare(spec: ModelSpec, *, max_model_len: int, gpu_memory_utilization: floa
     ties(rows)
     api = cheapest(model or spec.name)
     n_in, n_out = mix
-    return {"mix": list(mix), "profile": profile, "rows": rows,
+    return {"mix": list(mix), "profile": profile, "rows": rows, "lora": lora_doc(lora),
             "api": None if api is None else {"usd_per_1m_tokens": api.per_request(n_in, n_out) / (n_in + n_out) * 1e6,
                                              "source": api.source},
             "note": "predicted by llmodal's speed model (speed.py) with the held-out error band of each kernel "

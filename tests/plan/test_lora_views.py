@@ -1,0 +1,71 @@
+"""`plan --compare` with adapters charges every (GPU, build, TP) the LoRA memory `plan` charges it, and says so;
+`plan`, `--compare` and `--json` say beside each speed prediction that LoRA's speed cost is unmeasured on a GPU."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from llmodal.cli import app
+from llmodal.core.config import load_settings
+from llmodal.plan.planner import plan_for_settings
+
+BASE70 = "meta-llama/Llama-3.1-70B-Instruct"
+UNMEASURED = "LoRA speed cost: unmeasured on GPU"
+
+
+@pytest.fixture
+def adapters(tmp_path):
+    out = []
+    for name, r in (("a", 16), ("b", 64)):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "adapter_config.json").write_text(json.dumps({
+            "peft_type": "LORA", "r": r, "lora_alpha": 2 * r, "target_modules": ["q_proj", "v_proj"],
+            "base_model_name_or_path": BASE70}))
+        out.append(f"{name}={d}")
+    return ",".join(out)
+
+
+def _plan(*args, env=None):
+    r = CliRunner().invoke(app, ["plan", "--env-file", "", *args], env=env or {})
+    assert r.exit_code in (0, 3), r.output
+    return r.output
+
+
+def test_every_compared_row_charges_what_plan_charges(adapters):
+    doc = json.loads(_plan("--compare", "--json", env={"VLLM_LORA_MODULES": adapters}))
+    plain = {(r["gpu"], r["build"], r["tp"]): r for r in json.loads(_plan("--compare", "--json"))["rows"]}
+    assert (doc["lora"]["adapters"], doc["lora"]["max_loras"], doc["lora"]["max_rank"]) == (2, 2, 64)
+    assert doc["rows"] and "before the KV cache" in doc["lora"]["memory"]
+    settings = load_settings(None, lora_modules=adapters)
+    for row in doc["rows"]:
+        # `plan` for this very (GPU, build, TP): the planner is the one source of both numbers
+        p = plan_for_settings(settings, gpu=row["gpu"], gpu_count=row["tp"], tensor_parallel_size=row["tp"],
+                              quantization="none" if row["build"] == "bf16" else row["build"]).chosen
+        assert p.lora_gib_per_gpu > 0 and row["lora_gib_per_gpu"] == round(p.lora_gib_per_gpu, 3), row
+        assert row["kv_sequences"] == round(p.full_length_sequences, 1), row
+        assert row["kv_sequences"] < plain[(row["gpu"], row["build"], row["tp"])]["kv_sequences"]
+    # and the default plan's own row, as `plan --json` prints it
+    shown = json.loads(_plan("--json", env={"VLLM_LORA_MODULES": adapters}))["plan"]
+    row = next(r for r in doc["rows"] if (r["gpu"], r["build"], r["tp"]) ==
+               (shown["gpu"], shown["quantization"], shown["tensor_parallel_size"]))
+    assert row["lora_gib_per_gpu"] == round(shown["lora_gib_per_gpu"], 3)
+
+
+def test_the_compare_table_shows_the_charge_and_says_so(adapters):
+    out = " ".join(_plan("--compare", env={"VLLM_LORA_MODULES": adapters, "COLUMNS": "250"}).split())
+    assert "LoRA GiB" in out
+    assert "LoRA adapters: 2 served, 2 resident at rank ≤ 64: each plan takes vLLM's LoRA slots" in out
+    assert UNMEASURED in out
+    assert "LoRA" not in _plan("--compare", env={"COLUMNS": "250"})  # no adapters, no LoRA column or line
+
+
+def test_plan_says_the_lora_speed_cost_is_unmeasured_beside_the_prediction(adapters):
+    out = " ".join(_plan(env={"VLLM_LORA_MODULES": adapters}).split())
+    prediction = out[out.index("predicted speed"):out.index("mean TTFT at")]  # the prediction's own lines
+    assert f"per 1M tokens {UNMEASURED} (the predicted speed is the base model's" in prediction, prediction
+    doc = json.loads(_plan("--json", env={"VLLM_LORA_MODULES": adapters}))
+    assert doc["speed"]["lora_speed_cost"] == UNMEASURED and UNMEASURED in doc["lora"]["speed_cost"]
+    assert UNMEASURED not in _plan()
+    assert json.loads(_plan("--json"))["lora"] is None
