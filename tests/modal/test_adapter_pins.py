@@ -106,3 +106,67 @@ def test_llmodal_deploy_hands_the_container_pinned_adapters(tmp_path):
     r, calls = deploy_via_fake(tmp_path / "b", argv, VLLM_LORA_MODULES=f"mine={tmp_path}", **KEY)
     assert r.returncode == 2 and "is a folder on this machine" in r.stdout + r.stderr
     assert not calls.get("FunctionCreate")
+
+
+def test_a_gpu_container_with_pinned_adapters_in_the_volume_never_asks_the_hub(tmp_path, monkeypatch):
+    """The GPU container's start hook, run as Modal runs it up to the point where vLLM's process is made: the base's
+    weights and two pinned adapters are in the volume (as `download` leaves them), the hub counts every request it
+    gets. Planning, the adapters' checks and the launch read the volume alone: no request, and vLLM starts offline
+    with each adapter from its snapshot."""
+    import os
+
+    import huggingface_hub.constants as hc
+
+    from llmodal.modal import container
+    from llmodal.modal.spec import container_env
+    from llmodal.plan.planner import plan_for_settings
+
+    cfg = {"peft_type": "LORA", "r": 16, "lora_alpha": 32, "target_modules": ["q_proj", "v_proj"],
+           "base_model_name_or_path": "meta-llama/Llama-3.1-70B-Instruct"}
+    repos = {"org/sql-lora": "1" * 40, "org/poet-lora": "2" * 40}
+    hub = FakeHub(children={r: (1, {"r": 16}) for r in repos},
+                  files={r: {"adapter_config.json": json.dumps(cfg).encode()} for r in repos})
+    home = tmp_path / "hf"
+    settings = load_settings(None, server_api_key="k-" + "x" * 30, fast_boot="off",
+                             lora_modules=",".join(f"{r.split('/')[1]}={r}@{c}" for r, c in repos.items()))
+    snaps = {}
+    for repo, commit in repos.items():  # what `download` leaves in the volume
+        snaps[repo.split("/")[1]] = snap = home / "hub" / f"models--{repo.replace('/', '--')}" / "snapshots" / commit
+        snap.mkdir(parents=True)
+        (snap / "adapter_config.json").write_text(json.dumps(cfg))
+    seen = {}
+
+    class Started(Exception):
+        pass
+
+    def take(launch, **kw):
+        seen.update(argv=launch.argv, env=launch.child_env())
+        raise Started
+
+    environ = {**container_env(settings), "VLLM_SERVER_API_KEY": "k-" + "x" * 30, "HF_HOME": str(home),
+               "HF_ENDPOINT": hub.url, "PATH": os.environ.get("PATH", "")}
+    try:
+        with monkeypatch.context() as mp:
+            mp.setattr(hc, "ENDPOINT", hub.url)  # huggingface_hub read HF_ENDPOINT at import: its two constants
+            mp.setattr(hc, "HUGGINGFACE_CO_URL_TEMPLATE", hub.url + "/{repo_id}/resolve/{revision}/{filename}")
+            mp.setattr(hc, "HF_HUB_CACHE", str(home / "hub"))
+            mp.setattr(hc, "HF_HUB_OFFLINE", False)  # as imported in a container: the hub reachable
+            checkpoint = plan_for_settings(settings).chosen.checkpoint  # the base's weights, pinned in the volume
+            snap = home / "hub" / f"models--{checkpoint.replace('/', '--')}" / "snapshots" / SHA
+            snap.mkdir(parents=True)
+            (snap / "config.json").write_text("{}")
+            (snap / "model.safetensors").write_bytes(b"w")
+            (home / container.PINS_FILE).write_text(json.dumps({checkpoint: SHA}))
+            hub.requests.clear()  # from here on, the container
+            mp.setattr(os, "environ", environ)
+            mp.setattr(container, "has_gpu", lambda: True)
+            mp.setattr(container, "Supervisor", take)
+            with pytest.raises(Started):
+                container.start_server()
+    finally:
+        hub.close()
+    assert hub.requests == []
+    assert seen["env"].get("HF_HUB_OFFLINE") == "1"
+    argv = seen["argv"]
+    i = argv.index("--lora-modules")
+    assert argv[i + 1:i + 3] == [f"{n}={p}" for n, p in snaps.items()]

@@ -144,6 +144,36 @@ def test_warm_start_serves_then_a_dead_engine_ends_the_container(tiny_model, vol
         c.kill()
 
 
+def test_pinned_adapters_in_the_volume_are_served_with_no_hub_access(tiny_model, tmp_path):
+    """A hub adapter pinned to a commit whose snapshot is already in the volume (as `download` leaves it): the
+    container checks it and serves it without asking the hub anything — the same as for the base's weights."""
+    import openai
+
+    from llmodal.engine.tiny_adapter import write_adapter
+    from llmodal.modal.spec import HF_CACHE_PATH
+
+    sha = "3" * 40
+    volumes = tmp_path / "volumes"
+    snap = volumes / Path(HF_CACHE_PATH).name / "hub" / "models--org--tiny-lora" / "snapshots" / sha
+    write_adapter(snap, tiny_model, rank=8, seed=5)
+    hub, port = Listener(), free_port()
+    env = container_env(tiny_model, port, volumes, hub, SECRET, lora_modules=f"tiny-lora=org/tiny-lora@{sha}")
+    c = Container(env, tmp_path / "container.log")
+    try:
+        c.wait_healthy(port)
+        oa = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=TEST_KEY, max_retries=0, timeout=180)
+        assert {m.id for m in oa.models.list().data} == {str(tiny_model), "tiny-lora"}
+        r = oa.chat.completions.create(model="tiny-lora", messages=[{"role": "user", "content": "Hello"}],
+                                       max_tokens=8, temperature=0)
+        assert r.model == "tiny-lora" and r.usage.completion_tokens > 0
+        assert f"tiny-lora={snap}" in c.text()  # vLLM reads the adapter from the volume's snapshot
+        assert hub.connections == 0, c.text()[-3000:]
+        print(f"RECORD container-adapters-offline | pinned adapter served from the volume | hub connections "
+              f"{hub.connections}")
+    finally:
+        c.kill()
+
+
 def test_a_keyless_secret_refuses_to_start_with_the_fix(tiny_model, volumes, tmp_path):
     port = free_port()
     c = Container(container_env(tiny_model, port, volumes, Listener(), {"HUGGING_FACE_HUB_TOKEN": "hf_x"}),

@@ -163,15 +163,14 @@ def adapter_path(adapter, fetch: bool) -> str:
     """Where vLLM reads ``adapter``: its folder; a hub adapter's local snapshot at its commit (offline: no
     hub call); else, on a real start, the snapshot fetched now at its revision (vLLM itself would fetch the
     main branch, whatever the revision said)."""
+    from llmodal.plan.adapters import cached_snapshot
+
     if adapter.is_folder:
         return str(adapter.folder)
     commit = adapter.revision if adapter.pinned else None
-    if commit:
-        from huggingface_hub import try_to_load_from_cache
-
-        cached = try_to_load_from_cache(adapter.source, "adapter_config.json", revision=commit)
-        if isinstance(cached, str):
-            return str(Path(cached).parent)
+    snap = cached_snapshot(adapter)
+    if snap is not None:
+        return str(snap)
     if not fetch:
         return adapter.source + (f"@{adapter.revision}" if adapter.revision else "")
     from huggingface_hub import snapshot_download

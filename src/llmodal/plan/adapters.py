@@ -66,21 +66,37 @@ def _header(path: Path) -> dict[str, list[int]]:
 
 
 def read(adapter: Adapter) -> AdapterFacts:
-    """The adapter's config and tensor shapes, from its folder or the hub (or the hub's local cache)."""
+    """The adapter's config and tensor shapes, from its folder, from the local snapshot of its pinned commit (a
+    commit never changes: the hub is not asked, as a container with the adapter in its volume must not), or from
+    the hub (or its local cache)."""
     if adapter.is_folder:
-        d = adapter.folder
-        cfg_path = d / "adapter_config.json"
-        if not cfg_path.is_file():
-            raise ConfigError(f"VLLM_LORA_MODULES: adapter {adapter.name!r}: {d} has no adapter_config.json "
-                              "(expected a PEFT adapter folder: adapter_config.json and adapter_model.safetensors)")
-        try:
-            cfg = json.loads(cfg_path.read_text())
-            st = d / "adapter_model.safetensors"
-            shapes = _header(st) if st.is_file() else None
-        except (OSError, ValueError, struct.error) as e:
-            raise ConfigError(f"VLLM_LORA_MODULES: adapter {adapter.name!r}: {d} is unreadable ({e})") from None
-        return AdapterFacts(adapter, cfg, shapes)
-    return _read_hub(adapter)
+        return _read_dir(adapter, adapter.folder)
+    snap = cached_snapshot(adapter)
+    return _read_dir(adapter, snap) if snap else _read_hub(adapter)
+
+
+def cached_snapshot(adapter: Adapter) -> Path | None:
+    """The local hub cache's snapshot of a hub adapter pinned to a commit (what ``download`` put in the volume)."""
+    if adapter.is_folder or not adapter.pinned:
+        return None
+    from huggingface_hub import try_to_load_from_cache
+
+    hit = try_to_load_from_cache(adapter.source, "adapter_config.json", revision=adapter.revision)
+    return Path(hit).parent if isinstance(hit, str) else None
+
+
+def _read_dir(adapter: Adapter, d: Path) -> AdapterFacts:
+    cfg_path = d / "adapter_config.json"
+    if not cfg_path.is_file():
+        raise ConfigError(f"VLLM_LORA_MODULES: adapter {adapter.name!r}: {d} has no adapter_config.json "
+                          "(expected a PEFT adapter folder: adapter_config.json and adapter_model.safetensors)")
+    try:
+        cfg = json.loads(cfg_path.read_text())
+        st = d / "adapter_model.safetensors"
+        shapes = _header(st) if st.is_file() else None
+    except (OSError, ValueError, struct.error) as e:
+        raise ConfigError(f"VLLM_LORA_MODULES: adapter {adapter.name!r}: {d} is unreadable ({e})") from None
+    return AdapterFacts(adapter, cfg, shapes)
 
 
 def _read_hub(adapter: Adapter) -> AdapterFacts:
