@@ -170,3 +170,57 @@ def test_a_gpu_container_with_pinned_adapters_in_the_volume_never_asks_the_hub(t
     argv = seen["argv"]
     i = argv.index("--lora-modules")
     assert argv[i + 1:i + 3] == [f"{n}={p}" for n, p in snaps.items()]
+
+
+def test_the_dry_run_shows_each_adapter_at_the_commit_deploy_sends(tmp_path):
+    """`deploy --dry-run` (text and --json) names every hub adapter at its commit, as the real deploy pins it: a
+    commit `download` recorded is shown as recorded (the hub is not asked for it), a revision never downloaded is
+    resolved now and recorded. The settings and command it shows are the ones `llmodal deploy` then sends."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from fake_modal import KEY, deploy_via_fake
+
+    cfg = {"peft_type": "LORA", "r": 16, "lora_alpha": 32, "target_modules": ["q_proj", "v_proj"],
+           "base_model_name_or_path": "meta-llama/Llama-3.1-70B-Instruct"}
+    repos = ("org/sql-lora", "org/poet-lora")
+    h = FakeHub(children={r: (1, {"r": 16}) for r in repos},
+                files={r: {"adapter_config.json": json.dumps(cfg).encode()} for r in repos})
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    recorded = "4" * 40
+    (cache / "adapter-pins.json").write_text(json.dumps({"org/poet-lora@v2": recorded}))  # as download left it
+    env = {"HF_ENDPOINT": h.url, "LLMODAL_CACHE_DIR": str(cache), "VLLM_LORA_MODULES":
+           "sql=org/sql-lora,poet=org/poet-lora@v2", **KEY}
+    argv = [sys.executable, "-m", "llmodal.cli", "deploy", "--env-file", ""]
+    root = Path(__file__).resolve().parents[2]
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("VLLM_", "MODAL_", "LLMODAL_", "HF_"))}
+    try:
+        shown = [subprocess.run(argv + ["--dry-run", *extra], env={**base, "HOME": str(tmp_path), **env},
+                                cwd=root, capture_output=True, text=True, timeout=180) for extra in (["--json"], [])]
+        asked = list(h.requests)
+        r, calls = deploy_via_fake(tmp_path / "deploy", argv, **env)
+    finally:
+        h.close()
+    assert all(s.returncode == 0 for s in shown), [s.stderr[-2000:] for s in shown]
+    doc, text = json.loads(shown[0].stdout), shown[1].stdout
+    assert doc["adapters"] == [
+        {"name": "sql", "source": "org/sql-lora", "revision": "main", "commit": SHA,
+         "pinned": "main as the hub named it now; recorded, so deploy sends this commit"},
+        {"name": "poet", "source": "org/poet-lora", "revision": "v2", "commit": recorded,
+         "pinned": "v2 as recorded here (llmodal download, deploy or a dry run)"}]
+    want = f"sql=org/sql-lora@{SHA},poet=org/poet-lora@{recorded}"
+    assert json.loads(doc["container_env"]["LLMODAL_SETTINGS"])["lora_modules"] == want
+    vol = "/root/.cache/huggingface/hub"  # the weights volume, where the container reads each commit's snapshot
+    assert (f"--lora-modules sql={vol}/models--org--sql-lora/snapshots/{SHA} "
+            f"poet={vol}/models--org--poet-lora/snapshots/{recorded} ") in doc["command"]
+    assert "adapters (each at the commit `llmodal deploy` sends):" in text
+    assert f"  sql = org/sql-lora@{SHA}  (main as recorded here" in text  # by the --json dry run just before
+    assert f"  poet = org/poet-lora@{recorded}  (v2 as recorded here" in text
+    assert not any(q.startswith("/api/models/org/poet-lora") for q in asked)  # its commit was not asked for
+    assert r.returncode == 0, r.stdout + r.stderr
+    handed = [json.loads(c.env_dict["LLMODAL_SETTINGS"]) for c in calls["SecretGetOrCreate"]
+              if "LLMODAL_SETTINGS" in c.env_dict][0]
+    assert handed["lora_modules"] == want  # what the dry run showed is what the deploy sent

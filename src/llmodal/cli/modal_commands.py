@@ -49,6 +49,12 @@ def deploy(
                         console.print(f"  {name}={value}{note}", markup=False, highlight=False, soft_wrap=True)
                     console.print(f"  ({notes['*']})", markup=False, highlight=False, soft_wrap=True)
                     continue
+                if k == "adapters" and v:  # one adapter a line: the commit the deploy pins it to, and why
+                    console.print("adapters (each at the commit `llmodal deploy` sends):", markup=False)
+                    for a in v:
+                        console.print(f"  {a['name']} = {a['source']}@{a['commit']}  ({a['pinned']})", markup=False,
+                                      highlight=False, soft_wrap=True)
+                    continue
                 console.print(f"{k}: {v if isinstance(v, str) else json.dumps(v)}", markup=False, highlight=False,
                               soft_wrap=True)
             console.print("dry run: nothing was sent to Modal", markup=False)

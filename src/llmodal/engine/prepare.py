@@ -86,12 +86,13 @@ def resolve_parsers(settings: Settings, *names: str) -> tuple[str | None, str | 
 def prepare(settings: Settings, *, gpu: bool, tiny_model: str | None = None, tiny_name: str | None = None,
             api_key: str | None = None, revision: str | None = None, sleep_mode: bool = False,
             keys_file: str | None = None, control_key: bool = False, resolution: Resolution | None = None,
-            fetch_adapters: bool = False) -> Prepared:
+            fetch_adapters: bool = False, adapters_in: str | None = None) -> Prepared:
     """Build the launch. On a GPU: plan, refuse a plan that does not fit (unless LLMODAL_FORCE),
     pass the planner's checkpoint and KV size (``resolution``: a plan already made for these
     settings, not made again). ``tiny_model`` serves that directory on the CPU. An adapter on the hub is
     served from the local snapshot of its commit (``llmodal deploy`` pins one), else fetched first when
-    ``fetch_adapters`` (a real start; a dry run shows the repo)."""
+    ``fetch_adapters`` (a real start; a dry run shows the repo, or with ``adapters_in``, the hub cache the
+    container has, the snapshot path it will read there)."""
     if not gpu:
         update: dict = {}
         if "gpu_memory_utilization" not in settings.model_fields_set:
@@ -125,7 +126,7 @@ def prepare(settings: Settings, *, gpu: bool, tiny_model: str | None = None, tin
                           kv_cache_bytes=p.kv_cache_bytes or None, tool_call_parser=tool, reasoning_parser=reasoning,
                           sleep_mode=sleep_mode, keys_file=keys_file, control_key=control_key,
                           queue_limit=queue_limit_for(p), max_n=max(1, int(p.full_length_sequences // 2)),
-                          profile=p.flags, **lora_launch(res.lora, settings.model, fetch_adapters))
+                          profile=p.flags, **lora_launch(res.lora, settings.model, fetch_adapters, adapters_in))
     summary = (f"{settings.model} from {p.checkpoint} on {p.gpu_count}× {p.gpu}, profile {p.profile}: "
                f"{'fits' if p.fits else 'DOES NOT FIT'} — {p.reason}")
     return Prepared(launch, settings.model, summary, res, settings)
@@ -146,7 +147,7 @@ def _cpu_lora(settings: Settings, served: str):
     return replace(lora, notes=[*lora.notes, *notes])
 
 
-def lora_launch(lora, served: str, fetch: bool) -> dict:
+def lora_launch(lora, served: str, fetch: bool, adapters_in: str | None = None) -> dict:
     """build_launch's LoRA arguments: each adapter as name=where vLLM reads it, the limits, the names served."""
     if lora is None:
         return {}
@@ -154,19 +155,24 @@ def lora_launch(lora, served: str, fetch: bool) -> dict:
     if clash:
         raise ConfigError(f"VLLM_LORA_MODULES: adapter name {clash[0]!r} is the served model's name: clients could not "
                           "reach the base model; name the adapter differently")
-    modules = tuple(f"{f.adapter.name}={adapter_path(f.adapter, fetch)}" for f in lora.facts)
+    modules = tuple(f"{f.adapter.name}={adapter_path(f.adapter, fetch, adapters_in)}" for f in lora.facts)
     return {"lora_modules": modules, "max_loras": lora.max_loras, "max_lora_rank": lora.max_rank,
             "served_models": ",".join([served, *lora.names])}
 
 
-def adapter_path(adapter, fetch: bool) -> str:
+def adapter_path(adapter, fetch: bool, hub_cache: str | None = None) -> str:
     """Where vLLM reads ``adapter``: its folder; a hub adapter's local snapshot at its commit (offline: no
     hub call); else, on a real start, the snapshot fetched now at its revision (vLLM itself would fetch the
-    main branch, whatever the revision said)."""
+    main branch, whatever the revision said). ``hub_cache``: another machine's hub cache (the container's
+    volume, for a dry run): the snapshot of the adapter's commit there, which it reads or fetches into."""
     from llmodal.plan.adapters import cached_snapshot
 
     if adapter.is_folder:
         return str(adapter.folder)
+    if hub_cache and adapter.pinned:
+        from huggingface_hub.file_download import repo_folder_name
+
+        return f"{hub_cache}/{repo_folder_name(repo_id=adapter.source, repo_type='model')}/snapshots/{adapter.revision}"
     commit = adapter.revision if adapter.pinned else None
     snap = cached_snapshot(adapter)
     if snap is not None:

@@ -4,7 +4,8 @@
 ``llmodal download`` resolves every hub adapter's revision (a branch or tag, ``main`` when none is
 written) to the commit it names now, records it on this machine and hands the container
 ``VLLM_LORA_MODULES`` with those commits; ``llmodal deploy`` hands over the commits ``download`` recorded
-(resolving, and recording, only an adapter never downloaded). The container then serves each adapter from
+(resolving, and recording, only an adapter never downloaded), and ``deploy --dry-run`` shows those commits
+the same way. The container then serves each adapter from
 its snapshot at that commit, offline, like the base. A folder on this machine is not in the container:
 deploying one is refused.
 """
@@ -44,6 +45,12 @@ def pinned_modules(adapters: list[Adapter], *, fresh: bool) -> str | None:
     ``fresh`` (download): ask the hub for each revision's commit now; else reuse what download recorded."""
     if not adapters:
         return None
+    return ",".join(a.spelled() for a, _ in pin(adapters, fresh=fresh))
+
+
+def pin(adapters: list[Adapter], *, fresh: bool) -> list[tuple[Adapter, str]]:
+    """Each adapter at the commit a deploy sends, and where that commit came from (what a dry run shows). A commit
+    resolved here is recorded, so the deploy that follows sends the very commit shown."""
     folders = [a for a in adapters if a.is_folder]
     if folders:
         raise PreflightError(f"VLLM_LORA_MODULES: adapter {folders[0].name!r} is a folder on this machine "
@@ -52,13 +59,17 @@ def pinned_modules(adapters: list[Adapter], *, fresh: bool) -> str | None:
     pins = _recorded()
     out = []
     for a in adapters:
-        commit = a.revision if a.pinned else (None if fresh else pins.get(_key(a)))
-        if commit is None:
-            commit = _resolve(a)
-            pins[_key(a)] = commit
-        out.append(Adapter(a.name, a.source, commit))
+        if a.pinned:
+            commit, how = a.revision, "written as a commit"
+        elif not fresh and _key(a) in pins:
+            commit = pins[_key(a)]
+            how = f"{a.revision or 'main'} as recorded here (llmodal download, deploy or a dry run)"
+        else:
+            commit = pins[_key(a)] = _resolve(a)
+            how = f"{a.revision or 'main'} as the hub named it now; recorded, so deploy sends this commit"
+        out.append((Adapter(a.name, a.source, commit), how))
     _record(pins)
-    return ",".join(a.spelled() for a in out)
+    return out
 
 
 def _resolve(a: Adapter) -> str:

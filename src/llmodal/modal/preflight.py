@@ -108,18 +108,28 @@ def modal_url(settings: Settings, workspace: str) -> str:
 
 def rehearse(settings: Settings, res: Resolution | None = None) -> dict:
     """What `modal deploy modal_vllm.py` would send for these settings (secrets by name only) and
-    the command the container will run. Sends nothing anywhere. ``res``: the preflight's plan."""
+    the command the container will run, every hub adapter at the commit the deploy pins it to. Sends nothing
+    to Modal (the hub is asked which commit an adapter's revision names when download recorded none). ``res``:
+    the preflight's plan."""
     from llmodal.modal.spec import (HF_CACHE_PATH, IMAGE_REQUIREMENTS, PYTHON_VERSION, VLLM_CACHE_PATH, app_spec,
                                     deploy_settings)
     from llmodal.modal.fast_boot import keys_file
     from llmodal.engine.prepare import prepare
+    from llmodal.modal.adapter_pins import pin
 
     settings = deploy_settings(settings)
+    written = settings.adapters
+    adapters = pin(written, fresh=False) if written else []
+    if adapters:  # what `llmodal deploy` hands the container (_app_env): every hub adapter at its commit
+        pinned = ",".join(a.spelled() for a, _ in adapters)
+        res = res if pinned == settings.lora_modules else None  # planned again: the container plans the commits
+        settings = settings.model_copy(update={"lora_modules": pinned})
     spec = app_spec(settings)
     secret_key = "<from the secret>" if settings.api_key() or not settings.public else ""
     shown = settings.model_copy(update={"server_api_key": SecretStr(secret_key) if secret_key else None})
     prep = prepare(shown, gpu=True, api_key=secret_key, sleep_mode=settings.snapshot,  # as the container starts it
-                   keys_file=keys_file(shown, settings.snapshot), control_key=settings.snapshot, resolution=res)
+                   keys_file=keys_file(shown, settings.snapshot), control_key=settings.snapshot, resolution=res,
+                   adapters_in=f"{HF_CACHE_PATH}/hub")
     p = prep.resolution.chosen if prep.resolution else None
     return {
         "app": spec.app_name, "function": "Server.serve_gpu" if settings.snapshot else "serve_gpu",
@@ -138,6 +148,8 @@ def rehearse(settings: Settings, res: Resolution | None = None) -> dict:
         "plan": {"checkpoint": p.checkpoint, "fits": p.fits, "reason": p.reason, "kv_tokens": p.kv_tokens,
                  "kv_cache_bytes": p.kv_cache_bytes, "price_per_hour": p.price_per_hour,
                  "lora_gib_per_gpu": round(p.lora_gib_per_gpu, 3)} if p else None,
+        "adapters": [{"name": a.name, "source": a.source, "revision": w.revision or "main", "commit": a.revision,
+                      "pinned": how} for (a, how), w in zip(adapters, written)] or None,
         "command": prep.launch.shell(), "command_env": prep.launch.shown_env(),
         "key": "VLLM_SERVER_API_KEY from the secret" if not settings.public else "none (public, chosen)",
     }
