@@ -12,8 +12,8 @@ import time
 import httpx
 import pytest
 
-from conftest import (TEST_KEY, TEST_MEMORY_FRACTION, TEST_VLLM_ARGS, LongStream, engine_core, free_port, in_sessions,
-                      server_sessions)
+from conftest import (TEST_ENGINE_ENV, TEST_KEY, TEST_MEMORY_FRACTION, TEST_VLLM_ARGS, LongStream, engine_core,
+                      free_port, in_sessions, server_sessions)
 
 pytestmark = pytest.mark.server
 AUTH = {"Authorization": f"Bearer {TEST_KEY}"}
@@ -113,10 +113,20 @@ def serve_cli(tiny_model, tmp_path_factory):
                # the supervisor, not vLLM's own watchdog, must end it and restart.
                VLLM_KEEP_ALIVE_ON_ENGINE_DEATH="1")
     env.pop("VLLM_MODEL", None)
+    for k in TEST_ENGINE_ENV:  # the user's CPU `llmodal serve`: vLLM's own process layout (a worker process)
+        env.pop(k, None)
     state = {"port": port, "log": log, "env": env, "proc": None, "base": f"http://127.0.0.1:{port}/v1"}
     yield state
-    if state["proc"] and state["proc"].poll() is None:
-        state["proc"].kill()
+    proc = state["proc"]
+    if proc and proc.poll() is None:
+        sids = server_sessions(proc.pid)  # vLLM runs in a session of its own: a killed llmodal would orphan it
+        proc.terminate()
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        for p in in_sessions(sids):
+            p.kill()
 
 
 def _start_serve(state):
