@@ -152,3 +152,26 @@ def test_vllm_loads_from_the_volume_what_it_loads_from_the_whole_checkpoint(hub,
         from_whole = loads[str(tmp_path / f"all{i}" / "hub")]
         assert isinstance(from_whole, list) and from_whole, (repo, from_whole)
         assert loads[str(tmp_path / f"got{i}" / "hub")] == from_whole, repo
+
+
+NO_WEIGHTS = {  # checkpoints vLLM finds no weights in
+    "acme/folder-only": {**COMMON, "checkpoint-500/model.safetensors": b"s"},  # weights below the top level only
+    # .pt weights beside the Trainer's training_args.bin: vLLM picks *.bin, then drops training_args.bin as not a
+    # weight (filter_files_not_needed_for_inference), and is left with nothing
+    "acme/pt-and-trainer-args": {**COMMON, "model.pt": b"pt", "training_args.bin": b"args"},
+}
+
+
+def test_a_checkpoint_vllm_finds_no_weights_in_is_refused_and_not_pinned(tmp_path):
+    h = FakeHub(children={}, gated=(), files=NO_WEIGHTS)
+    try:
+        runs = {repo: _download(h, repo, tmp_path / f"got{i}") for i, repo in enumerate(NO_WEIGHTS)}
+    finally:
+        h.close()
+    for i, repo in enumerate(NO_WEIGHTS):
+        _whole(tmp_path / f"all{i}", repo, NO_WEIGHTS[repo])
+    loads = vllm_loads([(tmp_path / f"all{i}", repo) for i, repo in enumerate(NO_WEIGHTS)])
+    for i, (repo, r) in enumerate(runs.items()):
+        assert "Cannot find any model weights" in loads[str(tmp_path / f"all{i}" / "hub")], repo  # vLLM's verdict
+        assert r.returncode != 0 and f"{repo}@" in r.stderr and "no weights vLLM loads" in r.stderr, (repo, r.stderr)
+        assert not (tmp_path / f"got{i}" / "llmodal-pins.json").exists(), repo

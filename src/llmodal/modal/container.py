@@ -57,10 +57,16 @@ WEIGHT_FORMATS = ("*.safetensors", "*.bin", "*.pt")
 NOT_LOADED = ("original/**/*", "*.pth")
 
 
+# What vLLM drops from the chosen format's files as not weights (filter_files_not_needed_for_inference): it picks the
+# format first, so .pt weights beside the Trainer's training_args.bin leave it nothing to load.
+NOT_WEIGHTS = ("training_args.bin", "optimizer.bin", "optimizer.pt", "scheduler.pt", "scaler.pt")
+
+
 def weight_format(files: Iterable[str]) -> str | None:
-    """The pattern of the weights vLLM loads from a checkpoint holding ``files`` (repo paths); None: no weights."""
+    """The pattern of the weights vLLM loads from a checkpoint holding ``files`` (repo paths); None: vLLM finds none."""
     top = [f for f in files if "/" not in f]
-    return next((pat for pat in WEIGHT_FORMATS if fnmatch.filter(top, pat)), None)
+    pat = next((pat for pat in WEIGHT_FORMATS if fnmatch.filter(top, pat)), None)
+    return pat if pat and any(not f.endswith(NOT_WEIGHTS) for f in fnmatch.filter(top, pat)) else None
 
 
 def download_ignore(files: Iterable[str]) -> list[str]:
