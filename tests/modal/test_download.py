@@ -41,6 +41,8 @@ REPOS = {
     # .bin weights at the top, another build's safetensors in a folder (vLLM loads the top level only)
     "acme/bin-and-folder": {**COMMON, "pytorch_model.bin": b"bin", "gptq-4bit/model.safetensors": b"q"},
     "acme/pt-only": {**COMMON, "model.pt": b"pt"},
+    # safetensors one level into original/: vLLM's own ignore ("original/**/*") does not cover it, so it asks for it
+    "acme/original-safetensors": {**COMMON, "model.safetensors": b"s", "original/model.safetensors": b"o"},
 }
 
 
