@@ -274,6 +274,30 @@ def test_sigterm_drains_in_flight_requests(serve_cli):
     assert in_sessions(sids) == [], "vLLM processes outlived `llmodal serve`"
 
 
+def test_a_killed_llmodal_serve_takes_vllm_with_it(serve_cli):
+    """`kill -9` of `llmodal serve` (or its terminal closing) leaves nothing behind: vLLM runs in a session of its
+    own, so only llmodal's parent-death signal ends it — without it the engine kept the port and the memory."""
+    root, t = _streaming(serve_cli)
+    sids = server_sessions(serve_cli["proc"].pid)
+    assert sids and len(in_sessions(sids)) >= 2
+    t0 = time.monotonic()
+    serve_cli["proc"].kill()
+    serve_cli["proc"].wait(10)
+    deadline = t0 + 60
+    while in_sessions(sids) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    gone = time.monotonic() - t0
+    t.join(timeout=30)
+    left = in_sessions(sids)
+    for p in left:  # the next test must find the port free either way
+        p.kill()
+    assert left == [], f"vLLM outlived a killed `llmodal serve`: {[p.pid for p in left]}"
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"{root}/health", timeout=2)
+    print(f"RECORD kill-9 | `llmodal serve` SIGKILLed mid-stream | stream ended: {t.end} | every vLLM process gone "
+          f"after {gone:.1f} s, port closed")
+
+
 @pytest.mark.parametrize("method,first,retried", [
     ("POST", "refused", True),            # nothing was sent: safe to send again
     ("POST", 503, True),                  # Modal's proxy, no container ready: vLLM never saw it
