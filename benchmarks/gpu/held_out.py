@@ -2,7 +2,7 @@
 the row is measured, then the measurement beside it.
 
     python benchmarks/gpu/held_out.py predict OUT ROW --model DIR --profile P --levels 1,64,128
-    python benchmarks/gpu/held_out.py measure OUT ROW [--deadline EPOCH_S]
+    python benchmarks/gpu/held_out.py measure OUT ROW [--deadline EPOCH_S] [--levels 1,64] [--models a0[,a1…]]
     python benchmarks/gpu/held_out.py table OUT            (markdown: predicted vs measured, every row)
 
 ``predict`` runs the real CLI (`python -m llmodal.cli plan --json`, with LLMODAL_PROFILE and the GPU of
@@ -13,6 +13,8 @@ the KV cache holds), so each level's figure comes from the same function the CLI
 prompts per level, one uncounted warm-up request) on the server `goodput.py serve` started, one level
 at a time, and writes OUT/rows.json after each level: a run cut short keeps every level it finished.
 A level that would end after ``--deadline`` (its predicted time × 2, + 20 s) is skipped and marked so.
+``--levels``: only those of the predicted levels (a LoRA row interleaves its request targets level by level);
+``--models``: the requests go to that served model (a LoRA adapter), or in turn to several (a mixed run).
 """
 
 from __future__ import annotations
@@ -96,8 +98,14 @@ def measure(out: Path, row: str) -> None:
 
     rec = _load(out)[row]
     deadline = float(_arg("--deadline", "1e12"))
-    rec["gpu_used_mib_idle"] = _gpu_used_mib()
+    only = set((_arg("--levels") or ",".join(rec["predicted"])).split(","))
+    models = _arg("--models")
+    if models:
+        rec["models"] = models
+    rec.setdefault("gpu_used_mib_idle", _gpu_used_mib())  # before this row's first level
     for c_s, pred in rec["predicted"].items():
+        if c_s not in only:
+            continue
         c = int(c_s)
         n = max(4, 2 * c)
         need = n * MIX[1] / max(pred["out_tok_s"], 1.0) * 2 + 20
@@ -106,7 +114,7 @@ def measure(out: Path, row: str) -> None:
             _store(out, row, rec)
             continue
         try:
-            m = goodput.llmodal_bench(out, f"{row}-c{c}", c=c, n=n)
+            m = goodput.llmodal_bench(out, f"{row}-c{c}", c=c, n=n, models=models)
         except Exception as e:  # the server gone (killed, out of memory): keep the row, say why
             m = {"tool": "llmodal", "error": f"{type(e).__name__}: {e}"[:500]}
         m["n"] = n

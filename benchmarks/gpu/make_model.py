@@ -3,10 +3,13 @@ quantization_config of the checkpoint the planner picks, and a tokenizer made on
 No weights: vLLM serves it with --load-format dummy (same kernels, memory and speed).
 
     python benchmarks/gpu/make_model.py OUT_DIR [--fp8 | --8b]
+    python benchmarks/gpu/make_model.py --lora BASE_DIR OUT_DIR N
 
 --fp8: the FP8 (W8A8, per-tensor, static activations) quantization_config of
 neuralmagic/Meta-Llama-3.1-70B-Instruct-FP8 instead of the AWQ one.
 --8b: meta-llama/Llama-3.1-8B-Instruct's shape, unquantized BF16 (a second model size for the speed model).
+--lora: N LoRA adapters for BASE_DIR's model at OUT_DIR/a0 … a{N-1}: PEFT layout, random weights, rank 16 on all
+seven linear modules (the project's one adapter writer, engine/tiny_adapter.py), declaring BASE_DIR as their base.
 """
 
 from __future__ import annotations
@@ -47,5 +50,18 @@ def main(out: Path, fp8: bool = False, b8: bool = False) -> None:
     print(f"wrote {out}")
 
 
+def adapters(base: Path, out: Path, n: int) -> None:
+    from llmodal.engine.tiny_adapter import LLAMA_MODULES, write_adapter
+
+    for i in range(n):
+        # scale 0.01, not the tiny tests' 0.5: with 4,096-wide layers a 0.5 adapter would push the dummy
+        # weights' activations to inf in bf16; the values do not change the kernels' work, NaNs might.
+        write_adapter(out / f"a{i}", base, rank=16, targets=tuple(LLAMA_MODULES), seed=i + 1, scale=0.01)
+    print(f"wrote {n} adapters under {out}")
+
+
 if __name__ == "__main__":
+    if sys.argv[1] == "--lora":
+        adapters(Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4]))
+        sys.exit()
     main(Path(sys.argv[1]), fp8="--fp8" in sys.argv, b8="--8b" in sys.argv)

@@ -14,11 +14,16 @@
 # cold through llmodal's own prepare (goodput.py serve: launch → /health and the start's timeline from
 # vLLM's log, serve.json), then measures its levels (held_out.py measure → rows.json, one bench file a level).
 #   H100: awq-balanced (baseline and the c=64/128 rows the prefix cache spoiled in 2026-11), bf16-8b
-#   (Llama-3.1-8B's shape: a model size and a format the speed model never saw), fp8-throughput (the 70B FP8
-#   build: at 8,192 tokens only the throughput profile's FP8 KV leaves room, 28,554 tokens = 22 streams),
+#   (Llama-3.1-8B's shape: a model size and a format the speed model never saw), lora-8b, fp8-throughput
+#   (the 70B FP8 build: at 8,192 tokens only the throughput profile's FP8 KV leaves room, 28,554 tokens = 22 streams),
 #   awq-throughput, awq-latency, then warm restarts (start timelines with a compile cache).
 #   H200: the goodput sweep at the SLO first (goodput_run.sh's server: FP8, throughput, prefix cache off),
-#   then bf16-8b, awq-throughput, awq-latency, warm restarts.
+#   then bf16-8b, lora-8b, awq-throughput, awq-latency, warm restarts.
+#   lora-8b (both cards, right after bf16-8b, its baseline: same model, profile, mix and levels 1 and 64):
+#   4 random rank-16 adapters on all seven linear modules (make_model.py --lora), given as a user gives them
+#   (VLLM_LORA_MODULES, VLLM_MAX_LORAS, VLLM_MAX_LORA_RANK: the planner charges them, the flag table passes
+#   them); one server, three targets per level: lora-8b (the base), lora-8b-one (adapter a0), lora-8b-mix
+#   (a0…a3 in turn), c=1 for all three before c=64, so a short budget still gets the c=1 comparison.
 # Dry run with stubbed python3/nvidia-smi: benchmarks/gpu/dry_run.sh.
 set -u
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -36,8 +41,8 @@ case "$1" in
     cat "$R/gpu.txt"
     name=$(head -1 "$R/gpu.txt")
     case "$name" in
-      *H200*) card=H200; price=4.54; rows=${RA_ROWS:-"goodput bf16-8b awq-throughput awq-latency warm"} ;;
-      *H100*) card=H100; price=3.9492; rows=${RA_ROWS:-"awq-balanced bf16-8b fp8-throughput awq-throughput awq-latency warm"} ;;
+      *H200*) card=H200; price=4.54; rows=${RA_ROWS:-"goodput bf16-8b lora-8b awq-throughput awq-latency warm"} ;;
+      *H100*) card=H100; price=3.9492; rows=${RA_ROWS:-"awq-balanced bf16-8b lora-8b fp8-throughput awq-throughput awq-latency warm"} ;;
       *) echo "card not on the list: $name (H100 and H200 rows only)"; exit 2 ;;
     esac
     # the pipeline's own seconds: RA_BUDGET_S, else the device time left when this call began (RA_GPU_LEFT_S)
@@ -64,6 +69,22 @@ case "$1" in
         GP_MODEL=\$2 py $here/held_out.py measure $R \$1 --deadline \$end
         python3 $here/held_out.py table $R > $R/table.md 2>> $R/pipeline.log
       }
+      # lora-8b: a subshell, so the LoRA settings it exports reach no later row
+      lora_row() (
+        late 260 \$1 && exit; mk /tmp/m8 --8b
+        [ -f /tmp/m8-lora/a3/adapter_config.json ] ||
+          python3 $here/make_model.py --lora /tmp/m8 /tmp/m8-lora 4 >> $R/pipeline.log 2>&1 || { log \"\$1 adapters failed\"; exit; }
+        export VLLM_LORA_MODULES=a0=/tmp/m8-lora/a0,a1=/tmp/m8-lora/a1,a2=/tmp/m8-lora/a2,a3=/tmp/m8-lora/a3
+        export VLLM_MAX_LORAS=4 VLLM_MAX_LORA_RANK=16
+        for t in '' -one -mix; do py $here/held_out.py predict $R \$1\$t --model /tmp/m8 --profile balanced --levels 1,64; done
+        GP_MODEL=/tmp/m8 py $here/goodput.py serve $R \$1 --profile balanced || exit
+        for c in 1 64; do
+          GP_MODEL=/tmp/m8 py $here/held_out.py measure $R \$1 --deadline \$end --levels \$c
+          GP_MODEL=/tmp/m8 py $here/held_out.py measure $R \$1-one --deadline \$end --levels \$c --models a0
+          GP_MODEL=/tmp/m8 py $here/held_out.py measure $R \$1-mix --deadline \$end --levels \$c --models a0,a1,a2,a3
+        done
+        python3 $here/held_out.py table $R > $R/table.md 2>> $R/pipeline.log
+      )
       # a warm restart of a row served before (compile cache present): its start timeline only
       warm() { grep -q \"\\\"\$1\\\"\" $R/serve.json 2>/dev/null || return; late 130 \$1-warm && return
                GP_MODEL=\$2 py $here/goodput.py serve $R \$1-warm --profile \$3 --extra \"\${4:-}\"; }
@@ -75,6 +96,7 @@ case "$1" in
           fp8-throughput) row \$r /tmp/m70fp8 --fp8 throughput 1,8,22 300 ;;
           fp8-balanced)   row \$r /tmp/m70fp8 --fp8 balanced 1,64,128 300 ;;
           bf16-8b)        row \$r /tmp/m8 --8b balanced 1,64,128 200 ;;
+          lora-8b)        lora_row \$r ;;
           goodput)        late 600 goodput && continue; mk /tmp/m70fp8 --fp8
                           py $here/held_out.py predict $R gp-t10 --model /tmp/m70fp8 --profile throughput --levels 128
                           GP_MODEL=/tmp/m70fp8 py $here/goodput.py serve $R gp-t10 --profile throughput --extra '--no-enable-prefix-caching' &&

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (TEST_KEY, TEST_MEMORY_FRACTION, TEST_VLLM_ARGS, Listener, LongStream, engine_core, free_port,
-                      in_sessions, server_sessions)
+from conftest import (TEST_ENGINE_ENV, TEST_KEY, TEST_MEMORY_FRACTION, TEST_VLLM_ARGS, Listener, LongStream,
+                      engine_core, free_port, in_sessions, server_sessions)
 
 pytestmark = pytest.mark.server
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,6 +34,7 @@ def container_env(tiny_model, port, volumes: Path, hub: Listener, secret: dict, 
                              gpu_memory_utilization=TEST_MEMORY_FRACTION, fast_boot=fast_boot, **settings_kw)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VLLM_", "LLMODAL_", "HF_"))}
     env.update(app_env(settings))
+    env.update(TEST_ENGINE_ENV)
     handed = json.loads(env["LLMODAL_SETTINGS"])
     handed["port"] = port  # the web port, moved off 8000 so tests can run beside a dev server
     env["LLMODAL_SETTINGS"] = json.dumps(handed)

@@ -12,8 +12,8 @@ import time
 import httpx
 import pytest
 
-from conftest import (TEST_KEY, TEST_MEMORY_FRACTION, TEST_VLLM_ARGS, LongStream, engine_core, free_port, in_sessions,
-                      server_sessions)
+from conftest import (TEST_ENGINE_ENV, TEST_KEY, TEST_MEMORY_FRACTION, TEST_VLLM_ARGS, LongStream, engine_core,
+                      free_port, in_sessions, server_sessions)
 
 pytestmark = pytest.mark.server
 AUTH = {"Authorization": f"Bearer {TEST_KEY}"}
@@ -113,10 +113,20 @@ def serve_cli(tiny_model, tmp_path_factory):
                # the supervisor, not vLLM's own watchdog, must end it and restart.
                VLLM_KEEP_ALIVE_ON_ENGINE_DEATH="1")
     env.pop("VLLM_MODEL", None)
+    for k in TEST_ENGINE_ENV:  # the user's CPU `llmodal serve`: vLLM's own process layout (a worker process)
+        env.pop(k, None)
     state = {"port": port, "log": log, "env": env, "proc": None, "base": f"http://127.0.0.1:{port}/v1"}
     yield state
-    if state["proc"] and state["proc"].poll() is None:
-        state["proc"].kill()
+    proc = state["proc"]
+    if proc and proc.poll() is None:
+        sids = server_sessions(proc.pid)  # vLLM runs in a session of its own: a killed llmodal would orphan it
+        proc.terminate()
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        for p in in_sessions(sids):
+            p.kill()
 
 
 def _start_serve(state):
@@ -262,6 +272,30 @@ def test_sigterm_drains_in_flight_requests(serve_cli):
     # An engine that outlived its server is reparented, so look for it by its session, not its parent.
     time.sleep(1)
     assert in_sessions(sids) == [], "vLLM processes outlived `llmodal serve`"
+
+
+def test_a_killed_llmodal_serve_takes_vllm_with_it(serve_cli):
+    """`kill -9` of `llmodal serve` (or its terminal closing) leaves nothing behind: vLLM runs in a session of its
+    own, so only llmodal's parent-death signal ends it — without it the engine kept the port and the memory."""
+    root, t = _streaming(serve_cli)
+    sids = server_sessions(serve_cli["proc"].pid)
+    assert sids and len(in_sessions(sids)) >= 2
+    t0 = time.monotonic()
+    serve_cli["proc"].kill()
+    serve_cli["proc"].wait(10)
+    deadline = t0 + 60
+    while in_sessions(sids) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    gone = time.monotonic() - t0
+    t.join(timeout=30)
+    left = in_sessions(sids)
+    for p in left:  # the next test must find the port free either way
+        p.kill()
+    assert left == [], f"vLLM outlived a killed `llmodal serve`: {[p.pid for p in left]}"
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"{root}/health", timeout=2)
+    print(f"RECORD kill-9 | `llmodal serve` SIGKILLed mid-stream | stream ended: {t.end} | every vLLM process gone "
+          f"after {gone:.1f} s, port closed")
 
 
 @pytest.mark.parametrize("method,first,retried", [

@@ -334,7 +334,7 @@ def _print_compare(doc: dict, as_json: bool) -> None:
     from rich.table import Table
 
     t = Table(title=f"every option that fits, profile {doc['profile']}, mix {doc['mix'][0]}:{doc['mix'][1]}, "
-                    "sorted by $/1M tokens (predicted)")
+                    "each GPU and build with its TPs smallest first, cheapest first by $/1M tokens (predicted)")
     lora = doc.get("lora")
     for col in ("GPU", "build", "TP", "KV seqs", *(("LoRA GiB",) if lora else ()), "1 stream tok/s",
                 "saturated out tok/s", "$/h", "$/1M tok", "error band", "tie"):

@@ -45,23 +45,36 @@ def read_pins() -> dict[str, str]:
 
 # The weight formats vLLM 0.32 loads from a hub checkpoint, in its order (DefaultModelLoader._prepare_weights with
 # load_format auto: "*.safetensors", "*.bin", then "*.pt"): it loads the first one present among the repo's top-level
-# files and nothing else. `download` fetches that format alone and `weights_cached` looks for it, so a checkpoint
-# published only as .bin is downloaded, and one with both is never downloaded twice.
+# files and nothing else. `weights_cached` looks for that format, so a checkpoint published only as .bin is pinned
+# once its .bin files are in the volume.
 WEIGHT_FORMATS = ("*.safetensors", "*.bin", "*.pt")
-NOT_LOADED = ("original/*", "*.pth")  # Meta's consolidated checkpoint beside the HF one: vLLM never reads it
+# Offline (the pinned weights in the volume), vLLM asks huggingface_hub for each format in that order up to the one it
+# loads, with its own ignore patterns (LoadConfig.ignore_patterns: "original/**/*"), and huggingface_hub 2.4 refuses
+# a cached snapshot missing any file of the repo that request matches (IncompleteSnapshotError: every container would
+# fail). So `download` leaves out only what that request never matches: the formats after the one vLLM loads, Meta's
+# consolidated *.pth, vLLM's own ignore. A .bin checkpoint with another build's safetensors in a folder keeps that
+# folder's safetensors; a checkpoint with both formats at the top never gets its .bin.
+NOT_LOADED = ("original/**/*", "*.pth")
+
+
+# What vLLM drops from the chosen format's files as not weights (filter_files_not_needed_for_inference): it picks the
+# format first, so .pt weights beside the Trainer's training_args.bin leave it nothing to load.
+NOT_WEIGHTS = ("training_args.bin", "optimizer.bin", "optimizer.pt", "scheduler.pt", "scaler.pt")
 
 
 def weight_format(files: Iterable[str]) -> str | None:
-    """The pattern of the weights vLLM loads from a checkpoint holding ``files`` (repo paths); None: no weights."""
+    """The pattern of the weights vLLM loads from a checkpoint holding ``files`` (repo paths); None: vLLM finds none."""
     top = [f for f in files if "/" not in f]
-    return next((pat for pat in WEIGHT_FORMATS if fnmatch.filter(top, pat)), None)
+    pat = next((pat for pat in WEIGHT_FORMATS if fnmatch.filter(top, pat)), None)
+    return pat if pat and any(not f.endswith(NOT_WEIGHTS) for f in fnmatch.filter(top, pat)) else None
 
 
 def download_ignore(files: Iterable[str]) -> list[str]:
-    """``snapshot_download``'s ignore_patterns for a checkpoint holding ``files``: every weight format but the one
-    vLLM loads."""
+    """``snapshot_download``'s ignore_patterns for a checkpoint holding ``files``: the weight formats vLLM never asks
+    for offline (those after the one it loads), and what it ignores itself."""
     keep = weight_format(files)
-    return [*NOT_LOADED, *(pat for pat in WEIGHT_FORMATS if pat != keep)]
+    asked = WEIGHT_FORMATS[:WEIGHT_FORMATS.index(keep) + 1] if keep else ()
+    return [*NOT_LOADED, *(pat for pat in WEIGHT_FORMATS if pat not in asked)]
 
 
 def weights_cached(repo: str, commit: str) -> bool:

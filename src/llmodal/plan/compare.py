@@ -132,7 +132,14 @@ def compare(spec: ModelSpec, *, max_model_len: int, gpu_memory_utilization: floa
                 if rps:
                     row["at_load"] = at_load(s, p.price_per_hour, rps)
                 rows.append(row)  # every TP that fits: TP 2 on an H100 may cost less per token than TP 1 on an H200
-    rows.sort(key=lambda r: (r["cost_per_1m_tokens"], r["tp"]))
+    # Each (GPU, build) together, the smallest TP first, the groups cheapest first by their cheapest TP: a larger
+    # TP can cost less per token (its KV holds more than proportionally more sequences) and is still read beside
+    # the TP 1 row it is weighed against.
+    best: dict[tuple[str, str], float] = {}
+    for r in rows:
+        key = (r["gpu"], r["build"])
+        best[key] = min(best.get(key, math.inf), r["cost_per_1m_tokens"])
+    rows.sort(key=lambda r: (best[r["gpu"], r["build"]], r["gpu"], r["build"], r["tp"]))
     ties(rows)
     api = cheapest(model or spec.name)
     n_in, n_out = mix

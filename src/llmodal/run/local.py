@@ -90,7 +90,7 @@ def supervise(local: Local, *, console: Console, max_restarts: int, startup_time
     prep = local.prep
     console.print(f"serving {prep.summary}")
     console.print(f"[dim]log: {local.log_path}[/]")
-    proc = Supervisor(prep.launch, local.log_path)
+    proc = Supervisor(prep.launch, local.log_path, die_with_parent=True)
     restarts = 0
     try:
         proc.start()

@@ -8,6 +8,7 @@ stream its output to a sink (a log file, the container's stdout, or both), wait 
 from __future__ import annotations
 
 import collections
+import ctypes
 import os
 import signal
 import socket
@@ -41,12 +42,29 @@ def port_free(host: str, port: int) -> bool:
     return True
 
 
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+try:
+    _prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved here: the forked child calls it and nothing else
+except (OSError, AttributeError):  # not Linux
+    _prctl = None
+
+
+def _term_when_parent_dies() -> None:
+    # Between fork and exec in the child; kept through exec. The signal comes when the *thread* that forked dies,
+    # hence only for a start from the main thread (Supervisor.start).
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
 class Supervisor:
     """One vLLM server process. Use as a context manager, or call start/wait_ready/stop."""
 
     def __init__(self, launch: Launch, log_path: Path | None = None, *, echo: IO[str] | None = None,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, die_with_parent: bool = False) -> None:
         self.launch = launch
+        # vLLM runs in a session of its own (a stop must reach its engine and workers), so nothing ends it when
+        # this process is killed (kill -9, a closed terminal's SIGHUP): it would hold the port and the memory.
+        # With die_with_parent it gets SIGTERM then and shuts its engine down. Only `llmodal serve` asks for it.
+        self.die_with_parent = die_with_parent and _prctl is not None
         self.log_path = Path(log_path) if log_path else None
         self.echo = echo  # e.g. sys.stdout in the container, where Modal collects the log
         self._env = env
@@ -72,9 +90,13 @@ class Supervisor:
         self.hung_s = 0.0
         self.started_at = time.monotonic()
         self.proc = subprocess.Popen(self.launch.argv, env=self.launch.child_env(self._env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, start_new_session=True)
+                                     stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=self._preexec())
         self._reader = threading.Thread(target=self._pump, daemon=True)
         self._reader.start()
+
+    def _preexec(self) -> Callable[[], None] | None:
+        main = threading.current_thread() is threading.main_thread()
+        return _term_when_parent_dies if self.die_with_parent and main else None
 
     def _pump(self) -> None:
         assert self.proc and self.proc.stdout
