@@ -193,12 +193,27 @@ def test_hub_adapter_offline_is_read_from_the_cache_else_left_unchecked(tmp_path
     assert "set VLLM_MAX_LORA_RANK" in notes
 
 
-def test_unreachable_hub_leaves_the_adapter_unchecked(monkeypatch):
-    from conftest import free_port
+def test_a_hub_that_drops_connections_is_asked_once_then_the_cache_answers(tmp_path, monkeypatch):
+    """A hub that accepts and drops every connection (a broken proxy): the adapter in the local cache is read from
+    there, one not cached is left unchecked — each after one try, not huggingface_hub's ~23 s of retries. (Before:
+    `plan` stopped with a traceback, httpcore's RemoteProtocolError; a refused port took 23 s an adapter.)"""
+    import huggingface_hub.constants as hc
 
-    _point_hub_at(monkeypatch, f"http://127.0.0.1:{free_port()}")
-    res = plan_for_settings(load_settings(None, lora_modules="u=org/some-lora"))
-    assert any("not checked: the hub did not answer" in n for n in res.chosen.notes), res.chosen.notes
+    from conftest import Listener
+
+    sha = "b" * 40
+    _config_only(tmp_path / "hub" / "models--org--cached-lora" / "snapshots" / sha, r=32)
+    monkeypatch.setattr(hc, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    hub = Listener()
+    try:
+        _point_hub_at(monkeypatch, hub.url)
+        res = plan_for_settings(load_settings(None, lora_modules=f"c=org/cached-lora@{sha},u=org/some-lora"))
+    finally:
+        hub.stop = True
+    assert res.lora.max_rank == 32  # the cached adapter's config was read
+    assert any("adapter u: adapter_config.json not checked: the hub did not answer" in n for n in res.chosen.notes), \
+        res.chosen.notes
+    assert hub.connections <= 4, hub.connections  # 2 for each adapter (4 seen), not a retry loop
 
 
 def test_planner_charges_lora_slots_before_kv(tmp_path):

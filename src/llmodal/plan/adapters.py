@@ -99,17 +99,31 @@ def _read_dir(adapter: Adapter, d: Path) -> AdapterFacts:
     return AdapterFacts(adapter, cfg, shapes)
 
 
+def _hub_config(repo: str, rev: str | None) -> str:
+    """adapter_config.json from the hub, or from the local cache where the hub does not answer. One HEAD first, with
+    no retries: hf_hub_download retries an unanswered hub for ~23 s (huggingface_hub's backoff), each adapter."""
+    from huggingface_hub import get_hf_file_metadata, hf_hub_download, hf_hub_url
+    from huggingface_hub.errors import HfHubHTTPError
+
+    try:
+        get_hf_file_metadata(hf_hub_url(repo, "adapter_config.json", revision=rev), timeout=5)
+    except HfHubHTTPError:
+        pass  # the hub answered (404, gated, …): hf_hub_download raises its precise error below
+    except Exception:  # noqa: BLE001 - unreachable or offline: the local cache only, no retries
+        return hf_hub_download(repo, "adapter_config.json", revision=rev, local_files_only=True)
+    return hf_hub_download(repo, "adapter_config.json", revision=rev, etag_timeout=5)
+
+
 def _read_hub(adapter: Adapter) -> AdapterFacts:
     import os
 
-    from huggingface_hub import HfApi, hf_hub_download
+    from huggingface_hub import HfApi
     from huggingface_hub.errors import (EntryNotFoundError, GatedRepoError, LocalEntryNotFoundError,
                                         RepositoryNotFoundError, RevisionNotFoundError)
 
     repo, rev = adapter.source, adapter.revision
     try:
-        path = hf_hub_download(repo, "adapter_config.json", revision=rev, etag_timeout=5)
-        cfg = json.loads(Path(path).read_text())
+        cfg = json.loads(Path(_hub_config(repo, rev)).read_text())
     except LocalEntryNotFoundError:  # before EntryNotFoundError, its parent: the hub was not asked
         why = "offline (HF_HUB_OFFLINE) and not in the local cache" if os.environ.get("HF_HUB_OFFLINE") == "1" \
             else "the hub did not answer and it is not in the local cache"
