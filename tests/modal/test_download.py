@@ -29,6 +29,7 @@ def index(*shards: str) -> bytes:
 
 
 SHARDS = ("model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors")
+CONSOLIDATED = ("consolidated-00001-of-00002.safetensors", "consolidated-00002-of-00002.safetensors")
 REPOS = {
     "acme/both": {**COMMON, SHARDS[0]: b"s1", SHARDS[1]: b"s2", "model.safetensors.index.json": index(*SHARDS),
                   "pytorch_model.bin": b"bin", "training_args.pt": b"pt"},
@@ -38,6 +39,10 @@ REPOS = {
     # (mistralai/Mistral-7B-Instruct-v0.3 and Mistral-Large-Instruct-2411, both in the catalog).
     "acme/mistral-style": {**COMMON, SHARDS[0]: b"s1", SHARDS[1]: b"s2", "model.safetensors.index.json": index(*SHARDS),
                            "consolidated.safetensors": b"c", "params.json": b"{}"},
+    # Mistral-Large-Instruct-2411's: both copies sharded, each with its index
+    "acme/mistral-sharded": {**COMMON, SHARDS[0]: b"s1", SHARDS[1]: b"s2", "model.safetensors.index.json": index(*SHARDS),
+                             **{c: b"c" for c in CONSOLIDATED}, "consolidated.safetensors.index.json": index(*CONSOLIDATED),
+                             "params.json": b"{}"},
     # .bin weights at the top, another build's safetensors in a folder (vLLM loads the top level only)
     "acme/bin-and-folder": {**COMMON, "pytorch_model.bin": b"bin", "gptq-4bit/model.safetensors": b"q"},
     "acme/pt-only": {**COMMON, "model.pt": b"pt"},
@@ -72,9 +77,9 @@ def _snapshot(home: Path, repo: str) -> set[str]:
 @pytest.mark.parametrize("repo, weights", [
     ("acme/both", {"model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"}),
     ("acme/bin-only", {"pytorch_model-00001-of-00002.bin", "pytorch_model-00002-of-00002.bin"}),
-    # The consolidated copy too: offline, vLLM asks huggingface_hub for every *.safetensors of the repo and
-    # huggingface_hub 2.4 refuses a cached snapshot that lacks one (IncompleteSnapshotError), index or not.
-    ("acme/mistral-style", {*SHARDS, "consolidated.safetensors"}),
+    # One copy: the consolidated one, which vLLM loads online (the HF shards are the same weights again)
+    ("acme/mistral-style", {"consolidated.safetensors"}),
+    ("acme/mistral-sharded", set(CONSOLIDATED)),
     ("acme/pt-only", {"model.pt"}),
 ])
 def test_download_fetches_the_one_format_vllm_loads_and_the_container_finds_it(hub, tmp_path, monkeypatch, repo,
@@ -103,17 +108,17 @@ def test_a_checkpoint_without_weights_is_refused_and_not_pinned(tmp_path):
     assert not (tmp_path / "llmodal-pins.json").exists()
 
 
-# vLLM 0.32's own choice of weight files, made as the container makes it: the repo id, the hub offline (the
-# pinned weights are in the volume), the revision download pinned; or the error it stops with.
+# vLLM 0.32's own choice of weight files for the repo id at the revision download pinned, with a load format (the
+# container's, or vLLM's default, auto); or the error it stops with.
 VLLM_LOADS = """
 import json, os, sys
 from vllm.config.load import LoadConfig
 from vllm.model_executor.model_loader.default_loader import DefaultModelLoader
 out = {}
-for cache, repo, sha in json.loads(sys.argv[1]):
+for cache, repo, sha, load_format in json.loads(sys.argv[1]):
     try:
-        folder, files, _, _ = DefaultModelLoader(LoadConfig(download_dir=cache))._prepare_weights(
-            repo, None, sha, True, None)
+        folder, files, _, _ = DefaultModelLoader(LoadConfig(download_dir=cache, load_format=load_format)
+                                                 )._prepare_weights(repo, None, sha, True, None)
         out[cache] = sorted(os.path.relpath(f, folder) for f in files)
     except Exception as e:
         out[cache] = f"{type(e).__name__}: {e}"
@@ -121,11 +126,13 @@ print("LOADS " + json.dumps(out))
 """
 
 
-def vllm_loads(queries: list[tuple[Path, str]]) -> dict[str, list[str] | str]:
+def vllm_loads(queries: list[tuple], hub: FakeHub | None = None) -> dict[str, list[str] | str]:
+    """Each (HF_HOME, repo[, load format]) query answered by vLLM: offline, as the container runs it once the pinned
+    weights are in the volume, or online from ``hub`` (the whole checkpoint, fetched into an empty cache)."""
     pytest.importorskip("vllm")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VLLM_", "HF_"))}
-    env.update(HF_HUB_OFFLINE="1")
-    arg = json.dumps([[str(home / "hub"), repo, SHA] for home, repo in queries])
+    env.update({"HF_ENDPOINT": hub.url, "HF_HUB_DISABLE_XET": "1"} if hub else {"HF_HUB_OFFLINE": "1"})
+    arg = json.dumps([[str(q[0] / "hub"), q[1], SHA, q[2] if len(q) > 2 else "auto"] for q in queries])
     r = subprocess.run([sys.executable, "-c", VLLM_LOADS, arg], env=env, capture_output=True, text=True, timeout=300)
     line = next((ln for ln in r.stdout.splitlines() if ln.startswith("LOADS ")), None)
     assert r.returncode == 0 and line, r.stdout + r.stderr
@@ -140,16 +147,20 @@ def _whole(home: Path, repo: str, files: dict[str, bytes]) -> None:
         (snap / name).write_bytes(data)
 
 
-def test_vllm_loads_from_the_volume_what_it_loads_from_the_whole_checkpoint(hub, tmp_path):
-    """Judged by vLLM's own loader, offline as the container runs it once the weights are pinned: from what `download`
-    put in the volume it loads the files it would load from the whole checkpoint, and stops on nothing."""
-    queries = []
+def test_vllm_loads_from_the_volume_what_it_loads_from_the_whole_checkpoint(hub, tmp_path, monkeypatch):
+    """Judged by vLLM's own loader: offline as the container runs it once the weights are pinned (with the formats
+    the container passes it for that snapshot), from what `download` put in the volume, it loads the files it loads
+    online, by itself, from the whole checkpoint on the hub; and stops on nothing."""
+    from llmodal.modal.container import pinned_formats
+
+    got, online = [], []
     for i, repo in enumerate(REPOS):
         r = _download(hub, repo, tmp_path / f"got{i}")
         assert r.returncode == 0, r.stdout + r.stderr
-        _whole(tmp_path / f"all{i}", repo, REPOS[repo])
-        queries += [(tmp_path / f"got{i}", repo), (tmp_path / f"all{i}", repo)]
-    loads = vllm_loads(queries)
+        monkeypatch.setenv("HF_HOME", str(tmp_path / f"got{i}"))
+        got.append((tmp_path / f"got{i}", repo, pinned_formats(repo, SHA).get("load-format", "auto")))
+        online.append((tmp_path / f"all{i}", repo))
+    loads = {**vllm_loads(got), **vllm_loads(online, hub)}
     for i, repo in enumerate(REPOS):
         from_whole = loads[str(tmp_path / f"all{i}" / "hub")]
         assert isinstance(from_whole, list) and from_whole, (repo, from_whole)

@@ -98,3 +98,33 @@ def test_the_text_dry_run_lists_each_variable_with_its_condition(tmp_path):
     assert any(ln.startswith("  HF_HUB_OFFLINE=1  (only when the pinned weights are in the volume") for ln in lines)
     assert "  TORCHINDUCTOR_COMPILE_THREADS=1" in lines and "  LLMODAL_CONTROL_KEY=<set, hidden>" in lines
     assert KEY not in r.stdout
+
+
+@pytest.mark.parametrize("layout, expected", [
+    ({"consolidated.safetensors": b"c", "model.safetensors": b"w", "params.json": b"{}"},
+     ["--load-format", "mistral", "--config-format", "mistral"]),
+    ({"model.safetensors": b"w"}, []),
+])
+def test_the_container_passes_vllm_the_formats_of_the_pinned_snapshot(tmp_path, monkeypatch, layout, expected):
+    """The GPU container's start hook, the pinned snapshot in Mistral's layout in the volume: vLLM, offline, gets the
+    formats it chose online by itself (modal/weights.py); an HF-layout snapshot gets none. VLLM_EXTRA_ARGS may still
+    choose the load format (random weights for the GPU benchmarks): it comes last in argv, which vLLM keeps."""
+    from llmodal.core.config import load_settings
+    from llmodal.modal import container
+    from llmodal.plan.planner import plan_for_settings
+
+    for k in [k for k in os.environ if k.startswith(("VLLM_", "LLMODAL_", "HF_", "HUGGING_FACE", "MODAL_"))]:
+        monkeypatch.delenv(k)
+    settings = load_settings(None, fast_boot="off", server_api_key=KEY, extra_args="--load-format dummy")
+    checkpoint = plan_for_settings(settings).chosen.checkpoint
+    snap = tmp_path / "hub" / f"models--{checkpoint.replace('/', '--')}" / "snapshots" / SHA
+    snap.mkdir(parents=True)
+    for name, data in {"config.json": b"{}", **layout}.items():
+        (snap / name).write_bytes(data)
+    (tmp_path / container.PINS_FILE).write_text(json.dumps({checkpoint: SHA}))
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    argv = container.container_prepare(settings, gpu=True).launch.argv
+    got = [a for i, a in enumerate(argv) if a.startswith(("--load-format", "--config-format"))
+           or argv[i - 1] in ("--load-format", "--config-format")]
+    assert got == [*expected, "--load-format", "dummy"], argv
+    assert argv[-2:] == ["--load-format", "dummy"]

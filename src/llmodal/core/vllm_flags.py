@@ -48,6 +48,8 @@ class Inputs:
     max_loras: int | None = None
     max_lora_rank: int | None = None  # the adapters' highest rank, rounded up to one vLLM takes
     served_models: str | None = None  # the base and every adapter, for the guard's 404 message
+    # flag (no dashes) → value for the formats vLLM chooses online by itself but not offline (modal/weights.py)
+    formats: tuple[tuple[str, str], ...] = ()
     host: str = "127.0.0.1"
     port: int = 8000
     middleware: str = "llmodal.engine.auth.BearerAuthMiddleware"
@@ -62,6 +64,8 @@ class Flag:
     env: str | None = None  # travels in the child's environment under this name instead of argv
     secret: bool = False  # masked wherever it is shown
     aliases: tuple[str, ...] = ()  # vLLM's short spellings of the same flag
+    # False: VLLM_EXTRA_ARGS may set it too (it comes later in argv, and vLLM keeps the last value)
+    reserved: bool = True
 
 
 def _s(name: str) -> Callable[[Inputs], Any]:
@@ -116,6 +120,11 @@ FLAGS: tuple[Flag, ...] = (
     Flag("", LLMODAL, lambda i: None, env="VLLM_ALLOW_RUNTIME_LORA_UPDATING"),
     Flag("", "VLLM_LORA_MODULES", lambda i: i.served_models if i.lora_modules else None,
          env="LLMODAL_SERVED_MODELS"),
+    # The checkpoint's layout, from the pinned snapshot (set only where the pinned weights are in the volume):
+    # Mistral's consolidated*.safetensors and params.json, which vLLM picks by itself online only. Not reserved:
+    # `--load-format dummy` (random weights, the GPU benchmarks) stays the user's to pass.
+    Flag("--load-format", LLMODAL, lambda i: dict(i.formats).get("load-format"), reserved=False),
+    Flag("--config-format", LLMODAL, lambda i: dict(i.formats).get("config-format"), reserved=False),
     Flag("--host", "VLLM_HOST", lambda i: i.host),
     Flag("--port", "VLLM_PORT", lambda i: i.port),
     Flag("--middleware", LLMODAL, lambda i: i.middleware),
@@ -150,8 +159,8 @@ def _norm(flag: str) -> str:
 
 def reserved() -> dict[str, str]:
     """Every flag llmodal sets itself, in every spelling vLLM accepts → the setting that owns it."""
-    out = {f.flag: f.owner for f in FLAGS if f.flag}
-    out.update({a: f.owner for f in FLAGS for a in f.aliases})
+    out = {f.flag: f.owner for f in FLAGS if f.flag and f.reserved}
+    out.update({a: f.owner for f in FLAGS if f.reserved for a in f.aliases})
     out.update(_ALSO_RESERVED)
     return out
 

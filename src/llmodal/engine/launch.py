@@ -96,6 +96,7 @@ def build_launch(
     max_loras: int | None = None,
     max_lora_rank: int | None = None,
     served_models: str | None = None,
+    formats: dict[str, str] | None = None,  # vLLM flag (no dashes) → value for the checkpoint's layout
     api_key: str | None = None,
     host: str | None = None,
     port: int | None = None,
@@ -126,6 +127,7 @@ def build_launch(
         kv_cache_dtype=p.kv_cache_dtype, dtype=p.dtype, disabled_kernels=p.disabled_kernels,
         host=host or settings.host, port=port or settings.port, middleware=AUTH_MIDDLEWARE,
         lora_modules=lora_modules, max_loras=max_loras, max_lora_rank=max_lora_rank, served_models=served_models,
+        formats=tuple(sorted((formats or {}).items())),
     )
     args, env = flags.render(inputs)
     args += settings.extra_argv + flags.check_extra_args(shlex.join(extra or []))

@@ -86,13 +86,15 @@ def resolve_parsers(settings: Settings, *names: str) -> tuple[str | None, str | 
 def prepare(settings: Settings, *, gpu: bool, tiny_model: str | None = None, tiny_name: str | None = None,
             api_key: str | None = None, revision: str | None = None, sleep_mode: bool = False,
             keys_file: str | None = None, control_key: bool = False, resolution: Resolution | None = None,
-            fetch_adapters: bool = False, adapters_in: str | None = None) -> Prepared:
+            fetch_adapters: bool = False, adapters_in: str | None = None,
+            formats: dict[str, str] | None = None) -> Prepared:
     """Build the launch. On a GPU: plan, refuse a plan that does not fit (unless LLMODAL_FORCE),
     pass the planner's checkpoint and KV size (``resolution``: a plan already made for these
     settings, not made again). ``tiny_model`` serves that directory on the CPU. An adapter on the hub is
     served from the local snapshot of its commit (``llmodal deploy`` pins one), else fetched first when
     ``fetch_adapters`` (a real start; a dry run shows the repo, or with ``adapters_in``, the hub cache the
-    container has, the snapshot path it will read there)."""
+    container has, the snapshot path it will read there). ``formats``: vLLM's formats for the checkpoint's layout
+    (the container's, from the pinned snapshot: modal/weights.py)."""
     if not gpu:
         update: dict = {}
         if "gpu_memory_utilization" not in settings.model_fields_set:
@@ -126,7 +128,8 @@ def prepare(settings: Settings, *, gpu: bool, tiny_model: str | None = None, tin
                           kv_cache_bytes=p.kv_cache_bytes or None, tool_call_parser=tool, reasoning_parser=reasoning,
                           sleep_mode=sleep_mode, keys_file=keys_file, control_key=control_key,
                           queue_limit=queue_limit_for(p), max_n=max(1, int(p.full_length_sequences // 2)),
-                          profile=p.flags, **lora_launch(res.lora, settings.model, fetch_adapters, adapters_in))
+                          profile=p.flags, formats=formats,
+                          **lora_launch(res.lora, settings.model, fetch_adapters, adapters_in))
     summary = (f"{settings.model} from {p.checkpoint} on {p.gpu_count}× {p.gpu}, profile {p.profile}: "
                f"{'fits' if p.fits else 'DOES NOT FIT'} — {p.reason}")
     return Prepared(launch, settings.model, summary, res, settings)

@@ -12,7 +12,6 @@ watcher thread, so Modal replaces it instead of routing traffic to a dead engine
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import os
 import sys
@@ -27,6 +26,7 @@ from llmodal.plan.planner import Resolution, plan_for_settings
 from llmodal.engine.prepare import Prepared, dry_run_lines, prepare
 from llmodal.modal.fast_boot import FastBoot, keys_file
 from llmodal.modal.spec import STOP_MARGIN_S
+from llmodal.modal.weights import WEIGHT_FORMATS, download_ignore, vllm_formats, weight_format
 from llmodal.run.supervisor import Supervisor, say
 
 PINS_FILE = "llmodal-pins.json"
@@ -43,43 +43,20 @@ def read_pins() -> dict[str, str]:
         return {}
 
 
-# The weight formats vLLM 0.32 loads from a hub checkpoint, in its order (DefaultModelLoader._prepare_weights with
-# load_format auto: "*.safetensors", "*.bin", then "*.pt"): it loads the first one present among the repo's top-level
-# files and nothing else. `weights_cached` looks for that format, so a checkpoint published only as .bin is pinned
-# once its .bin files are in the volume.
-WEIGHT_FORMATS = ("*.safetensors", "*.bin", "*.pt")
-# Offline (the pinned weights in the volume), vLLM asks huggingface_hub for each format in that order up to the one it
-# loads, with its own ignore patterns (LoadConfig.ignore_patterns: "original/**/*"), and huggingface_hub 2.4 refuses
-# a cached snapshot missing any file of the repo that request matches (IncompleteSnapshotError: every container would
-# fail). So `download` leaves out only what that request never matches: the formats after the one vLLM loads, Meta's
-# consolidated *.pth, vLLM's own ignore. A .bin checkpoint with another build's safetensors in a folder keeps that
-# folder's safetensors; a checkpoint with both formats at the top never gets its .bin.
-NOT_LOADED = ("original/**/*", "*.pth")
-
-
-# What vLLM drops from the chosen format's files as not weights (filter_files_not_needed_for_inference): it picks the
-# format first, so .pt weights beside the Trainer's training_args.bin leave it nothing to load.
-NOT_WEIGHTS = ("training_args.bin", "optimizer.bin", "optimizer.pt", "scheduler.pt", "scaler.pt")
-
-
-def weight_format(files: Iterable[str]) -> str | None:
-    """The pattern of the weights vLLM loads from a checkpoint holding ``files`` (repo paths); None: vLLM finds none."""
-    top = [f for f in files if "/" not in f]
-    pat = next((pat for pat in WEIGHT_FORMATS if fnmatch.filter(top, pat)), None)
-    return pat if pat and any(not f.endswith(NOT_WEIGHTS) for f in fnmatch.filter(top, pat)) else None
-
-
-def download_ignore(files: Iterable[str]) -> list[str]:
-    """``snapshot_download``'s ignore_patterns for a checkpoint holding ``files``: the weight formats vLLM never asks
-    for offline (those after the one it loads), and what it ignores itself."""
-    keep = weight_format(files)
-    asked = WEIGHT_FORMATS[:WEIGHT_FORMATS.index(keep) + 1] if keep else ()
-    return [*NOT_LOADED, *(pat for pat in WEIGHT_FORMATS if pat not in asked)]
+def _snapshot_files(repo: str, commit: str) -> list[str]:
+    snap = _hf_home() / "hub" / f"models--{repo.replace('/', '--')}" / "snapshots" / commit
+    return [p.relative_to(snap).as_posix() for p in snap.rglob("*") if p.is_file()] if snap.is_dir() else []
 
 
 def weights_cached(repo: str, commit: str) -> bool:
-    snap = _hf_home() / "hub" / f"models--{repo.replace('/', '--')}" / "snapshots" / commit
-    return (snap / "config.json").is_file() and weight_format(p.name for p in snap.iterdir()) is not None
+    files = _snapshot_files(repo, commit)
+    return "config.json" in files and weight_format(files) is not None
+
+
+def pinned_formats(repo: str, commit: str) -> dict[str, str]:
+    """The formats vLLM would choose online for the pinned checkpoint, read from its snapshot in the volume (which
+    keeps every file the choice looks at): what the container passes it offline."""
+    return vllm_formats(_snapshot_files(repo, commit))
 
 
 # What the guide's secret holds (`modal secret create vllm-secrets …`). vLLM inherits the names llmodal does not
@@ -151,6 +128,7 @@ def container_prepare(settings: Settings, *, gpu: bool | None = None, sleep_mode
     pin = read_pins().get(plan.checkpoint)
     revision = pin or (settings.model_revision if plan.checkpoint == settings.model else None)
     missing = adapters_missing(settings)
+    formats = pinned_formats(plan.checkpoint, pin) if pin and weights_cached(plan.checkpoint, pin) else {}
     if pin and weights_cached(plan.checkpoint, pin) and not missing:
         os.environ.update(OFFLINE_ENV)
         say(f"weights for {plan.checkpoint}@{pin[:12]} are in the volume; hub offline")
@@ -160,8 +138,10 @@ def container_prepare(settings: Settings, *, gpu: bool | None = None, sleep_mode
     else:
         say(f"{plan.checkpoint} is not in the volume yet; vLLM will download it "
             "(run `modal run modal_vllm.py::download` once to make cold starts load-only)")
+    # Offline, vLLM cannot list the repo and would choose other formats than online (modal/weights.py): it gets
+    # the ones it chose online, whose files download put in the volume.
     return prepare(settings, gpu=True, revision=revision, sleep_mode=sleep_mode, keys_file=kf,
-                   control_key=fast_boot, resolution=res, fetch_adapters=True)
+                   control_key=fast_boot, resolution=res, fetch_adapters=True, formats=formats)
 
 
 def adapters_missing(settings: Settings) -> list[str]:
