@@ -123,6 +123,7 @@ def test_the_container_passes_vllm_the_formats_of_the_pinned_snapshot(tmp_path, 
         (snap / name).write_bytes(data)
     (tmp_path / container.PINS_FILE).write_text(json.dumps({checkpoint: SHA}))
     monkeypatch.setenv("HF_HOME", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # the hook sets it to 1 (weights cached): undone after the test
     argv = container.container_prepare(settings, gpu=True).launch.argv
     got = [a for i, a in enumerate(argv) if a.startswith(("--load-format", "--config-format"))
            or argv[i - 1] in ("--load-format", "--config-format")]
