@@ -66,10 +66,15 @@ def rows() -> list[Row]:
     h26 = R / "h100-2026-11-24"
     for c in (1, 8, 32, 64):
         out.append(_row(h26 / "llmodal-default.json", f"H100 AWQ, vLLM 0.26, llmodal bench, c={c}", "H100", "awq",
-                        H100_026, c, 114384) if c == 1 else _level(h26 / "llmodal-default.json", c))
+                        H100_026, c, 114384) if c == 1 else _level(h26 / "llmodal-default.json", c, 114384))
     for c in (1, 32):
-        out.append(_row(h26 / f"vllm-default-c{c}.json", f"H100 AWQ, vLLM 0.26, vllm bench, c={c} (raw)", "H100",
-                        "awq", H100_026, c, 114384))
+        # benchmarks/gpu/run.sh at 05bd077 (the code of this session) ran `vllm bench serve` at c=1 (8 prompts),
+        # then at c=32 (128), with its default seed: the c=32 call's first 8 prompts were the c=1 call's.
+        again = _load(h26 / "vllm-default-c1.json")["completed"] if c == 32 else 0
+        again = again if again * (1024 + 256) <= 114384 else 0
+        note = f", its first {again} prompts the call before's" if again else ""
+        out.append(_row(h26 / f"vllm-default-c{c}.json", f"H100 AWQ, vLLM 0.26, vllm bench, c={c} (raw{note})",
+                        "H100", "awq", H100_026, c, 114384, cached_requests=again))
     out.append(_row(h26 / "vllm-default-c1.json", "H100 AWQ, vLLM 0.26, vllm bench, c=1, TTFT (raw)", "H100", "awq",
                     H100_026, 1, 114384, kind="ttft"))
     prof = R / "h100-vllm0.32" / "profiles"
@@ -157,10 +162,19 @@ def hit_rates(all_rows: list[Row]) -> list[tuple[str, float, float]]:
     return out
 
 
-def _level(path: Path, c: int) -> Row:
-    lv = next(x for x in _load(path)["levels"] if x["concurrency"] == c)
-    return Row(f"H100 AWQ, vLLM 0.26, llmodal bench, c={c}", "H100", "awq", H100_026, "tput", 1024, 256, c,
-               lv["sent"], 114384, 2, lv["output_tok_s"], str(path.relative_to(ROOT)))
+def _level(path: Path, c: int, kv: int) -> Row:
+    """A level of the vLLM 0.26 `llmodal bench` call. That bench (cli.py at 05bd077, before 1ed5ef8 "fresh
+    prompts per level") sent every level the head of one prompt list, `prompts.texts[warmup:warmup + n]`: a
+    level's first prompts were all of the level before's, still in vLLM's prefix cache unless that level's
+    tokens overflowed the KV cache (the same clause as `_repeated`)."""
+    levels = _load(path)["levels"]
+    i = next(i for i, x in enumerate(levels) if x["concurrency"] == c)
+    again = levels[i - 1]["sent"] if i else 0
+    again = again if again * (1024 + 256) <= kv else 0
+    note = f" (its first {again} prompts the level before's)" if again else ""
+    return Row(f"H100 AWQ, vLLM 0.26, llmodal bench, c={c}{note}", "H100", "awq", H100_026, "tput", 1024, 256, c,
+               levels[i]["sent"], kv, 2, levels[i]["output_tok_s"], str(path.relative_to(ROOT)),
+               cached_requests=again)
 
 
 # Every file under benchmarks/results/ that is not a row's source, by what it is (first match wins). The

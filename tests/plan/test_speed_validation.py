@@ -97,3 +97,13 @@ def test_the_ttft_under_load_range_plan_prints_is_the_validations():
     errs = [float(m) / 100 for m in re.findall(r"\| ([+-][\d.]+)% \|", part)]
     assert errs and (min(errs), max(errs)) == (pytest.approx(speed.TTFT_AT_LOAD_ERRORS[0], abs=0.005),
                                                pytest.approx(speed.TTFT_AT_LOAD_ERRORS[1], abs=0.005))
+
+
+def test_the_vllm_026_session_credits_the_prompts_each_call_re_sent():
+    # llmodal bench at 05bd077 sent every level the head of one prompt list (8, 32, 128, 256 prompts at c = 1, 8,
+    # 32, 64); run.sh then ran vllm bench at c = 1 (8 prompts) and c = 32. A repeat counts only while the earlier
+    # call's 1,280-token requests fit the 114,384-token KV cache: 128 × 1,280 does not.
+    got = {(r.label.split(",")[2].strip(), r.clients): r.cached_requests for r in sv.rows()
+           if r.kind == "tput" and r.source.startswith("benchmarks/results/h100-2026-11-24/")}
+    assert got == {("llmodal bench", 1): 0, ("llmodal bench", 8): 8, ("llmodal bench", 32): 32,
+                   ("llmodal bench", 64): 0, ("vllm bench", 1): 0, ("vllm bench", 32): 8}
