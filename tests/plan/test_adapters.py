@@ -298,3 +298,13 @@ def test_hub_adapter_of_another_shape_is_refused_from_its_header(tmp_path, monke
             _cpu(tiny_model, "t=org/tiny-lora")
     finally:
         hub.close()
+
+
+@pytest.mark.parametrize("model,named", [("meta-llama/Llama-3.1-70B-Instruct", "meta-llama/Meta-Llama-3.1-70B-Instruct"),
+                                         ("meta-llama/Meta-Llama-3.1-70B-Instruct", "meta-llama/Llama-3.1-70B-Instruct")])
+def test_an_adapter_naming_the_base_by_another_of_its_names_is_the_same_base(tmp_path, model, named):
+    """Meta renamed its Llama 3.1 repos (Meta-Llama-3.1-… → Llama-3.1-…); adapters trained before name the old one.
+    The catalog holds both names as the same weights, so the base check does too: no refusal, no 'trained on' note."""
+    a = _config_only(tmp_path / "a", base_model_name_or_path=named)
+    p = plan_for_settings(load_settings(None, model=model, lora_modules=f"a={a}")).chosen
+    assert not [n for n in p.notes if "trained on" in n and "LLMODAL_LORA_ANY_BASE" in n], p.notes

@@ -170,9 +170,11 @@ def _canonical(module: str, dims: dict[str, tuple[int, int]]) -> str:
 
 
 def _same_base(named: str, model: str, served: str, spec: ModelSpec, model_dir: str | None) -> bool:
-    def norm(s: str) -> str:
+    from llmodal.plan.catalog import canonical
+
+    def norm(s: str) -> str:  # one spelling per model: a folder resolved, a repo by the catalog's name for it
         p = Path(s).expanduser()
-        return str(p.resolve()) if s.startswith(("/", ".", "~")) else s.strip().strip("/").lower()
+        return str(p.resolve()) if s.startswith(("/", ".", "~")) else canonical(s.strip().strip("/")).lower()
 
     same = {norm(model), norm(served), *(norm(c) for c in spec.checkpoints.values()), norm(spec.name)}
     if model_dir:
