@@ -118,7 +118,7 @@ def measure(model: Path, adapters: dict[str, Path], timeout: int = 900) -> dict:
 
 def bases(root: Path) -> dict[str, tuple[Path, dict[str, Path]]]:
     """The two bases and the adapters offered to each: four good ones (rank 16; on the Mixtral, every module vLLM
-    wraps, experts included); on the Mixtral also the experts alone, under their names and under the Llama names
+    wraps, experts included); on the Llama also one naming its targets by path (self_attn.q_proj); on the Mixtral also the experts alone, under their names and under the Llama names
     vLLM's Mixtral loader renames, and two vLLM must refuse (an expert the base lacks; a Llama MLP)."""
     from llmodal.engine.tiny_adapter import LLAMA_MODULES, MIXTRAL_MODULES, write_adapter
     from llmodal.engine.tiny_model import TinyShape, ensure_tiny_model
@@ -130,6 +130,9 @@ def bases(root: Path) -> dict[str, tuple[Path, dict[str, Path]]]:
         model = ensure_tiny_model(shape)
         ads = {f"ok{i}": write_adapter(root / kind / f"ok{i}", model, rank=16, targets=tuple(modules), seed=i + 1)
                for i in range(4)}
+        if not shape.experts:  # targets written as module paths, as PEFT also matches them
+            ads["path-targets"] = _configured(ads["ok0"], root / kind / "path-targets", target_modules=[
+                f"{block}.{m}" for m, (block, _, _) in modules.items()])
         if shape.experts:
             ads["experts-only"] = write_adapter(root / kind / "experts-only", model, rank=8,
                                                 targets=("w1", "w2", "w3"), seed=10)
@@ -140,6 +143,16 @@ def bases(root: Path) -> dict[str, tuple[Path, dict[str, Path]]]:
             ads["llama-mlp"] = write_adapter(root / kind / "llama-mlp", llama, rank=8,
                                              targets=("gate_proj", "up_proj", "down_proj"), seed=11)
         out[kind] = (model, ads)
+    return out
+
+
+def _configured(src: Path, out: Path, **cfg) -> Path:
+    """``src`` with these adapter_config.json keys changed, the same weights."""
+    import shutil
+
+    shutil.copytree(src, out, dirs_exist_ok=True)
+    doc = json.loads((out / "adapter_config.json").read_text())
+    (out / "adapter_config.json").write_text(json.dumps({**doc, **cfg}, indent=2))
     return out
 
 

@@ -308,3 +308,17 @@ def test_an_adapter_naming_the_base_by_another_of_its_names_is_the_same_base(tmp
     a = _config_only(tmp_path / "a", base_model_name_or_path=named)
     p = plan_for_settings(load_settings(None, model=model, lora_modules=f"a={a}")).chosen
     assert not [n for n in p.notes if "trained on" in n and "LLMODAL_LORA_ANY_BASE" in n], p.notes
+
+
+def test_targets_written_as_module_paths_are_the_modules_they_end_in(tiny_model, tmp_path):
+    """PEFT matches a target_modules entry against the end of a module's path at a '.' (its check_target_module_exists),
+    so "self_attn.q_proj" is q_proj, and vLLM 0.32 serves such an adapter (it reads the tensors' names): accepted. The
+    last part is what must be a module of the base."""
+    a = write_adapter(tmp_path / "a", tiny_model, base_name=SERVED_NAME, targets=("q_proj", "v_proj"))
+    cfg = json.loads((a / "adapter_config.json").read_text())
+    (a / "adapter_config.json").write_text(json.dumps({**cfg, "target_modules": [
+        "self_attn.q_proj", "model.layers.1.self_attn.v_proj"]}))
+    _cpu(tiny_model, f"a={a}")  # no refusal
+    (a / "adapter_config.json").write_text(json.dumps({**cfg, "target_modules": ["self_attn.q_proj", "attn.w_proj"]}))
+    with pytest.raises(ConfigError, match=r"targets \['attn.w_proj'\], which"):
+        _cpu(tiny_model, f"a={a}")

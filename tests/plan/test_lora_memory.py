@@ -100,6 +100,8 @@ def test_llmodal_accepts_an_adapter_exactly_when_vllm_does(measured, kind):
     doc = measured[kind]
     verdicts = {n: (v["accepted"], doc["llmodal_adapters"][n]["accepted"]) for n, v in doc["vllm_adapters"].items()}
     assert all(v == m for v, m in verdicts.values()), verdicts
+    if kind == "llama":
+        assert verdicts["path-targets"] == (True, True)  # vLLM reads the tensors' names; PEFT matched the paths
     if kind == "mixtral":  # both ways are exercised
         assert verdicts["experts-only"] == (True, True) and verdicts["expert-5-of-4"] == (False, False)
         assert verdicts["llama-mlp"] == (False, False)

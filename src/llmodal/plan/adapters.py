@@ -214,7 +214,8 @@ def check(facts: AdapterFacts, spec: ModelSpec, *, model: str, served: str, quan
     dims = module_dims(spec)
     targets = cfg.get("target_modules")
     if isinstance(targets, list) and dims is not None:
-        unknown = sorted({t for t in targets if _canonical(t, dims) not in dims})
+        # PEFT matches an entry against the end of a module's path at a "." ("self_attn.q_proj" is q_proj).
+        unknown = sorted({t for t in targets if _canonical(str(t).rsplit(".", 1)[-1], dims) not in dims})
         if unknown:
             raise ConfigError(f"{head} targets {unknown}, which {spec.arch or spec.name} does not have (its linear "
                               f"modules: {', '.join(dims)})")
