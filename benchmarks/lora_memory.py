@@ -119,9 +119,9 @@ def measure(model: Path, adapters: dict[str, Path], timeout: int = 900) -> dict:
 
 def bases(root: Path) -> dict[str, tuple[Path, dict[str, Path]]]:
     """The three bases and the adapters offered to each: four good ones (rank 16; on the Mixtral, every module vLLM
-    wraps, experts included); on the Llama and the Mistral also one naming its targets by path (self_attn.q_proj); on
-    the Mixtral also the experts alone, under their names and under the Llama names
-    vLLM's Mixtral loader renames, and two vLLM must refuse (an expert the base lacks; a Llama MLP)."""
+    wraps, experts included); on each, one on the embedding and the LM head too; on the Llama and the Mistral one
+    naming its targets by path (self_attn.q_proj); on the Mixtral the experts alone, under their names and under the
+    Llama names vLLM's Mixtral loader renames, and two vLLM must refuse (an expert the base lacks; a Llama MLP)."""
     from llmodal.engine.tiny_adapter import LLAMA_MODULES, MIXTRAL_MODULES, write_adapter
     from llmodal.engine.tiny_model import TinyShape, ensure_tiny_model
 
@@ -134,6 +134,9 @@ def bases(root: Path) -> dict[str, tuple[Path, dict[str, Path]]]:
                                  ("mixtral", ensure_tiny_model(TinyShape(experts=4)), MIXTRAL_MODULES)):
         ads = {f"ok{i}": write_adapter(root / kind / f"ok{i}", model, rank=16, targets=tuple(modules), seed=i + 1)
                for i in range(4)}
+        # LoRA on the embedding and the LM head: vLLM takes it on the Llama and the Mixtral, not on the Mistral
+        ads["embedding-lm-head"] = write_adapter(root / kind / "embedding-lm-head", model, rank=8,
+                                                 targets=("q_proj", "embed_tokens", "lm_head"), seed=12)
         if kind != "mixtral":  # targets written as module paths, as PEFT also matches them
             ads["path-targets"] = _configured(ads["ok0"], root / kind / "path-targets", target_modules=[
                 f"{block}.{m}" for m, (block, _, _) in modules.items()])

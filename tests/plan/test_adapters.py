@@ -322,3 +322,40 @@ def test_targets_written_as_module_paths_are_the_modules_they_end_in(tiny_model,
     (a / "adapter_config.json").write_text(json.dumps({**cfg, "target_modules": ["self_attn.q_proj", "attn.w_proj"]}))
     with pytest.raises(ConfigError, match=r"targets \['attn.w_proj'\], which"):
         _cpu(tiny_model, f"a={a}")
+
+
+def _as_mistral(tiny_model, tmp_path):
+    """The tiny Llama's weights as a MistralForCausalLM: vLLM 0.32 gives its embedding and LM head no LoRA."""
+    import shutil
+
+    m = tmp_path / "tiny-mistral"
+    shutil.copytree(tiny_model, m)
+    cfg = json.loads((m / "config.json").read_text())
+    (m / "config.json").write_text(json.dumps({**cfg, "architectures": ["MistralForCausalLM"]}))
+    return m
+
+
+@pytest.mark.parametrize("targets", [("q_proj", "lm_head"), ("q_proj", "embed_tokens"), ("embed_tokens", "lm_head")])
+def test_embedding_and_lm_head_adapters_are_served_where_vllm_takes_them(tiny_model, tmp_path, targets):
+    """vLLM 0.32 serves LoRA on the embedding and the LM head of a Llama (its embedding_modules), not of a Mistral:
+    llmodal accepts the first and refuses the second saying so (it used to refuse both as modules the base lacks)."""
+    a = write_adapter(tmp_path / "a", tiny_model, base_name=SERVED_NAME, targets=targets)
+    argv = _cpu(tiny_model, f"a={a}").launch.argv
+    assert _argv_value(argv, "--lora-modules") == f"a={a}"
+    mistral = _as_mistral(tiny_model, tmp_path)
+    s = load_settings(None, lora_modules=f"a={a}")
+    with pytest.raises(ConfigError, match=r"targets \[.*'(embed_tokens|lm_head)'.*\]: vLLM serves no LoRA on "
+                                          r"MistralForCausalLM's embedding or LM head"):
+        prepare(s, gpu=False, tiny_model=str(mistral), tiny_name=SERVED_NAME, api_key="k")
+
+
+@pytest.mark.parametrize("target", ["embed_tokens", "lm_head"])
+def test_an_embedding_or_lm_head_adapter_of_another_vocabulary_is_refused_by_its_weights(tiny_model, tmp_path, target):
+    other = tmp_path / "other-vocab"
+    other.mkdir()
+    cfg = json.loads((tiny_model / "config.json").read_text())
+    (other / "config.json").write_text(json.dumps({**cfg, "vocab_size": 512}))
+    a = write_adapter(tmp_path / "a", other, base_name=SERVED_NAME, targets=("q_proj", target))
+    with pytest.raises(ConfigError, match=rf"{target}.* has shape \[.*512.*\], the base's {target} needs .*1024.*"
+                                          "another model"):
+        _cpu(tiny_model, f"a={a}")

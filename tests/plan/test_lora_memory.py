@@ -101,6 +101,7 @@ def test_llmodal_accepts_an_adapter_exactly_when_vllm_does(measured, kind):
     doc = measured[kind]
     verdicts = {n: (v["accepted"], doc["llmodal_adapters"][n]["accepted"]) for n, v in doc["vllm_adapters"].items()}
     assert all(v == m for v, m in verdicts.values()), verdicts
+    assert verdicts["embedding-lm-head"] == ((kind != "mistral"),) * 2  # vLLM's embedding_modules, both ways
     if kind != "mixtral":
         assert verdicts["path-targets"] == (True, True)  # vLLM reads the tensors' names; PEFT matched the paths
     if kind == "mixtral":  # both ways are exercised
