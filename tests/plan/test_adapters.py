@@ -359,3 +359,19 @@ def test_an_embedding_or_lm_head_adapter_of_another_vocabulary_is_refused_by_its
     with pytest.raises(ConfigError, match=rf"{target}.* has shape \[.*512.*\], the base's {target} needs .*1024.*"
                                           "another model"):
         _cpu(tiny_model, f"a={a}")
+
+
+def test_a_hub_adapter_that_cannot_be_fetched_stops_the_start_with_a_reason(tiny_model, tmp_path, monkeypatch):
+    """`llmodal serve` (and the container) fetch a hub adapter not in the local cache before vLLM starts; a hub that
+    does not answer stops it with the variable, the adapter, the repo and the way out — not huggingface_hub's
+    traceback."""
+    import huggingface_hub.constants as hc
+
+    _point_hub_at(monkeypatch, "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.setattr(hc, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    r = CliRunner().invoke(app, ["serve", "--env-file", ""], env={"VLLM_LORA_MODULES": "my-adapter=org/tiny-lora@v2",
+                                                                  "VLLM_SERVER_API_KEY": "sk-" + "x" * 32})
+    assert isinstance(r.exception, SystemExit) and r.exit_code != 0, repr(r.exception)  # a refusal, no traceback
+    out = " ".join(r.output.split())
+    assert "VLLM_LORA_MODULES: adapter 'my-adapter': could not fetch org/tiny-lora@v2" in out, out
+    assert "llmodal download" in out or "folder" in out, out
