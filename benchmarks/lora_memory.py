@@ -3,7 +3,8 @@ adapters vLLM itself accepts, against llmodal's adapter check.
 
     .venv/bin/python benchmarks/lora_memory.py --out benchmarks/results/cpu-2026-12-07-lora-memory
 
-For each base (the tiny Llama; a tiny Mixtral, 4 experts) the LoRA flags are the ones llmodal's own launch
+For each base (the tiny Llama; the same weights as a MistralForCausalLM, whose embedding and LM head vLLM does not
+wrap; a tiny Mixtral, 4 experts) the LoRA flags are the ones llmodal's own launch
 carries (``prepare``, as ``llmodal serve`` builds it, with ``VLLM_LORA_MODULES`` listing 4 rank-16 adapters made
 here). vLLM's engine is then started in a child process with those flags (in-process engine core, so a function
 can walk the worker's model): every tensor held by a ``BaseLayerWithLoRA`` is summed by its class (a storage
@@ -117,20 +118,29 @@ def measure(model: Path, adapters: dict[str, Path], timeout: int = 900) -> dict:
 
 
 def bases(root: Path) -> dict[str, tuple[Path, dict[str, Path]]]:
-    """The two bases and the adapters offered to each: four good ones (rank 16; on the Mixtral, every module vLLM
-    wraps, experts included); on the Mixtral also the experts alone, under their names and under the Llama names
-    vLLM's Mixtral loader renames, and two vLLM must refuse (an expert the base lacks; a Llama MLP)."""
+    """The three bases and the adapters offered to each: four good ones (rank 16; on the Mixtral, every module vLLM
+    wraps, experts included); on each, one on the embedding and the LM head too; on the Llama and the Mistral one
+    naming its targets by path (self_attn.q_proj); on the Mixtral the experts alone, under their names and under the
+    Llama names vLLM's Mixtral loader renames, and two vLLM must refuse (an expert the base lacks; a Llama MLP)."""
     from llmodal.engine.tiny_adapter import LLAMA_MODULES, MIXTRAL_MODULES, write_adapter
     from llmodal.engine.tiny_model import TinyShape, ensure_tiny_model
 
     out = {}
     llama = ensure_tiny_model(TinyShape())
-    for kind, shape, modules in (("llama", TinyShape(), LLAMA_MODULES), ("mixtral", TinyShape(experts=4),
-                                                                          MIXTRAL_MODULES)):
-        model = ensure_tiny_model(shape)
+    # The tiny Llama's weights under MistralForCausalLM: the same layers, but vLLM gives its embedding and LM head
+    # no LoRA slots.
+    mistral = _as_arch(llama, root / "tiny-mistral", "MistralForCausalLM", "mistral")
+    for kind, model, modules in (("llama", llama, LLAMA_MODULES), ("mistral", mistral, LLAMA_MODULES),
+                                 ("mixtral", ensure_tiny_model(TinyShape(experts=4)), MIXTRAL_MODULES)):
         ads = {f"ok{i}": write_adapter(root / kind / f"ok{i}", model, rank=16, targets=tuple(modules), seed=i + 1)
                for i in range(4)}
-        if shape.experts:
+        # LoRA on the embedding and the LM head: vLLM takes it on the Llama and the Mixtral, not on the Mistral
+        ads["embedding-lm-head"] = write_adapter(root / kind / "embedding-lm-head", model, rank=8,
+                                                 targets=("q_proj", "embed_tokens", "lm_head"), seed=12)
+        if kind != "mixtral":  # targets written as module paths, as PEFT also matches them
+            ads["path-targets"] = _configured(ads["ok0"], root / kind / "path-targets", target_modules=[
+                f"{block}.{m}" for m, (block, _, _) in modules.items()])
+        if kind == "mixtral":
             ads["experts-only"] = write_adapter(root / kind / "experts-only", model, rank=8,
                                                 targets=("w1", "w2", "w3"), seed=10)
             ads["experts-as-gate-up-down"] = _renamed(ads["experts-only"], root / kind / "experts-as-gate-up-down",
@@ -140,6 +150,26 @@ def bases(root: Path) -> dict[str, tuple[Path, dict[str, Path]]]:
             ads["llama-mlp"] = write_adapter(root / kind / "llama-mlp", llama, rank=8,
                                              targets=("gate_proj", "up_proj", "down_proj"), seed=11)
         out[kind] = (model, ads)
+    return out
+
+
+def _as_arch(model: Path, out: Path, arch: str, model_type: str) -> Path:
+    """A copy of ``model`` whose config.json names another architecture (of the same layers and weights)."""
+    import shutil
+
+    shutil.copytree(model, out, dirs_exist_ok=True)
+    cfg = json.loads((out / "config.json").read_text())
+    (out / "config.json").write_text(json.dumps({**cfg, "architectures": [arch], "model_type": model_type}, indent=2))
+    return out
+
+
+def _configured(src: Path, out: Path, **cfg) -> Path:
+    """``src`` with these adapter_config.json keys changed, the same weights."""
+    import shutil
+
+    shutil.copytree(src, out, dirs_exist_ok=True)
+    doc = json.loads((out / "adapter_config.json").read_text())
+    (out / "adapter_config.json").write_text(json.dumps({**doc, **cfg}, indent=2))
     return out
 
 

@@ -224,3 +224,33 @@ def test_the_dry_run_shows_each_adapter_at_the_commit_deploy_sends(tmp_path):
     handed = [json.loads(c.env_dict["LLMODAL_SETTINGS"]) for c in calls["SecretGetOrCreate"]
               if "LLMODAL_SETTINGS" in c.env_dict][0]
     assert handed["lora_modules"] == want  # what the dry run showed is what the deploy sent
+
+
+def test_the_guides_deploy_pins_adapters_as_llmodal_deploy_does(tmp_path):
+    """`modal deploy modal_vllm.py` (the guide's path, no preflight of its own) hands the container the same adapter
+    commits as `llmodal deploy`: otherwise each cold start fetches the branch as it is then, with the hub online.
+    A folder adapter, which the container does not have, stops that deploy too, before anything is sent."""
+    import sys
+
+    from fake_modal import KEY, deploy_via_fake
+
+    cfg = {"peft_type": "LORA", "r": 16, "lora_alpha": 32, "target_modules": ["q_proj", "v_proj"],
+           "base_model_name_or_path": "meta-llama/Llama-3.1-70B-Instruct"}
+    h = FakeHub(children={"org/sql-lora": (1, {"r": 16})},
+                files={"org/sql-lora": {"adapter_config.json": json.dumps(cfg).encode()}})
+    guide = [sys.executable, "-m", "modal", "deploy", "modal_vllm.py"]
+    ours = [sys.executable, "-m", "llmodal.cli", "deploy", "--env-file", ""]
+    handed = {}
+    try:
+        for name, argv in (("guide", guide), ("ours", ours)):
+            r, calls = deploy_via_fake(tmp_path / name, argv, HF_ENDPOINT=h.url, VLLM_LORA_MODULES="sql=org/sql-lora",
+                                       **KEY)
+            assert r.returncode == 0, r.stdout + r.stderr
+            handed[name] = [json.loads(c.env_dict["LLMODAL_SETTINGS"]) for c in calls["SecretGetOrCreate"]
+                            if "LLMODAL_SETTINGS" in c.env_dict][0]["lora_modules"]
+    finally:
+        h.close()
+    assert handed == {"guide": f"sql=org/sql-lora@{SHA}", "ours": f"sql=org/sql-lora@{SHA}"}
+    r, calls = deploy_via_fake(tmp_path / "folder", guide, VLLM_LORA_MODULES=f"mine={tmp_path}", **KEY)
+    assert r.returncode != 0 and "is a folder on this machine" in r.stdout + r.stderr
+    assert not calls.get("FunctionCreate")

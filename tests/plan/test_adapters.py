@@ -298,3 +298,80 @@ def test_hub_adapter_of_another_shape_is_refused_from_its_header(tmp_path, monke
             _cpu(tiny_model, "t=org/tiny-lora")
     finally:
         hub.close()
+
+
+@pytest.mark.parametrize("model,named", [("meta-llama/Llama-3.1-70B-Instruct", "meta-llama/Meta-Llama-3.1-70B-Instruct"),
+                                         ("meta-llama/Meta-Llama-3.1-70B-Instruct", "meta-llama/Llama-3.1-70B-Instruct")])
+def test_an_adapter_naming_the_base_by_another_of_its_names_is_the_same_base(tmp_path, model, named):
+    """Meta renamed its Llama 3.1 repos (Meta-Llama-3.1-… → Llama-3.1-…); adapters trained before name the old one.
+    The catalog holds both names as the same weights, so the base check does too: no refusal, no 'trained on' note."""
+    a = _config_only(tmp_path / "a", base_model_name_or_path=named)
+    p = plan_for_settings(load_settings(None, model=model, lora_modules=f"a={a}")).chosen
+    assert not [n for n in p.notes if "trained on" in n and "LLMODAL_LORA_ANY_BASE" in n], p.notes
+
+
+def test_targets_written_as_module_paths_are_the_modules_they_end_in(tiny_model, tmp_path):
+    """PEFT matches a target_modules entry against the end of a module's path at a '.' (its check_target_module_exists),
+    so "self_attn.q_proj" is q_proj, and vLLM 0.32 serves such an adapter (it reads the tensors' names): accepted. The
+    last part is what must be a module of the base."""
+    a = write_adapter(tmp_path / "a", tiny_model, base_name=SERVED_NAME, targets=("q_proj", "v_proj"))
+    cfg = json.loads((a / "adapter_config.json").read_text())
+    (a / "adapter_config.json").write_text(json.dumps({**cfg, "target_modules": [
+        "self_attn.q_proj", "model.layers.1.self_attn.v_proj"]}))
+    _cpu(tiny_model, f"a={a}")  # no refusal
+    (a / "adapter_config.json").write_text(json.dumps({**cfg, "target_modules": ["self_attn.q_proj", "attn.w_proj"]}))
+    with pytest.raises(ConfigError, match=r"targets \['attn.w_proj'\], which"):
+        _cpu(tiny_model, f"a={a}")
+
+
+def _as_mistral(tiny_model, tmp_path):
+    """The tiny Llama's weights as a MistralForCausalLM: vLLM 0.32 gives its embedding and LM head no LoRA."""
+    import shutil
+
+    m = tmp_path / "tiny-mistral"
+    shutil.copytree(tiny_model, m)
+    cfg = json.loads((m / "config.json").read_text())
+    (m / "config.json").write_text(json.dumps({**cfg, "architectures": ["MistralForCausalLM"]}))
+    return m
+
+
+@pytest.mark.parametrize("targets", [("q_proj", "lm_head"), ("q_proj", "embed_tokens"), ("embed_tokens", "lm_head")])
+def test_embedding_and_lm_head_adapters_are_served_where_vllm_takes_them(tiny_model, tmp_path, targets):
+    """vLLM 0.32 serves LoRA on the embedding and the LM head of a Llama (its embedding_modules), not of a Mistral:
+    llmodal accepts the first and refuses the second saying so (it used to refuse both as modules the base lacks)."""
+    a = write_adapter(tmp_path / "a", tiny_model, base_name=SERVED_NAME, targets=targets)
+    argv = _cpu(tiny_model, f"a={a}").launch.argv
+    assert _argv_value(argv, "--lora-modules") == f"a={a}"
+    mistral = _as_mistral(tiny_model, tmp_path)
+    s = load_settings(None, lora_modules=f"a={a}")
+    with pytest.raises(ConfigError, match=r"targets \[.*'(embed_tokens|lm_head)'.*\]: vLLM serves no LoRA on "
+                                          r"MistralForCausalLM's embedding or LM head"):
+        prepare(s, gpu=False, tiny_model=str(mistral), tiny_name=SERVED_NAME, api_key="k")
+
+
+@pytest.mark.parametrize("target", ["embed_tokens", "lm_head"])
+def test_an_embedding_or_lm_head_adapter_of_another_vocabulary_is_refused_by_its_weights(tiny_model, tmp_path, target):
+    other = tmp_path / "other-vocab"
+    other.mkdir()
+    cfg = json.loads((tiny_model / "config.json").read_text())
+    (other / "config.json").write_text(json.dumps({**cfg, "vocab_size": 512}))
+    a = write_adapter(tmp_path / "a", other, base_name=SERVED_NAME, targets=("q_proj", target))
+    with pytest.raises(ConfigError, match=rf"{target}.* has shape \[.*512.*\], the base's {target} needs .*1024.*"
+                                          "another model"):
+        _cpu(tiny_model, f"a={a}")
+
+
+def test_a_hub_adapter_that_cannot_be_fetched_stops_the_start_with_a_reason(tiny_model, tmp_path, monkeypatch):
+    """`llmodal serve` (and the container) fetch a hub adapter not in the local cache before vLLM starts; a hub that
+    does not answer stops it with the variable, the adapter, the repo and the way out — not huggingface_hub's
+    traceback."""
+    import huggingface_hub.constants as hc
+
+    _point_hub_at(monkeypatch, "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.setattr(hc, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    r = CliRunner().invoke(app, ["serve", "--env-file", ""], env={"VLLM_LORA_MODULES": "my-adapter=org/tiny-lora@v2",
+                                                                  "VLLM_SERVER_API_KEY": "sk-" + "x" * 32})
+    assert isinstance(r.exception, SystemExit) and r.exit_code != 0, repr(r.exception)  # a refusal, no traceback
+    out = " ".join(r.output.split())
+    assert "VLLM_LORA_MODULES: adapter 'my-adapter': could not fetch org/tiny-lora@v2" in out, out
+    assert "llmodal download" in out or "folder" in out, out

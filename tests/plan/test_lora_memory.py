@@ -83,7 +83,7 @@ def measured():
 
 
 @pytest.mark.server
-@pytest.mark.parametrize("kind", ["llama", "mixtral"])
+@pytest.mark.parametrize("kind", ["llama", "mistral", "mixtral"])
 def test_cpu_engine_allocates_what_the_planner_charges(measured, kind):
     """Every LoRA layer class vLLM makes holds the bytes the planner charges for it, at llmodal's own flags;
     the planner's step buffer covers the punica wrapper's index tensors."""
@@ -91,15 +91,44 @@ def test_cpu_engine_allocates_what_the_planner_charges(measured, kind):
     assert (doc["max_loras"], doc["max_lora_rank"]) == (4, 16)  # from llmodal's launch: 4 adapters, rank 16
     assert doc["vllm_by_class"] == doc["planner_by_class"]
     assert ("FusedMoEWithLoRA" in doc["vllm_by_class"]) == (kind == "mixtral")
+    assert ("LogitsProcessorWithLoRA" in doc["vllm_by_class"]) == (kind != "mistral")  # both ways exercised
     assert doc["planner_buffer_bytes"] >= doc["vllm_punica_wrapper_bytes"]
 
 
 @pytest.mark.server
-@pytest.mark.parametrize("kind", ["llama", "mixtral"])
+@pytest.mark.parametrize("kind", ["llama", "mistral", "mixtral"])
 def test_llmodal_accepts_an_adapter_exactly_when_vllm_does(measured, kind):
     doc = measured[kind]
     verdicts = {n: (v["accepted"], doc["llmodal_adapters"][n]["accepted"]) for n, v in doc["vllm_adapters"].items()}
     assert all(v == m for v, m in verdicts.values()), verdicts
+    assert verdicts["embedding-lm-head"] == ((kind != "mistral"),) * 2  # vLLM's embedding_modules, both ways
+    if kind != "mixtral":
+        assert verdicts["path-targets"] == (True, True)  # vLLM reads the tensors' names; PEFT matched the paths
     if kind == "mixtral":  # both ways are exercised
         assert verdicts["experts-only"] == (True, True) and verdicts["expert-5-of-4"] == (False, False)
         assert verdicts["llama-mlp"] == (False, False)
+
+
+def test_embedding_lora_table_is_vllms():
+    """EMBEDDING_LORA says, per architecture, what vLLM 0.32's model class says: LoRA on the embedding and the LM
+    head exactly where its embedding_modules names them."""
+    pytest.importorskip("vllm")
+    from vllm.model_executor.models.registry import ModelRegistry
+
+    from llmodal.plan.lora_memory import EMBEDDING_LORA
+
+    for arch, wrapped in EMBEDDING_LORA.items():
+        cls = ModelRegistry._try_load_model_cls(arch)
+        assert bool(getattr(cls, "embedding_modules", None)) == wrapped, arch
+
+
+def test_every_catalog_model_is_charged_by_its_own_architecture():
+    """The catalog names each model's architecture, so the planner knows whether its embedding and LM head take
+    LoRA slots (Qwen2.5, Mistral, Gemma 2: no; Llama, Qwen3, Mixtral: yes)."""
+    from llmodal.plan.catalog import CATALOG
+    from llmodal.plan.lora_memory import EMBEDDING_LORA, lora_weights
+
+    for spec in CATALOG.values():
+        assert spec.arch in EMBEDDING_LORA, spec.name
+        classes = lora_weights(spec, LoraSlots(1, 1, 16), tp=1)
+        assert ("LogitsProcessorWithLoRA" in classes) == EMBEDDING_LORA[spec.arch], spec.name

@@ -14,7 +14,7 @@ import importlib.util
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from llmodal.core.errors import ConfigError, DoesNotFit
+from llmodal.core.errors import ConfigError, DoesNotFit, LlmodalError
 from llmodal.plan.catalog import tool_parser_for
 from llmodal.core.config import Settings
 from llmodal.engine.launch import Launch, build_launch
@@ -184,7 +184,14 @@ def adapter_path(adapter, fetch: bool, hub_cache: str | None = None) -> str:
         return adapter.source + (f"@{adapter.revision}" if adapter.revision else "")
     from huggingface_hub import snapshot_download
 
-    return snapshot_download(adapter.source, revision=commit or adapter.revision)
+    spelled = f"{adapter.source}@{commit or adapter.revision or 'main'}"
+    try:
+        return snapshot_download(adapter.source, revision=commit or adapter.revision)
+    except Exception as e:  # noqa: BLE001 - unreachable hub, missing revision, gated repo: one refusal, with why
+        raise LlmodalError(f"VLLM_LORA_MODULES: adapter {adapter.name!r}: could not fetch {spelled} before vLLM starts "
+                           f"({type(e).__name__}: {str(e).splitlines()[0][:200]}); nothing was started. Connect to the "
+                           "hub (HF_TOKEN for a gated repo), or fetch it once with `llmodal download` (Modal) or "
+                           "`huggingface-cli download` (here), or list it as a folder") from None
 
 
 def queue_limit_for(plan) -> int:

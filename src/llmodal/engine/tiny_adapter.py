@@ -32,17 +32,26 @@ MIXTRAL_MODULES = {
 }
 
 
+# The embedding and the LM head, outside the layers: PEFT names the embedding's pair lora_embedding_A ([rank, vocab])
+# and lora_embedding_B ([hidden, rank]); the LM head is a linear layer (hidden → vocab).
+EMBEDDING_KEYS = {
+    "embed_tokens": ("model.embed_tokens", "lora_embedding_A", ("rank", "vocab"), "lora_embedding_B", ("hidden", "rank")),
+    "lm_head": ("lm_head", "lora_A.weight", ("rank", "hidden"), "lora_B.weight", ("vocab", "rank")),
+}
+
+
 def _dims(cfg: dict) -> dict[str, int]:
     hd = int(cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"])
     return {"hidden": cfg["hidden_size"], "inter": cfg["intermediate_size"], "q": cfg["num_attention_heads"] * hd,
             "kv": cfg.get("num_key_value_heads", cfg["num_attention_heads"]) * hd,
-            "experts": cfg.get("num_local_experts", 0)}
+            "experts": cfg.get("num_local_experts", 0), "vocab": cfg["vocab_size"]}
 
 
 def write_adapter(out: Path, base: Path, *, rank: int = 8, targets: tuple[str, ...] = ("q_proj", "v_proj"),
                   seed: int = 1, base_name: str | None = None, scale: float = 0.5,
                   config: dict | None = None, experts: int | None = None) -> Path:
-    """Write a PEFT-layout adapter for the model in ``base`` to ``out`` (atomically). ``base_name`` is the
+    """Write a PEFT-layout adapter for the model in ``base`` to ``out`` (atomically); ``targets`` may also name
+    ``embed_tokens`` and ``lm_head``. ``base_name`` is the
     ``base_model_name_or_path`` it declares (default: the base folder); ``config`` overrides config keys. On a
     Mixtral base, w1/w2/w3 are written for every expert (``experts``: as many as the base has, unless said)."""
     import torch
@@ -53,8 +62,15 @@ def write_adapter(out: Path, base: Path, *, rank: int = 8, targets: tuple[str, .
     gen = torch.Generator().manual_seed(seed)
     tensors = {}
     modules = MIXTRAL_MODULES if dims["experts"] else LLAMA_MODULES
+    for module in targets:
+        if module in EMBEDDING_KEYS:
+            where, a, a_shape, b, b_shape = EMBEDDING_KEYS[module]
+            for suffix, shape in ((a, a_shape), (b, b_shape)):
+                size = [rank if d == "rank" else dims[d] for d in shape]
+                tensors[f"base_model.model.{where}.{suffix}"] = (torch.randn(*size, generator=gen) * scale).to(
+                    torch.bfloat16)
     for layer in range(cfg["num_hidden_layers"]):
-        for module in targets:
+        for module in (t for t in targets if t not in EMBEDDING_KEYS):
             block, fin, fout = modules[module]
             blocks = [block.format(e=e) for e in range(dims["experts"] if experts is None else experts)] \
                 if "{e}" in block else [block]

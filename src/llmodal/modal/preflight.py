@@ -117,13 +117,12 @@ def rehearse(settings: Settings, res: Resolution | None = None) -> dict:
     from llmodal.engine.prepare import prepare
     from llmodal.modal.adapter_pins import pin
 
-    settings = deploy_settings(settings)
     written = settings.adapters
-    adapters = pin(written, fresh=False) if written else []
-    if adapters:  # what `llmodal deploy` hands the container (_app_env): every hub adapter at its commit
+    adapters = pin(written, fresh=False) if written else []  # each commit as written, and where it came from
+    if adapters:  # what every deploy path hands the container (deploy_settings): every hub adapter at its commit
         pinned = ",".join(a.spelled() for a, _ in adapters)
         res = res if pinned == settings.lora_modules else None  # planned again: the container plans the commits
-        settings = settings.model_copy(update={"lora_modules": pinned})
+    settings = deploy_settings(settings)  # the same commits: the pin above recorded any it resolved
     spec = app_spec(settings)
     secret_key = "<from the secret>" if settings.api_key() or not settings.public else ""
     shown = settings.model_copy(update={"server_api_key": SecretStr(secret_key) if secret_key else None})

@@ -92,8 +92,14 @@ def concurrent_inputs(settings: Settings) -> int:
 
 def deploy_settings(settings: Settings) -> Settings:
     """The settings every deploy path sends (``modal deploy modal_vllm.py``, ``llmodal deploy``, its dry run):
-    with the plan's queue limit stated, so Modal's concurrency and the gateway's limits derive from one number.
-    A plan that cannot be made here is left to the container, which refuses with its reason."""
+    every hub adapter at a commit (the one ``llmodal download`` recorded, else the one its revision names now,
+    recorded: ``adapter_pins``; a folder adapter is refused), and the plan's queue limit stated, so Modal's
+    concurrency and the gateway's limits derive from one number. A plan that cannot be made here is left to the
+    container, which refuses with its reason."""
+    if settings.adapters:  # the guide's path has no preflight: without this it sent branches, fetched at each start
+        from llmodal.modal.adapter_pins import pinned_modules
+
+        settings = settings.model_copy(update={"lora_modules": pinned_modules(settings.adapters, fresh=False)})
     if settings.queue_limit is not None:
         return settings
     from llmodal.core.errors import LlmodalError

@@ -17,12 +17,16 @@ from pathlib import Path
 
 from llmodal.core.errors import ConfigError
 from llmodal.core.lora import RANKS, Adapter, rank_slot
+from llmodal.plan.lora_memory import embedding_lora
 from llmodal.plan.model_spec import ModelSpec
 
 DEFAULT_RANK = 16  # vLLM's --max-lora-rank when nothing says otherwise
 # The decoder families the catalog knows name their linear layers as Llama does.
 LLAMA_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 _KEY = re.compile(r"layers\.(\d+)\.(?:[\w.]+\.)?(\w+)\.lora_([AB])(?:\.default)?\.weight$")
+# Outside the layers: the embedding (PEFT's lora_embedding_A/B) and the LM head, where vLLM takes LoRA on them.
+EMBEDDING_TARGETS = ("embed_tokens", "lm_head")
+_EMBED_KEY = re.compile(r"(?:^|\.)(embed_tokens|lm_head)\.lora_(?:embedding_)?([AB])(?:\.default)?(?:\.weight)?$")
 
 
 @dataclass(frozen=True)
@@ -170,9 +174,11 @@ def _canonical(module: str, dims: dict[str, tuple[int, int]]) -> str:
 
 
 def _same_base(named: str, model: str, served: str, spec: ModelSpec, model_dir: str | None) -> bool:
-    def norm(s: str) -> str:
+    from llmodal.plan.catalog import canonical
+
+    def norm(s: str) -> str:  # one spelling per model: a folder resolved, a repo by the catalog's name for it
         p = Path(s).expanduser()
-        return str(p.resolve()) if s.startswith(("/", ".", "~")) else s.strip().strip("/").lower()
+        return str(p.resolve()) if s.startswith(("/", ".", "~")) else canonical(s.strip().strip("/")).lower()
 
     same = {norm(model), norm(served), *(norm(c) for c in spec.checkpoints.values()), norm(spec.name)}
     if model_dir:
@@ -212,10 +218,14 @@ def check(facts: AdapterFacts, spec: ModelSpec, *, model: str, served: str, quan
     dims = module_dims(spec)
     targets = cfg.get("target_modules")
     if isinstance(targets, list) and dims is not None:
-        unknown = sorted({t for t in targets if _canonical(t, dims) not in dims})
+        # PEFT matches an entry against the end of a module's path at a "." ("self_attn.q_proj" is q_proj).
+        names = {t: _canonical(str(t).rsplit(".", 1)[-1], dims) for t in targets}
+        _refuse_embedding(head, spec, sorted(t for t, n in names.items() if n in EMBEDDING_TARGETS))
+        unknown = sorted(t for t, n in names.items() if n not in dims and n not in EMBEDDING_TARGETS)
         if unknown:
+            also = f"; and {', '.join(EMBEDDING_TARGETS)}" if embedding_lora(spec) else ""
             raise ConfigError(f"{head} targets {unknown}, which {spec.arch or spec.name} does not have (its linear "
-                              f"modules: {', '.join(dims)})")
+                              f"modules: {', '.join(dims)}{also})")
     elif isinstance(targets, str) and targets != "all-linear":
         notes.append(f"adapter {a.name}: target_modules is a pattern ({targets!r}); checked by its weights only")
     if facts.shapes and dims is not None:
@@ -291,9 +301,30 @@ def _module_rank(head: str, cfg: dict, key: str) -> int:
     return cfg["r"]
 
 
+def _refuse_embedding(head: str, spec: ModelSpec, targets: list[str]) -> None:
+    if targets and not embedding_lora(spec):
+        raise ConfigError(f"{head} targets {targets}: vLLM serves no LoRA on {spec.arch or spec.name}'s embedding or "
+                          "LM head (its model class takes none there): retrain it without them")
+
+
+def _check_embedding(head: str, key: str, shape: list[int], spec: ModelSpec, cfg: dict) -> None:
+    """The embedding's pair is [rank, vocab] and [hidden, rank]; the LM head's [rank, hidden] and [vocab, rank]."""
+    module, ab = _EMBED_KEY.search(key).groups()
+    _refuse_embedding(head, spec, [module])
+    rank, h, v = _module_rank(head, cfg, key), spec.hidden, spec.vocab
+    want = {("embed_tokens", "A"): [rank, v], ("embed_tokens", "B"): [h, rank],
+            ("lm_head", "A"): [rank, h], ("lm_head", "B"): [v, rank]}[(module, ab)]
+    if list(shape) != want:
+        raise ConfigError(f"{head}: {key} has shape {list(shape)}, the base's {module} needs {want} (rank {rank}, "
+                          f"vocabulary {v}, hidden {h}): an adapter of another model")
+
+
 def _check_shapes(head: str, shapes: dict[str, list[int]], dims: dict[str, tuple[int, int]], spec: ModelSpec,
                   cfg: dict) -> None:
     for key, shape in shapes.items():
+        if _EMBED_KEY.search(key) and len(shape) == 2:
+            _check_embedding(head, key, shape, spec, cfg)
+            continue
         m = _KEY.search(key)
         if not m or _canonical(m.group(2), dims) not in dims or len(shape) != 2:
             continue

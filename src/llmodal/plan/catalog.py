@@ -18,7 +18,7 @@ from llmodal.plan.model_spec import ModelSpec
 
 def _llama(name, layers, hidden, heads, intermediate, checkpoints, kv_heads=8, vocab=128256):
     return ModelSpec(name, layers, hidden, heads, kv_heads, hidden // heads, intermediate, vocab,
-                     checkpoints=checkpoints)
+                     checkpoints=checkpoints, arch="LlamaForCausalLM")
 
 
 # Shapes: each model's config.json as its maker publishes it. Builds: the publisher's hub page
@@ -34,8 +34,9 @@ def _qwen(name, layers, hidden, heads, kv_heads, intermediate, suffixes, **kw):
 
 _HQ = "hugging-quants/Meta-Llama-3.1-{size}-Instruct-{fmt}-INT4"
 _NM = "neuralmagic/{name}"
-_QWEN25 = dict(vocab=152064, max_position=32768)
-_QWEN3 = dict(vocab=151936, max_position=40960)
+_QWEN25 = dict(vocab=152064, max_position=32768, arch="Qwen2ForCausalLM")
+_QWEN3 = dict(vocab=151936, max_position=40960, arch="Qwen3ForCausalLM")
+_MISTRAL = "MistralForCausalLM"
 CATALOG: dict[str, ModelSpec] = {
     m.name: m
     for m in (
@@ -66,18 +67,19 @@ CATALOG: dict[str, ModelSpec] = {
         _qwen("Qwen/Qwen3-8B", 36, 4096, 32, 8, 12288, {"awq": "-AWQ", "fp8": "-FP8"}, **_QWEN3),
         _qwen("Qwen/Qwen3-14B", 40, 5120, 40, 8, 17408, {"awq": "-AWQ", "fp8": "-FP8"}, **_QWEN3),
         _qwen("Qwen/Qwen3-32B", 64, 5120, 64, 8, 25600, {"awq": "-AWQ", "fp8": "-FP8"}, **_QWEN3),
-        ModelSpec("mistralai/Mistral-7B-Instruct-v0.3", 32, 4096, 32, 8, 128, 14336, 32768, max_position=32768),
+        ModelSpec("mistralai/Mistral-7B-Instruct-v0.3", 32, 4096, 32, 8, 128, 14336, 32768, max_position=32768,
+                  arch=_MISTRAL),
         ModelSpec("mistralai/Mistral-Small-24B-Instruct-2501", 40, 5120, 32, 8, 128, 32768, 131072,
-                  max_position=32768),
-        ModelSpec("mistralai/Mistral-Large-Instruct-2411", 88, 12288, 96, 8, 128, 28672, 32768),
+                  max_position=32768, arch=_MISTRAL),
+        ModelSpec("mistralai/Mistral-Large-Instruct-2411", 88, 12288, 96, 8, 128, 28672, 32768, arch=_MISTRAL),
         ModelSpec("mistralai/Mixtral-8x7B-Instruct-v0.1", 32, 4096, 32, 8, 128, 14336, 32000, max_position=32768,
                   arch="MixtralForCausalLM",
                   experts=8, checkpoints={"awq": "TheBloke/Mixtral-8x7B-Instruct-v0.1-AWQ",
                                           "fp8": _NM.format(name="Mixtral-8x7B-Instruct-v0.1-FP8")}),
         ModelSpec("google/gemma-2-9b-it", 42, 3584, 16, 8, 256, 14336, 256000, tied_embeddings=True,
-                  max_position=8192),
+                  max_position=8192, arch="Gemma2ForCausalLM"),
         ModelSpec("google/gemma-2-27b-it", 46, 4608, 32, 16, 128, 36864, 256000, tied_embeddings=True,
-                  max_position=8192),
+                  max_position=8192, arch="Gemma2ForCausalLM"),
     )
 }
 # Names people also write for the same weights.

@@ -9,7 +9,8 @@ dim, kv = KV heads × head dim, I intermediate, V vocabulary; "/tp": the share o
 - ``MergedQKVParallelLinearWithLoRA`` (qkv): A 3 × h (three slices, whole), B q/tp + 2 × kv/tp
 - ``RowParallelLinearWithLoRA`` (o_proj, down_proj): A the input/tp, B the whole output
 - ``MergedColumnParallelLinearWithLoRA`` (gate_up): A 2 × h, B 2 × I/tp
-- ``VocabParallelEmbeddingWithLoRA``: A V, B h; ``LogitsProcessorWithLoRA`` (LM head): A h, B V
+- ``VocabParallelEmbeddingWithLoRA``: A V, B h; ``LogitsProcessorWithLoRA`` (LM head): A h, B V — only where the
+  model class lists them in ``embedding_modules`` (``EMBEDDING_LORA``)
 
 A Mixtral-style MoE (``vllm/lora/layers/fused_moe.py``, ``FusedMoEWithLoRA``, gated: w1 and w3 are two slices)
 has instead of gate_up and down, per layer: the router ``gate`` (``ReplicatedLinearWithLoRA``: A h, B E) and
@@ -26,6 +27,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from llmodal.plan.model_spec import ModelSpec
+
+
+# vLLM 0.32 wraps the embedding and the LM head only where the model class names them in ``embedding_modules``
+# (vllm/model_executor/models/*.py; vllm/lora/utils.py: get_supported_lora_modules): Llama, Qwen3 and Mixtral do,
+# Mistral, Qwen2 and Gemma 2 do not (``{}``). An architecture not listed is charged both: the larger charge.
+EMBEDDING_LORA = {"LlamaForCausalLM": True, "Qwen3ForCausalLM": True, "MixtralForCausalLM": True,
+                  "MistralForCausalLM": False, "Qwen2ForCausalLM": False, "Gemma2ForCausalLM": False}
+
+
+def embedding_lora(spec: ModelSpec) -> bool:
+    """Whether vLLM gives this model's embedding and LM head LoRA slots (and serves adapters on them)."""
+    return EMBEDDING_LORA.get(spec.arch, True)
 
 
 @dataclass(frozen=True)
@@ -49,9 +62,9 @@ def lora_weights(spec: ModelSpec, lora: LoraSlots, tp: int, dtype_bytes: int = 2
         return n * r * per_rank * dtype_bytes
 
     out = {"MergedQKVParallelLinearWithLoRA": layers * slots(3 * h + q + 2 * kv),
-           "RowParallelLinearWithLoRA": layers * slots(q + h),  # o_proj
-           "VocabParallelEmbeddingWithLoRA": slots(v + h),
-           "LogitsProcessorWithLoRA": slots(h + v)}
+           "RowParallelLinearWithLoRA": layers * slots(q + h)}  # o_proj
+    if embedding_lora(spec):
+        out.update(VocabParallelEmbeddingWithLoRA=slots(v + h), LogitsProcessorWithLoRA=slots(h + v))
     if e > 1:
         out["ReplicatedLinearWithLoRA"] = layers * slots(h + e)  # the router
         out["FusedMoEWithLoRA"] = layers * (slots(e * (2 * h + inter + 2 * inter + h)) + (n + 1) * 4)
