@@ -87,7 +87,12 @@ def test_lora_flags_come_from_the_table_and_only_with_adapters():
 
 @pytest.mark.parametrize("flag,owner", [("--lora-modules", "VLLM_LORA_MODULES"), ("--max-loras", "VLLM_MAX_LORAS"),
                                         ("--max_lora_rank", "VLLM_MAX_LORA_RANK"), ("--enable-lora", "VLLM_LORA_MODULES"),
-                                        ("--fully-sharded-loras", "the planner"), ("--lora-dtype", "the planner")])
+                                        ("--fully-sharded-loras", "the planner"), ("--lora-dtype", "the planner"),
+                                        ("--lora-target-modules", "the planner"),
+                                        ("--lora_target_modules", "the planner"),
+                                        ("--specialize-active-lora", "the planner"),
+                                        ("--enable-mixed-moe-lora-format", "the planner"),
+                                        ("--enable-moe-shared-loras", "the planner")])
 def test_extra_args_cannot_set_lora_flags(monkeypatch, flag, owner):
     monkeypatch.setenv("VLLM_EXTRA_ARGS", f"{flag} 8")
     with pytest.raises(ConfigError) as e:

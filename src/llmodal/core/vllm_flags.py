@@ -147,7 +147,12 @@ _ALSO_RESERVED = {"--config": LLMODAL, "--pipeline-parallel-size": PLANNER, "-pp
                   # vLLM refuses a ceiling that is not the largest of the planner's sizes
                   "--max-cudagraph-capture-size": PLANNER,
                   # the planner sizes LoRA memory with every slot unsharded, in the model's dtype
-                  "--fully-sharded-loras": PLANNER, "--lora-dtype": PLANNER}
+                  "--fully-sharded-loras": PLANNER, "--lora-dtype": PLANNER,
+                  # which modules get LoRA slots, their MoE layout and extra CUDA graphs per active-adapter count:
+                  # what the planner charges and the adapter check accepts (an adapter on a module left out would
+                  # be refused by vLLM at start, after the GPU is paid for)
+                  "--lora-target-modules": PLANNER, "--specialize-active-lora": PLANNER,
+                  "--enable-mixed-moe-lora-format": PLANNER, "--enable-moe-shared-loras": PLANNER}
 
 
 def _norm(flag: str) -> str:
