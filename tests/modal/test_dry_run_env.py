@@ -129,3 +129,9 @@ def test_the_container_passes_vllm_the_formats_of_the_pinned_snapshot(tmp_path, 
            or argv[i - 1] in ("--load-format", "--config-format")]
     assert got == [*expected, "--load-format", "dummy"], argv
     assert argv[-2:] == ["--load-format", "dummy"]
+    # The dry run, which cannot see the volume, names each flag the container adds and when.
+    from llmodal.modal.preflight import rehearse
+    from llmodal.modal.spec import deploy_settings
+
+    said = rehearse(deploy_settings(settings))["command_added_in_container"]
+    assert {f"{a} {b}" for a, b in zip(expected[::2], expected[1::2])} <= set(said), said

@@ -23,6 +23,7 @@ from llmodal.core.envfile import read_env
 from llmodal.core import constants as C
 from llmodal.core.constants import HF_CACHE_VOLUME, VLLM_CACHE_VOLUME, WEB_LABEL
 from llmodal.modal.spec import check_drain
+from llmodal.modal.weights import FORMAT_NOTES
 from llmodal.plan.planner import Resolution, plan_for_settings
 
 MODAL_ENTRY = "modal_vllm.py"
@@ -149,7 +150,8 @@ def rehearse(settings: Settings, res: Resolution | None = None) -> dict:
                  "lora_gib_per_gpu": round(p.lora_gib_per_gpu, 3)} if p else None,
         "adapters": [{"name": a.name, "source": a.source, "revision": w.revision or "main", "commit": a.revision,
                       "pinned": how} for (a, how), w in zip(adapters, written)] or None,
-        "command": prep.launch.shell(), "command_env": prep.launch.shown_env(),
+        "command": prep.launch.shell(), "command_added_in_container": FORMAT_NOTES,
+        "command_env": prep.launch.shown_env(),
         "key": "VLLM_SERVER_API_KEY from the secret" if not settings.public else "none (public, chosen)",
     }
 

@@ -52,6 +52,12 @@ def vllm_formats(files: Iterable[str]) -> dict[str, str]:
     return {"load-format": "mistral", **({"config-format": "mistral"} if MISTRAL_CONFIG in files else {})}
 
 
+# What a dry run, which cannot see the volume, says of the flags above (the container decides from the pinned snapshot).
+FORMAT_NOTES = {"--load-format mistral": f"added where the pinned checkpoint has {MISTRAL_WEIGHTS} (Mistral's layout: "
+                                         "vLLM picks it by itself online, not offline)",
+                "--config-format mistral": f"added beside it where that checkpoint has {MISTRAL_CONFIG} at its top"}
+
+
 def weight_format(files: Iterable[str]) -> str | None:
     """The pattern of the weights vLLM loads from a checkpoint holding ``files`` (repo paths); None: vLLM finds none."""
     files = list(files)
