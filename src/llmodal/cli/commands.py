@@ -140,7 +140,7 @@ def plan(
     from llmodal.plan.view import fast_boot_row, plan_table
 
     from llmodal.plan.compare import compare as compare_all
-    from llmodal.plan.compare import LORA_SPEED, default_mix, lora_doc, parse_mix, speed_of
+    from llmodal.plan.compare import default_mix, lora_doc, lora_speed_of, parse_mix, speed_of
     from llmodal.plan.profiles import Batching
     from llmodal.plan.speed import TTFT_AT_LOAD_ERRORS
 
@@ -175,6 +175,7 @@ def plan(
                     console.print(f"plot: {plot}")
             raise typer.Exit(0)
         speed = speed_of(res.chosen, res.spec, token_mix) if res.chosen.fits else None
+        lora_speed = lora_speed_of(res.chosen, res.spec, token_mix, base=speed) if speed else None
         costs = costs_from_file(bench, res.chosen.price_per_hour) if bench else None
         if plot is not None and not compare:
             raise ConfigError("--plot draws the --compare options: add --compare")
@@ -185,8 +186,8 @@ def plan(
         fail(e)
     if as_json:
         speed_doc = speed.to_dict() if speed else None
-        if speed_doc is not None and res.chosen.lora:
-            speed_doc["lora_speed_cost"] = LORA_SPEED
+        if speed_doc is not None and lora_speed:
+            speed_doc["with_lora"] = lora_speed.to_dict()
         out = {"plan": res.chosen.to_dict(), "speed": speed_doc, "lora": lora_doc(res.chosen.lora),
                "mix_note": mix_note or None,
                "as_configured": res.asked.to_dict(),
@@ -209,12 +210,12 @@ def plan(
                           f"{speed.saturated_out_tok_s:,.0f} out tok/s at {speed.concurrency} streams "
                           f"(batch up to {speed.max_batch}) → ${speed.cost_per_1m_tokens:.3f} per 1M tokens",
                           markup=False)
-            if res.chosen.lora:
-                console.print(f"  {lora_doc(res.chosen.lora)['speed_cost']}", markup=False)
             if mix_note:
                 console.print(f"  {mix_note}", markup=False)
             if speed.band:
                 console.print(f"  error band: {speed.band.text()}", markup=False)
+            if lora_speed:
+                console.print(f"  {lora_speed.text()}", markup=False)
             lo, hi = TTFT_AT_LOAD_ERRORS
             console.print(f"  mean TTFT at {speed.concurrency} streams {speed.ttft_at_load_s:,.1f} s (prompts wait for "
                           f"prefill chunks; not validated to a band: {lo:+.0%} to {hi:+.0%} on the stored runs)",
@@ -328,6 +329,8 @@ def bench(
 
 
 def _print_compare(doc: dict, as_json: bool) -> None:
+    from llmodal.plan.lora_speed import MEASURED_ON
+
     if as_json:
         print(json.dumps(doc, indent=2))
         return
@@ -337,7 +340,8 @@ def _print_compare(doc: dict, as_json: bool) -> None:
                     "each GPU and build with its TPs smallest first, cheapest first by $/1M tokens (predicted)")
     lora = doc.get("lora")
     for col in ("GPU", "build", "TP", "KV seqs", *(("LoRA GiB",) if lora else ()), "1 stream tok/s",
-                "saturated out tok/s", "$/h", "$/1M tok", "error band", "tie"):
+                "saturated out tok/s", *(("with LoRA out tok/s",) if lora else ()), "$/h", "$/1M tok", "error band",
+                "tie"):
         t.add_column(col, justify="right")
     for r in doc["rows"]:
         b = r.get("error_band") or {}
@@ -347,7 +351,8 @@ def _print_compare(doc: dict, as_json: bool) -> None:
         tp = str(r["tp"]) + ("" if r["tp_measured"] else " (unmeasured)")
         t.add_row(r["gpu"], r["build"], tp, f"{r['kv_sequences']:.1f}",
                   *((f"{r['lora_gib_per_gpu']:.2f}",) if lora else ()), f"{r['single_stream_tok_s']:.0f}",
-                  f"{r['saturated_out_tok_s']:,.0f}", f"{r['usd_per_hour']:.2f}", f"{r['cost_per_1m_tokens']:.3f}",
+                  f"{r['saturated_out_tok_s']:,.0f}", *((_lora_cell(r["lora_speed"]),) if lora else ()),
+                  f"{r['usd_per_hour']:.2f}", f"{r['cost_per_1m_tokens']:.3f}",
                   err, tie)
     console.print(t)
     for why in sorted({r["error_band"]["extrapolated"] for r in doc["rows"]
@@ -364,7 +369,17 @@ def _print_compare(doc: dict, as_json: bool) -> None:
         console.print(f"LoRA adapters: {lora['adapters']} served, {lora['max_loras']} resident at rank ≤ "
                       f"{lora['max_rank']}: {lora['memory']} (LoRA GiB, per GPU). {lora['speed_cost']}",
                       markup=False)
+        inside = [f"{r['gpu']} {r['build']} TP {r['tp']}" for r in doc["rows"] if not r["lora_speed"]["extrapolated"]]
+        console.print(f"with LoRA out tok/s: every request on an adapter; a row marked (extrapolated) is not "
+                      f"{MEASURED_ON} and carries no band (--json says what differs, per row)"
+                      + (f"; inside it: {', '.join(inside)}" if inside else ""), markup=False)
     console.print(doc["note"], markup=False)
+
+
+def _lora_cell(s: dict) -> str:
+    """A row's throughput with adapters, with its band, or marked extrapolated (the reason is printed below)."""
+    tail = f" ±{s['band']['worst']:.0%}" if s["band"] else " (extrapolated)"
+    return f"{s['saturated_out_tok_s']:,.0f} ({-s['cost_vs_base']:+.0%}){tail}"
 
 
 def _capacity(bench: Path, rps: float, price_per_hour: float, model: str):

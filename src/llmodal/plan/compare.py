@@ -11,6 +11,7 @@ from llmodal.plan.prices import cheapest
 from llmodal.plan.model_spec import ModelSpec
 from llmodal.plan.gpus import get_gpu
 from llmodal.plan.lora_memory import LoraSlots
+from llmodal.plan.lora_speed import MEASURED_ON, SOURCE, LoraSpeed, predict_lora
 from llmodal.plan.planner import EngineShape, Plan, make_plan
 from llmodal.plan.profiles import Batching
 from llmodal.plan.speed import Engine, Speed, band, kernel, predict, tp_measured
@@ -20,19 +21,14 @@ COMPARE_BUILDS = ("bf16", "fp8", "awq", "gptq")
 COMPARE_TP = (1, 2, 4, 8)
 
 
-# What LoRA costs in speed was measured on the CPU engine only (docs/BENCHMARKS.md §7, a tiny model whose ratios do
-# not carry over): no factor is applied to a GPU's predicted speed, and every prediction with adapters says so.
-LORA_SPEED = "LoRA speed cost: unmeasured on GPU"
-
-
 def lora_doc(lora: LoraSlots | None) -> dict | None:
-    """The adapters a plan or comparison charges, and what its speed leaves out; None without adapters."""
+    """The adapters a plan or comparison charges, and where its speed with adapters comes from; None without."""
     if lora is None:
         return None
     return {"adapters": lora.adapters, "max_loras": lora.max_loras, "max_rank": lora.max_rank,
             "memory": "each plan takes vLLM's LoRA slots (--max-loras at --max-lora-rank) before the KV cache",
-            "speed_cost": LORA_SPEED + " (the predicted speed is the base model's; the CPU engine's cost, "
-                                       "docs/BENCHMARKS.md §7, does not carry over)"}
+            "speed_cost": f"LoRA speed: every request on an adapter, the punica kernels' time per wrapped layer "
+                          f"and step added to the base's ({MEASURED_ON}; {SOURCE})"}
 
 
 def parse_mix(text: str) -> tuple[int, int]:
@@ -59,8 +55,7 @@ def default_mix(max_model_len: int) -> tuple[tuple[int, int], str]:
                  f"(the default {DEFAULT_MIX[0]}:{DEFAULT_MIX[1]} is {sum(DEFAULT_MIX):,} tokens a request)")
 
 
-def speed_of(plan: Plan, spec: ModelSpec, mix: tuple[int, int] = (1024, 256), concurrency: int = 128) -> Speed:
-    """The plan's predicted speed under its own profile's limits, with the error band for its kernel."""
+def _engine(plan: Plan, spec: ModelSpec, mix: tuple[int, int], concurrency: int) -> tuple[Engine, dict]:
     if sum(mix) > plan.max_model_len:
         raise PlanError(f"--mix {mix[0]}:{mix[1]} is {sum(mix):,} tokens a request, more than max_model_len "
                         f"{plan.max_model_len:,}: vLLM would refuse it; shorten the mix or raise VLLM_MAX_MODEL_LEN")
@@ -69,10 +64,28 @@ def speed_of(plan: Plan, spec: ModelSpec, mix: tuple[int, int] = (1024, 256), co
     shape = EngineShape.for_gpu(gpu, plan.flags)
     engine = Engine(spec, gpu, kernel(gpu, plan.quantization, disabled, spec.group_size), spec.weight_bytes(plan.quantization),
                     plan.kv_bytes_per_token, plan.tensor_parallel_size)
-    return predict(engine, kv_tokens=plan.kv_tokens, price_per_hour=plan.price_per_hour,
-                   max_num_seqs=shape.max_num_seqs, max_num_batched_tokens=shape.max_num_batched_tokens, mix=mix,
-                   concurrency=concurrency,
-                   band_=band(gpu, plan.quantization, disabled, spec, plan.tensor_parallel_size))
+    return engine, dict(kv_tokens=plan.kv_tokens, price_per_hour=plan.price_per_hour,
+                        max_num_seqs=shape.max_num_seqs, max_num_batched_tokens=shape.max_num_batched_tokens, mix=mix,
+                        concurrency=concurrency)
+
+
+def speed_of(plan: Plan, spec: ModelSpec, mix: tuple[int, int] = (1024, 256), concurrency: int = 128) -> Speed:
+    """The plan's predicted speed under its own profile's limits, with the error band for its kernel."""
+    engine, limits = _engine(plan, spec, mix, concurrency)
+    disabled = plan.flags.disabled_kernels if plan.flags else None
+    return predict(engine, **limits,
+                   band_=band(engine.gpu, plan.quantization, disabled, spec, plan.tensor_parallel_size))
+
+
+def lora_speed_of(plan: Plan, spec: ModelSpec, mix: tuple[int, int] = (1024, 256), concurrency: int = 128,
+                  base: Speed | None = None) -> LoraSpeed | None:
+    """The plan's predicted speed with every request on an adapter (lora_speed.py); None without adapters."""
+    if plan.lora is None:
+        return None
+    engine, limits = _engine(plan, spec, mix, concurrency)
+    sizes = plan.flags.cudagraph_capture_sizes if plan.flags else None
+    return predict_lora(engine, base or speed_of(plan, spec, mix, concurrency), plan.lora,
+                        graph_max=max(sizes) if sizes else None, **limits)
 
 
 def ties(rows: list[dict]) -> None:
@@ -129,6 +142,8 @@ def compare(spec: ModelSpec, *, max_model_len: int, gpu_memory_utilization: floa
                        "kv_sequences": round(p.full_length_sequences, 1), "usd_per_hour": round(p.price_per_hour, 4),
                        **({"lora_gib_per_gpu": round(p.lora_gib_per_gpu, 3)} if lora else {}),
                        **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in s.to_dict().items()}}
+                if lora:
+                    row["lora_speed"] = lora_speed_of(p, spec, mix, base=s).to_dict()
                 if rps:
                     row["at_load"] = at_load(s, p.price_per_hour, rps)
                 rows.append(row)  # every TP that fits: TP 2 on an H100 may cost less per token than TP 1 on an H200

@@ -1,0 +1,118 @@
+"""What serving LoRA adapters costs in speed: time added to each engine step whose batch uses an adapter.
+
+**Why a fixed cost per layer.** With an adapter in the batch, vLLM 0.32 runs its punica kernels (shrink, then
+expand) in every layer it wrapped for LoRA: qkv, o, gate_up and down in each decoder layer (a MoE's router and
+experts instead of the MLP's two) and, where its model class takes LoRA there, the embedding and the LM head
+(``lora_memory.embedding_lora``). The arithmetic is no cost: a rank-16 adapter of an 8B model is 84 MB and
+about 0.1 % of its FLOPs per token; yet on the H100 one stream's step went from 6.29 to 8.00 ms. What it pays is
+two more dependent kernels per wrapped layer, once per step whatever the batch, so a step with an adapter in
+use takes, per wrapped layer:
+
+    GRAPHED_US  where vLLM replays the step as a CUDA graph (tokens ≤ its largest capture size: decode steps)
+    EAGER_US    where it runs the step eagerly (a prompt chunk above that size), kernels launched from Python
+
+Both are fitted on one run (one adapter, one stream: its time per output token and its TTFT against requests to
+the base on the same server) and checked on the runs held out (64 streams, four adapters in turn) by
+``benchmarks/lora_speed_validation.py`` → ``benchmarks/results/lora-speed-validation.md``. The step then runs
+through the same scheduler simulation as the base's (``speed.predict``): every request uses an adapter.
+
+Requests to the base on a server started with --enable-lora run the same steps without the kernels: 1 % slower
+at one stream there, not modelled. Outside the measured setup (``MEASURED_ON``) the constants are carried
+unchanged and the prediction says so, with no band.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from llmodal.plan.lora_memory import LoraSlots, embedding_lora
+from llmodal.plan.model_spec import ModelSpec
+from llmodal.plan.speed import Engine, Speed, predict
+
+# Per wrapped layer per step, µs: the fit printed by benchmarks/lora_speed_validation.py (its first table).
+GRAPHED_US = 13.2
+EAGER_US = 270.0
+# Held out: |error| of the predicted LoRA/base throughput ratio on the runs not fitted, the worst of them.
+HELD_OUT_WORST = 0.071
+HELD_OUT_RUNS = 3
+SOURCE = "benchmarks/results/lora-speed-validation.md"
+
+MEASURED_8B = ModelSpec("Llama-3.1-8B", layers=32, hidden=4096, heads=32, kv_heads=8, head_dim=128,
+                        intermediate=14336, vocab=128256)
+MEASURED_ON = "measured on an H100 with an 8B BF16 base at rank 16"
+DEFAULT_GRAPH_MAX = 512  # vLLM 0.32's largest capture size when none is set (max_cudagraph_capture_size)
+
+
+def lora_layers(spec: ModelSpec) -> int:
+    """Layers vLLM wraps for LoRA, each running the kernels once a step: 4 per decoder layer (+ embedding, LM head)."""
+    return 4 * spec.layers + (2 if embedding_lora(spec) else 0)
+
+
+@dataclass(frozen=True)
+class LoraEngine:
+    """The base engine's step plus the LoRA kernels of every wrapped layer; ``speed.predict`` takes it as an Engine."""
+
+    base: Engine
+    graph_max: int = DEFAULT_GRAPH_MAX
+    graphed_us: float = GRAPHED_US
+    eager_us: float = EAGER_US
+
+    def step_seconds(self, tokens: int, kv_read: int, attn_pairs: int) -> float:
+        us = self.graphed_us if tokens <= self.graph_max else self.eager_us
+        return self.base.step_seconds(tokens, kv_read, attn_pairs) + lora_layers(self.base.spec) * us / 1e6
+
+
+def differs(engine: Engine, max_rank: int) -> list[str]:
+    """What differs from the measured setup (empty: the prediction is inside what was measured)."""
+    keys = ("layers", "hidden", "heads", "kv_heads", "head_dim", "intermediate", "experts")
+    out = []
+    if engine.gpu.name != "H100":
+        out.append(f"GPU {engine.gpu.name}")
+    if engine.kernel != "dense-16bit":
+        out.append(f"kernel {engine.kernel}")
+    if not all(getattr(engine.spec, k) == getattr(MEASURED_8B, k) for k in keys):
+        out.append(f"model {engine.spec.name} ({engine.spec.params / 1e9:.0f}B shape)")
+    if max_rank != 16:
+        out.append(f"rank {max_rank}")
+    if engine.tp != 1:
+        out.append(f"TP {engine.tp}")
+    return out
+
+
+@dataclass(frozen=True)
+class LoraSpeed:
+    speed: Speed  # with every request on an adapter
+    base: Speed  # the same plan's prediction for the base model
+    extrapolated: str  # "" inside the measured setup
+
+    @property
+    def cost(self) -> float:
+        """Throughput lost to LoRA at the plan's load, as a fraction of the base's."""
+        return 1 - self.speed.saturated_out_tok_s / self.base.saturated_out_tok_s
+
+    def band_text(self) -> str:
+        if self.extrapolated:
+            return f"no band: {self.extrapolated}"
+        return (f"LoRA cost band ±{HELD_OUT_WORST:.0%} on throughput (the worst of {HELD_OUT_RUNS} held-out runs' "
+                f"LoRA/base ratio at 1 and 64 streams, {SOURCE}); the base speed's own error applies on top")
+
+    def text(self) -> str:
+        s = self.speed
+        return (f"with LoRA adapters in use: {s.single_stream_tok_s:.0f} tok/s one stream, TTFT "
+                f"{s.ttft_s * 1000:.0f} ms, {s.saturated_out_tok_s:,.0f} out tok/s at {s.concurrency} streams "
+                f"({-self.cost:+.0%} vs the base) → ${s.cost_per_1m_tokens:.3f} per 1M tokens; {self.band_text()}")
+
+    def to_dict(self) -> dict:
+        d = self.speed.to_dict()
+        d.pop("error_band")
+        return d | {"cost_vs_base": round(self.cost, 4), "extrapolated": self.extrapolated or None,
+                    "band": None if self.extrapolated else {"worst": HELD_OUT_WORST, "held_out_runs": HELD_OUT_RUNS},
+                    "source": SOURCE}
+
+
+def predict_lora(engine: Engine, base: Speed, lora: LoraSlots, *, graph_max: int | None, **limits) -> LoraSpeed:
+    """``base`` predicted again with the LoRA step; ``limits``: ``speed.predict``'s keywords, the base's own."""
+    why = differs(engine, lora.max_rank)
+    with_lora = predict(LoraEngine(engine, graph_max or DEFAULT_GRAPH_MAX), **limits)  # type: ignore[arg-type]
+    extrapolated = f"extrapolated: {MEASURED_ON} (here: {', '.join(why)}; constants carried unchanged)" if why else ""
+    return LoraSpeed(replace(with_lora, band=None), base, extrapolated)
