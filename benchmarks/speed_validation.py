@@ -30,7 +30,7 @@ R = ROOT / "benchmarks" / "results"
 sys.path.insert(0, str(ROOT / "src"))
 
 from llmodal.plan.catalog import lookup  # noqa: E402
-from llmodal.plan.speed import ARCH, family  # noqa: E402
+from llmodal.plan.speed import ARCH, FITS, family  # noqa: E402
 from llmodal.plan.speed_fit import DEFAULT, Fold, Row, cross_validate, fit, predict_row, summarize  # noqa: E402
 
 SPEC = lookup("meta-llama/Llama-3.1-70B-Instruct", None)
@@ -123,6 +123,25 @@ def rows() -> list[Row]:
             if c == 1 and tool == "vllm":
                 out.append(_row(f, f"H200 FP8 {profile}, c=1 TTFT ({d[5:]} round {rnd[1]}{note})", "H200", "fp8",
                                 profile, 1, kv, kind="ttft", kv_bytes=kvb, weights_gib=67.7, **extra))
+    out += gpu_run_2026_12_07()
+    return out
+
+
+def gpu_run_2026_12_07() -> list[Row]:
+    """The lent H100's run of 2026-12-07: Llama-3.1-8B's shape in BF16, a size and format no fit had seen.
+    Each level's `llmodal plan` prediction was stored in rows.json before its server started (`first_seen`);
+    every level sent fresh prompts (its own seed; the level's /metrics delta: 0 prefix-cache hit tokens).
+    lora-8b-c1/-c64 are the base model on the LoRA server (--enable-lora, four rank-16 adapters loaded)."""
+    d = R / "h100-2026-12-07"
+    stored = json.loads((d / "rows.json").read_text())
+    kv = {k: v["engine_kv_tokens"] for k, v in json.loads((d / "serve.json").read_text()).items()}
+    out = []
+    for row, levels, note in (("bf16-8b", (1, 64, 128), ""), ("lora-8b", (1, 64), ", base model, --enable-lora on")):
+        for c in levels:
+            f = d / f"{row}-c{c}.json"
+            out.append(_row(f, f"H100 BF16 8B balanced, vLLM 0.32, llmodal bench, c={c} ({row}-c{c}{note})", "H100",
+                            "bf16", "balanced", c, kv[row], weights_gib=15.0, model="meta-llama/Llama-3.1-8B-Instruct",
+                            first_seen=stored[row]["predicted"][str(c)]["out_tok_s"]))
     return out
 
 
@@ -199,11 +218,19 @@ NOT_RUNS = [
                                               "are the fastboot-*.json rows"),
     ("h100-llama70b-awq.json", "the planner's memory record of the H100 run (weights, KV tokens), no serving load"),
     ("h100-2026-11-24/*.png", "a plot of llmodal-default.json, which is the rows"),
+    ("h100-2026-12-07/install.log", "the device's package install (vllm 0.32.0 from staged wheels): no serving load"),
+    ("h100-2026-12-07/pipeline.log", "the run's pipeline output (predict, serve, measure); its figures are rows.json's"),
     ("**/*.log", "server log (engine lines: memory, prefix-cache hit rates); not a benchmark result"),
     ("h200-*/*.txt*", "the session's step list, GPU name or import timings: no serving load"),
     ("cpu-*/*", "a CPU run of the tiny test model: the speed model predicts GPUs"),
     ("cpu-*/*/*", "a CPU run of the tiny test model: the speed model predicts GPUs"),
     ("speed-*", "this validation's own input (transcribed notes) or output"),
+    ("h100-2026-12-07/lora-8b-*-c*.json", "LoRA's cost: compared in benchmarks/results/lora-speed-validation.md"),
+    ("h100-2026-12-07/rows.json", "the run's record: each row's `llmodal plan` prediction, stored before its server "
+                                  "started (the rows' first-seen column), and the levels measured"),
+    ("h100-2026-12-07/table.md", "held_out.py's table of rows.json: predicted vs measured, every level"),
+    ("h100-2026-12-07/serve.json", "server starts: command, launch → /health, timeline, KV tokens (no serving load)"),
+    ("h100-2026-12-07/*.txt", "the run's command, GPU name, step timeline or budget: no serving load"),
 ]
 
 
@@ -241,7 +268,8 @@ def _fit(train):
 
 
 def _predict(r: Row, params) -> float | None:
-    return predict_row(r, SPEC, params) if r.kernel in params.fits else None
+    k = r.kernel
+    return predict_row(r, SPEC, params) if k in params.fits or FITS[k].like in params.fits else None
 
 
 def _one_fold(args):
@@ -283,12 +311,15 @@ def main() -> None:
                                                     for k, f in final.fits.items()))
     print()
     print("| measured row | kernel | measured | fitted to all rows | held out: by GPU | held out: by profile "
-          "| worst held-out | goal | worst held-out without the repeated-prompts rule (out of sample) | source |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "| worst held-out | goal | worst held-out without the repeated-prompts rule (out of sample) "
+          "| first seen: `llmodal plan`'s figure stored before the run | source |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     fresh_worst = {v.row.label: v.worst for v in verdicts_fresh}
     for v in verdicts:
         r = v.row
         fitted = predict_row(r, SPEC, final)
+        held = "(held out: never fitted)" if FITS[r.kernel].like else ""
+        first = "–" if r.first_seen is None else f"{r.first_seen:,.1f} ({r.first_seen / r.measured - 1:+.1%})"
         cells = []
         for kind in ("fit H", "leave out"):
             o = next((o for o in outcomes if o.row.label == r.label and o.held_out and o.fold.startswith(kind)), None)
@@ -299,8 +330,8 @@ def main() -> None:
                   "not predicted": "not predicted"}[v.status]
         unit = "tok/s" if r.kind == "tput" else "ms TTFT"
         print(f"| {r.label} | {r.kernel} | {r.measured:,.1f} {unit} | {fitted:,.1f} ({fitted / r.measured - 1:+.1%}) "
-              f"| {cells[0]} | {cells[1]} | {worst} | {status} "
-              f"| {'–' if fresh_worst[r.label] is None else f'{fresh_worst[r.label]:+.1%}'} | `{r.source}` |")
+              f"{held} | {cells[0]} | {cells[1]} | {worst} | {status} "
+              f"| {'–' if fresh_worst[r.label] is None else f'{fresh_worst[r.label]:+.1%}'} | {first} | `{r.source}` |")
     print()
     print("Held-out result per (architecture, format, kernel), twice. *With the repeated-prompts rule*: each H100 "
           "vLLM 0.32 run re-sends the previous call's prompts (`_repeated`), which the simulation serves from the "
@@ -318,7 +349,7 @@ def main() -> None:
             tp = [v.worst for v in vs if v.row.kind == "tput"]
             tt = [v.worst for v in vs if v.row.kind == "ttft"]
             b = (round(p90(tp), 3), round(max(tp, key=abs), 3), len(tp))
-            if name == "without":
+            if name == "without" and not FITS[key[2]].like:  # borrowed constants carry no band (speed.band)
                 bands[key] = b
             print(f"| {', '.join(key)} | {name} | {len(tp)} | {sum(abs(e) <= GOAL['tput'] for e in tp)}/{len(tp)} "
                   f"| ±{b[0]:.1%} | {b[1]:+.1%} | {sum(v.status == 'miss' for v in vs)} | {len(tt)} "
@@ -331,8 +362,11 @@ def main() -> None:
         tput = [v for v in vs_all if v.row.kind == "tput"]
         by_gpu = sum(any(f.startswith("fit H") for f in v.held_out_errors) for v in vs_all)
         print(f"{name}: rows {len(vs_all)} ({len(tput)} throughput, {len(vs_all) - len(tput)} TTFT); predicted "
-              f"held out in a GPU fold: {by_gpu} (the other {len(vs_all) - by_gpu}, FP8 and Marlin, ran on one GPU "
-              f"only: held out by profile alone). Throughput rows within ±15 % held out: "
+              f"held out in a GPU fold: {by_gpu} (the BF16 rows among them, with FP8's constants fitted on the H200; "
+              f"the other {len(vs_all) - by_gpu}, FP8 and Marlin, ran on one GPU only: held out by profile alone). "
+              f"First-seen BF16 8B rows (the prediction stored before the run, the judgement): "
+              + ", ".join(f"c={v.row.clients} {v.row.first_seen / v.row.measured - 1:+.1%}" for v in vs_all
+                          if v.row.first_seen is not None and v.row.kind == "tput") + ". Throughput rows within ±15 % held out: "
               f"{sum(v.status == 'within' for v in tput)}/{len(tput)}; every row within ±25 %: "
               f"{sum(v.worst is not None and abs(v.worst) <= 0.25 for v in vs_all)}/{len(vs_all)}; outside with a "
               f"measured cause: {sum(v.status == 'explained' for v in vs_all)}; misses: "

@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass, replace
 from typing import Callable, Iterable
 
+from llmodal.plan.catalog import lookup
 from llmodal.plan.gpus import GiB, get_gpu
 from llmodal.plan.model_spec import ModelSpec
 from llmodal.plan.speed import E_MEM, FITS, Engine, KernelFit, kernel
@@ -40,6 +41,8 @@ class Row:
     max_num_batched_tokens: int = 8192
     cached_requests: int = 0  # the first requests repeat a previous level's prompts (vLLM's prefix cache)
     cause: str = ""  # a measured cause for a known bias, with its evidence; never assigned by rule
+    model: str = ""  # the catalog model whose shape served this row; "": the caller's spec (the 70B)
+    first_seen: float | None = None  # the plan's prediction stored before this row's server started (issue 35)
 
     @property
     def kernel(self) -> str:
@@ -58,18 +61,29 @@ START = Params(0.7, {k: KernelFit(e_comp=0.5, floor_ms=20.0 if k in ("machete", 
                      for k in DEFAULT.fits})
 
 
+def spec_of(row: Row, spec: ModelSpec) -> ModelSpec:
+    return lookup(row.model, None) if row.model else spec
+
+
+def fit_of(p: Params, k: str) -> KernelFit:
+    """A kernel's fitted constants, or those it borrows (speed.py's ``like``), as the planner uses them."""
+    return p.fits[k] if k in p.fits else p.fits[FITS[k].like]
+
+
 def engine_for(row: Row, spec: ModelSpec, p: Params) -> Engine:
     weights = int(row.weights_gib * GiB) if row.weights_gib else spec.weight_bytes(row.quant)
     return Engine(spec, get_gpu(row.gpu), row.kernel, weights, spec.kv_bytes_per_token(row.kv_bytes),
-                  fit=p.fits[row.kernel], e_mem=p.e_mem)
+                  fit=fit_of(p, row.kernel), e_mem=p.e_mem)
 
 
 def predict_row(row: Row, spec: ModelSpec, p: Params) -> float:
+    spec = spec_of(row, spec)
     # Rows that differ only in what was measured share one simulation (the fit asks for many).
-    key = (replace(row, label="", measured=0.0, source="", cause="", profile="", kind=""), spec.name, p.e_mem,
-           p.fits[row.kernel])
+    kfit = fit_of(p, row.kernel)
+    key = (replace(row, label="", measured=0.0, source="", cause="", profile="", kind="", first_seen=None), spec.name,
+           p.e_mem, kfit)
     if key not in _CACHE:
-        _CACHE[key] = _simulate(row, spec, p.e_mem, p.fits[row.kernel])
+        _CACHE[key] = _simulate(row, spec, p.e_mem, kfit)
     res = _CACHE[key]
     return res.out_tok_s if row.kind == "tput" else res.ttft_s * 1000
 
@@ -78,7 +92,7 @@ _CACHE: dict = {}
 
 
 def _simulate(row: Row, spec: ModelSpec, e_mem: float, kfit: KernelFit):
-    eng = engine_for(row, spec, Params(e_mem, {row.kernel: kfit}))
+    eng = engine_for(row, spec, Params(e_mem, {row.kernel: kfit}))  # spec: already the row's
     load = Load(row.n_in, row.n_out, row.clients, row.requests, cached_in=row.n_in - 16 if row.cached_requests else 0,
                 cached_requests=row.cached_requests)
     return simulate(load, eng.step_seconds, max_num_seqs=row.max_num_seqs,
@@ -108,7 +122,10 @@ def loss(rows: Iterable[Row], spec: ModelSpec, p: Params) -> float:
 
 
 def fit(rows: list[Row], spec: ModelSpec, start: Params = START, sweeps: int = 3) -> Params:
-    """E_MEM from every row; each kernel's E_COMP and FLOOR (4-bit kernels) from that kernel's rows only."""
+    """E_MEM from every row; each kernel's E_COMP and FLOOR (4-bit kernels) from that kernel's rows only.
+    Rows of a kernel whose constants are borrowed (speed.py's ``like``: BF16 today) are never fitted: the
+    planner meets them with the borrowed constants, so they are judged that way, held out of every fit."""
+    rows = [r for r in rows if not FITS[r.kernel].like]
     kernels = sorted({r.kernel for r in rows})
     p = Params(start.e_mem, {k: start.fits[k] for k in kernels})
     for _ in range(sweeps):
