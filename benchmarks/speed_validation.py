@@ -225,6 +225,8 @@ NOT_RUNS = [
     ("cpu-*/*", "a CPU run of the tiny test model: the speed model predicts GPUs"),
     ("cpu-*/*/*", "a CPU run of the tiny test model: the speed model predicts GPUs"),
     ("speed-*", "this validation's own input (transcribed notes) or output"),
+    ("lora-speed-validation.md", "LoRA's cost validated on the lora-8b rows (benchmarks/lora_speed_validation.py): "
+                                 "the output of that check, not a run"),
     ("h100-2026-12-07/lora-8b-*-c*.json", "LoRA's cost: compared in benchmarks/results/lora-speed-validation.md"),
     ("h100-2026-12-07/rows.json", "the run's record: each row's `llmodal plan` prediction, stored before its server "
                                   "started (the rows' first-seen column), and the levels measured"),
