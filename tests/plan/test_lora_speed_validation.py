@@ -80,15 +80,21 @@ def test_plan_prints_the_validations_figures_with_its_band(four):
     out = _cli("--model", BASE8, "--gpu", "H100", env=four)
     line = " ".join(out[out.index("with LoRA adapters in use"):].split("\n  mean TTFT")[0].split())
     assert line in " ".join(MD.split()), line  # the very line the validation printed
-    assert f"LoRA cost band ±{lora_speed.HELD_OUT_WORST:.0%}" in line and "extrapolated" not in line
     doc = json.loads(_cli("--model", BASE8, "--gpu", "H100", "--json", env=four))
     w = doc["speed"]["with_lora"]
     assert f"{w['saturated_out_tok_s']:,.0f} out tok/s at 128 streams" in line
-    assert w["band"] == {"worst": lora_speed.HELD_OUT_WORST, "held_out_runs": 3} and w["extrapolated"] is None
+    # at a load the LoRA runs had (64 streams) the measured setup carries the held-out band
+    from llmodal.core.config import load_settings
+    from llmodal.plan.compare import lora_speed_of
+    from llmodal.plan.planner import plan_for_settings
+    res = plan_for_settings(load_settings(None, model=BASE8, gpu="H100", lora_modules=four["VLLM_LORA_MODULES"]))
+    at64 = lora_speed_of(res.chosen, res.spec, concurrency=64)
+    assert at64.extrapolated == "" and f"LoRA cost band ±{lora_speed.HELD_OUT_WORST:.0%}" in at64.text()
+    assert at64.to_dict()["band"] == {"worst": lora_speed.HELD_OUT_WORST, "held_out_runs": 3}
     row = next(r for r in json.loads(_cli("--model", BASE8, "--compare", "--json", env=four))["rows"]
                if (r["gpu"], r["build"], r["tp"]) == ("H100", "bf16", 1))
     assert row["lora_speed"]["saturated_out_tok_s"] == pytest.approx(w["saturated_out_tok_s"])
-    assert row["lora_speed"]["band"] == w["band"]
+    assert row["lora_speed"]["band"] == w["band"] and row["lora_speed"]["extrapolated"] == w["extrapolated"]
 
 
 @pytest.mark.parametrize("args,differs", [
@@ -109,4 +115,17 @@ def test_a_rank_other_than_the_measured_one_is_extrapolated(tmp_path):
     (tmp_path / "a" / "adapter_config.json").write_text(json.dumps(
         {"peft_type": "LORA", "r": 32, "lora_alpha": 64, "target_modules": ["q_proj"], "base_model_name_or_path": BASE8}))
     doc = json.loads(_cli("--model", BASE8, "--gpu", "H100", "--json", env={"VLLM_LORA_MODULES": f"a={tmp_path / 'a'}"}))
-    assert doc["speed"]["with_lora"]["extrapolated"] == f"{EXTRAPOLATED} (here: rank 32; constants carried unchanged)"
+    assert doc["speed"]["with_lora"]["extrapolated"] == f"{EXTRAPOLATED} (here: rank 32, 128 streams, measured at 1 and 64; constants carried unchanged)"
+
+
+def test_a_figure_at_more_streams_than_the_lora_runs_had_is_extrapolated(four):
+    # the LoRA rows were measured at 1 and 64 streams; `plan` prints its saturated figure at 128
+    levels = sorted({int(p.stem.rsplit("-c", 1)[1]) for p in RUN.glob("lora-8b*.json")})
+    assert levels == [1, 64]
+    doc = json.loads(_cli("--model", BASE8, "--gpu", "H100", "--json", env=four))
+    w = doc["speed"]["with_lora"]
+    assert w["concurrency"] > max(levels)
+    assert w["band"] is None and f"{w['concurrency']} streams" in (w["extrapolated"] or ""), w
+    out = " ".join(_cli("--model", BASE8, "--gpu", "H100", env=four).split())
+    line = out[out.index("with LoRA adapters in use"):out.index("mean TTFT at")]
+    assert "±" not in line and "extrapolated" in line, line

@@ -40,6 +40,9 @@ SOURCE = "benchmarks/results/lora-speed-validation.md"
 MEASURED_8B = ModelSpec("Llama-3.1-8B", layers=32, hidden=4096, heads=32, kv_heads=8, head_dim=128,
                         intermediate=14336, vocab=128256)
 MEASURED_ON = "measured on an H100 with an 8B BF16 base at rank 16"
+# The streams the LoRA runs held (lora-8b*-c1/-c64.json): a load above it was never measured with adapters,
+# and the cost's mix there (how many steps are eager prompt chunks) is the model's guess.
+MEASURED_STREAMS = 64
 DEFAULT_GRAPH_MAX = 512  # vLLM 0.32's largest capture size when none is set (max_cudagraph_capture_size)
 
 
@@ -62,7 +65,7 @@ class LoraEngine:
         return self.base.step_seconds(tokens, kv_read, attn_pairs) + lora_layers(self.base.spec) * us / 1e6
 
 
-def differs(engine: Engine, max_rank: int) -> list[str]:
+def differs(engine: Engine, max_rank: int, concurrency: int = 1) -> list[str]:
     """What differs from the measured setup (empty: the prediction is inside what was measured)."""
     keys = ("layers", "hidden", "heads", "kv_heads", "head_dim", "intermediate", "experts")
     out = []
@@ -76,6 +79,8 @@ def differs(engine: Engine, max_rank: int) -> list[str]:
         out.append(f"rank {max_rank}")
     if engine.tp != 1:
         out.append(f"TP {engine.tp}")
+    if concurrency > MEASURED_STREAMS:
+        out.append(f"{concurrency} streams, measured at 1 and {MEASURED_STREAMS}")
     return out
 
 
@@ -112,7 +117,7 @@ class LoraSpeed:
 
 def predict_lora(engine: Engine, base: Speed, lora: LoraSlots, *, graph_max: int | None, **limits) -> LoraSpeed:
     """``base`` predicted again with the LoRA step; ``limits``: ``speed.predict``'s keywords, the base's own."""
-    why = differs(engine, lora.max_rank)
+    why = differs(engine, lora.max_rank, limits.get("concurrency", 1))
     with_lora = predict(LoraEngine(engine, graph_max or DEFAULT_GRAPH_MAX), **limits)  # type: ignore[arg-type]
     extrapolated = f"extrapolated: {MEASURED_ON} (here: {', '.join(why)}; constants carried unchanged)" if why else ""
     return LoraSpeed(replace(with_lora, band=None), base, extrapolated)
