@@ -109,3 +109,18 @@ def test_the_vllm_026_session_credits_the_prompts_each_call_re_sent():
            if r.kind == "tput" and r.source.startswith("benchmarks/results/h100-2026-11-24/")}
     assert got == {("llmodal bench", 1): 0, ("llmodal bench", 8): 8, ("llmodal bench", 32): 32,
                    ("llmodal bench", 64): 0, ("vllm bench", 1): 0, ("vllm bench", 32): 8}
+
+
+def test_an_unfitted_kernels_first_seen_note_is_the_validations_rows():
+    """speed.py's note for a kernel judged but never fitted (dense-16bit) says how many first-seen rows the
+    validation holds for it and their range of error, as the table's first-seen column has them."""
+    errors = []
+    for line in (RESULTS / "speed-validation.md").read_text().splitlines():
+        cells = [c.strip() for c in line.split("|")]
+        if len(cells) > 3 and cells[2] == "dense-16bit":
+            m = re.search(r"\(([-+]\d+\.\d)%\)$", cells[-3])  # the first-seen column: "142.5 (-8.7%)"
+            assert m, line
+            errors.append(float(m[1]))
+    note = speed.FITS["dense-16bit"].first_seen
+    assert errors and note.startswith(f"{len(errors)} runs ")
+    assert note.endswith(f"{min(errors):+.1f}% to {max(errors):+.1f}%"), (note, errors)

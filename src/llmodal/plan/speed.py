@@ -53,7 +53,8 @@ class KernelFit:
     floor_ms: float = 0.0  # a 4-bit kernel's weight pass at small batch (dequantisation), Hopper, for MEASURED's
     # linear weights on one GPU; a step scales it by the linear weights its GPU holds (Engine.floor_seconds)
     measured_on: tuple[str, ...] = ()  # GPUs with runs of this kernel
-    like: str = ""  # unmeasured: constants borrowed from this kernel
+    like: str = ""  # unfitted: constants borrowed from this kernel
+    first_seen: str = ""  # where runs judged an unfitted kernel's borrowed constants (never refitted on them)
 
 
 # HBM streaming efficiency of weights and KV reads, and per-kernel constants: the fit to every stored run
@@ -65,7 +66,10 @@ FITS: dict[str, KernelFit] = {
     "fp8-w8a8": KernelFit(e_comp=0.591, measured_on=("H200",)),
 }
 FITS |= {
-    "dense-16bit": KernelFit(e_comp=FITS["fp8-w8a8"].e_comp, like="fp8-w8a8"),
+    # Judged once, first seen (the prediction stored before each run), never fitted: speed-validation.md's
+    # dense-16bit rows (tests/plan/test_speed_validation.py reads them back).
+    "dense-16bit": KernelFit(e_comp=FITS["fp8-w8a8"].e_comp, like="fp8-w8a8",
+                             first_seen="5 runs on an H100 at Llama-3.1-8B's shape, 2026-12-07: -8.7% to +21.5%"),
     "int8-w8a8": KernelFit(e_comp=FITS["fp8-w8a8"].e_comp, like="fp8-w8a8"),
     "fp8-marlin": KernelFit(e_comp=FITS["marlin"].e_comp, floor_ms=FITS["marlin"].floor_ms, like="marlin"),
 }
@@ -198,7 +202,9 @@ def band(gpu: GPU, quant: str, disabled_kernels: str | None = None, spec: ModelS
     f = FITS[k]
     why = []
     if f.like:
-        why.append(f"extrapolated: {k} was never measured; constants borrowed from {f.like}")
+        why.append(f"extrapolated: {k} was never fitted; constants borrowed from {f.like}"
+                   + (f" (first seen: {f.first_seen}, benchmarks/results/speed-validation.md)" if f.first_seen
+                      else "; never measured"))
     elif gpu.name not in f.measured_on:
         why.append(f"extrapolated: no measurement of this kernel on this GPU (measured on {', '.join(f.measured_on)})")
     if not measured_shape(spec, tp):
