@@ -57,7 +57,12 @@ def test_the_compare_table_shows_the_charge_and_says_so(adapters):
     out = " ".join(_plan("--compare", env={"VLLM_LORA_MODULES": adapters, "COLUMNS": "250"}).split())
     assert "LoRA GiB" in out
     assert "LoRA adapters: 2 served, 2 resident at rank ≤ 64: each plan takes vLLM's LoRA slots" in out
-    assert "with LoRA out tok/s" in out and EXTRAPOLATED.removeprefix("extrapolated: ") in out
+    assert "with LoRA out tok/s, $/1M" in out and EXTRAPOLATED.removeprefix("extrapolated: ") in out
+    assert "rows stay ordered by the base's $/1M" in out
+    doc = json.loads(_plan("--compare", "--json", env={"VLLM_LORA_MODULES": adapters}))
+    for r in doc["rows"]:  # each row's cost with adapters is in its cell, as --json has it
+        assert f"${r['lora_speed']['cost_per_1m_tokens']:.3f}/1M" in out, r
+        assert r["lora_speed"]["cost_per_1m_tokens"] > r["cost_per_1m_tokens"]  # slower: each token costs more
     assert "LoRA" not in _plan("--compare", env={"COLUMNS": "250"})  # no adapters, no LoRA column or line
 
 

@@ -340,7 +340,7 @@ def _print_compare(doc: dict, as_json: bool) -> None:
                     "each GPU and build with its TPs smallest first, cheapest first by $/1M tokens (predicted)")
     lora = doc.get("lora")
     for col in ("GPU", "build", "TP", "KV seqs", *(("LoRA GiB",) if lora else ()), "1 stream tok/s",
-                "saturated out tok/s", *(("with LoRA out tok/s",) if lora else ()), "$/h", "$/1M tok", "error band",
+                "saturated out tok/s", *(("with LoRA out tok/s, $/1M",) if lora else ()), "$/h", "$/1M tok", "error band",
                 "tie"):
         t.add_column(col, justify="right")
     for r in doc["rows"]:
@@ -370,7 +370,8 @@ def _print_compare(doc: dict, as_json: bool) -> None:
                       f"{lora['max_rank']}: {lora['memory']} (LoRA GiB, per GPU). {lora['speed_cost']}",
                       markup=False)
         inside = [f"{r['gpu']} {r['build']} TP {r['tp']}" for r in doc["rows"] if not r["lora_speed"]["extrapolated"]]
-        console.print(f"with LoRA out tok/s: every request on an adapter; a row marked (extrapolated) is not "
+        console.print(f"with LoRA out tok/s, $/1M: every request on an adapter (rows stay ordered by the base's $/1M: "
+                      f"a LoRA figure outside the measured setup is not a ranking); a row marked (extrapolated) is not "
                       f"{MEASURED_ON} and carries no band (--json says what differs, per row)"
                       + (f"; inside it: {', '.join(inside)}" if inside else ""), markup=False)
     console.print(doc["note"], markup=False)
@@ -379,7 +380,7 @@ def _print_compare(doc: dict, as_json: bool) -> None:
 def _lora_cell(s: dict) -> str:
     """A row's throughput with adapters, with its band, or marked extrapolated (the reason is printed below)."""
     tail = f" ±{s['band']['worst']:.0%}" if s["band"] else " (extrapolated)"
-    return f"{s['saturated_out_tok_s']:,.0f} ({-s['cost_vs_base']:+.0%}){tail}"
+    return f"{s['saturated_out_tok_s']:,.0f} ({-s['cost_vs_base']:+.0%}) ${s['cost_per_1m_tokens']:.3f}/1M{tail}"
 
 
 def _capacity(bench: Path, rps: float, price_per_hour: float, model: str):
