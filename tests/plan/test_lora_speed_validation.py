@@ -115,7 +115,28 @@ def test_a_rank_other_than_the_measured_one_is_extrapolated(tmp_path):
     (tmp_path / "a" / "adapter_config.json").write_text(json.dumps(
         {"peft_type": "LORA", "r": 32, "lora_alpha": 64, "target_modules": ["q_proj"], "base_model_name_or_path": BASE8}))
     doc = json.loads(_cli("--model", BASE8, "--gpu", "H100", "--json", env={"VLLM_LORA_MODULES": f"a={tmp_path / 'a'}"}))
-    assert doc["speed"]["with_lora"]["extrapolated"] == f"{EXTRAPOLATED} (here: rank 32, 128 streams, measured at 1 and 64; constants carried unchanged)"
+    assert doc["speed"]["with_lora"]["extrapolated"] == (
+        f"{EXTRAPOLATED} (here: rank 32, 128 streams, measured at 1 and 64, 1 adapters resident, measured with 4; "
+        "constants carried unchanged)")
+
+
+@pytest.mark.parametrize("adapters,mix,profile,differs", [
+    (2, (1024, 256), None, "2 adapters resident, measured with 4"),
+    (4, (2048, 128), None, "token mix 2048:128, measured 1024:256"),
+    (4, (1024, 256), "latency", "CUDA graphs up to 64 tokens, measured up to 512"),
+])
+def test_the_rest_of_the_measured_setup_decides_the_band_too(four, adapters, mix, profile, differs):
+    """At a load the LoRA runs had (64 streams), the band holds only for their adapters resident, CUDA graph sizes
+    (the balanced profile) and token mix; any other is extrapolated and says which."""
+    from llmodal.core.config import load_settings
+    from llmodal.plan.compare import lora_speed_of
+    from llmodal.plan.planner import plan_for_settings
+
+    modules = ",".join(four["VLLM_LORA_MODULES"].split(",")[:adapters])
+    res = plan_for_settings(load_settings(None, model=BASE8, gpu="H100", lora_modules=modules,
+                                          **({"profile": profile} if profile else {})))
+    at64 = lora_speed_of(res.chosen, res.spec, mix, concurrency=64)
+    assert differs in at64.extrapolated and at64.to_dict()["band"] is None, at64.extrapolated
 
 
 def test_a_figure_at_more_streams_than_the_lora_runs_had_is_extrapolated(four):

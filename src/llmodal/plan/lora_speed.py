@@ -65,7 +65,13 @@ class LoraEngine:
         return self.base.step_seconds(tokens, kv_read, attn_pairs) + lora_layers(self.base.spec) * us / 1e6
 
 
-def differs(engine: Engine, max_rank: int, concurrency: int = 1) -> list[str]:
+# The rest of the measured setup (benchmarks/results/h100-2026-12-07/serve.json and the bench files): four adapters
+# resident (--max-loras 4), CUDA graphs up to 512 tokens (the balanced profile), the 1,024:256 token mix.
+MEASURED_MAX_LORAS, MEASURED_GRAPH_MAX, MEASURED_MIX = 4, 512, (1024, 256)
+
+
+def differs(engine: Engine, max_rank: int, concurrency: int = 1, *, max_loras: int = MEASURED_MAX_LORAS,
+            graph_max: int = MEASURED_GRAPH_MAX, mix: tuple[int, int] = MEASURED_MIX) -> list[str]:
     """What differs from the measured setup (empty: the prediction is inside what was measured)."""
     keys = ("layers", "hidden", "heads", "kv_heads", "head_dim", "intermediate", "experts")
     out = []
@@ -81,6 +87,12 @@ def differs(engine: Engine, max_rank: int, concurrency: int = 1) -> list[str]:
         out.append(f"TP {engine.tp}")
     if concurrency > MEASURED_STREAMS:
         out.append(f"{concurrency} streams, measured at 1 and {MEASURED_STREAMS}")
+    if max_loras != MEASURED_MAX_LORAS:
+        out.append(f"{max_loras} adapters resident, measured with {MEASURED_MAX_LORAS}")
+    if graph_max != MEASURED_GRAPH_MAX:
+        out.append(f"CUDA graphs up to {graph_max} tokens, measured up to {MEASURED_GRAPH_MAX}")
+    if tuple(mix) != MEASURED_MIX:
+        out.append(f"token mix {mix[0]}:{mix[1]}, measured {MEASURED_MIX[0]}:{MEASURED_MIX[1]}")
     return out
 
 
@@ -117,7 +129,8 @@ class LoraSpeed:
 
 def predict_lora(engine: Engine, base: Speed, lora: LoraSlots, *, graph_max: int | None, **limits) -> LoraSpeed:
     """``base`` predicted again with the LoRA step; ``limits``: ``speed.predict``'s keywords, the base's own."""
-    why = differs(engine, lora.max_rank, limits.get("concurrency", 1))
+    why = differs(engine, lora.max_rank, limits.get("concurrency", 1), max_loras=lora.max_loras,
+                  graph_max=graph_max or DEFAULT_GRAPH_MAX, mix=limits.get("mix", MEASURED_MIX))
     with_lora = predict(LoraEngine(engine, graph_max or DEFAULT_GRAPH_MAX), **limits)  # type: ignore[arg-type]
     extrapolated = f"extrapolated: {MEASURED_ON} (here: {', '.join(why)}; constants carried unchanged)" if why else ""
     return LoraSpeed(replace(with_lora, band=None), base, extrapolated)
