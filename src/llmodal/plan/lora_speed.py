@@ -124,6 +124,8 @@ class LoraSpeed:
         d.pop("error_band")
         return d | {"cost_vs_base": round(self.cost, 4), "extrapolated": self.extrapolated or None,
                     "band": None if self.extrapolated else {"worst": HELD_OUT_WORST, "held_out_runs": HELD_OUT_RUNS},
+                    # the band is LoRA's cost alone: the base prediction's own error (or none) applies on top
+                    "base_error_band": self.base.band.to_dict() if self.base.band else None,
                     "source": SOURCE}
 
 
