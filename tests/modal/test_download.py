@@ -151,14 +151,14 @@ def test_vllm_loads_from_the_volume_what_it_loads_from_the_whole_checkpoint(hub,
     """Judged by vLLM's own loader: offline as the container runs it once the weights are pinned (with the formats
     the container passes it for that snapshot), from what `download` put in the volume, it loads the files it loads
     online, by itself, from the whole checkpoint on the hub; and stops on nothing."""
-    from llmodal.modal.container import pinned_formats
+    from llmodal.modal.container import pinned_snapshot
 
     got, online = [], []
     for i, repo in enumerate(REPOS):
         r = _download(hub, repo, tmp_path / f"got{i}")
         assert r.returncode == 0, r.stdout + r.stderr
         monkeypatch.setenv("HF_HOME", str(tmp_path / f"got{i}"))
-        got.append((tmp_path / f"got{i}", repo, pinned_formats(repo, SHA).get("load-format", "auto")))
+        got.append((tmp_path / f"got{i}", repo, pinned_snapshot(repo, SHA)[1].get("load-format", "auto")))
         online.append((tmp_path / f"all{i}", repo))
     loads = {**vllm_loads(got), **vllm_loads(online, hub)}
     for i, repo in enumerate(REPOS):

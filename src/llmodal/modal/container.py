@@ -16,7 +16,7 @@ import json
 import os
 import sys
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from llmodal.core.errors import ConfigError, DoesNotFit, LlmodalError
@@ -48,15 +48,17 @@ def _snapshot_files(repo: str, commit: str) -> list[str]:
     return [p.relative_to(snap).as_posix() for p in snap.rglob("*") if p.is_file()] if snap.is_dir() else []
 
 
-def weights_cached(repo: str, commit: str) -> bool:
+def pinned_snapshot(repo: str, commit: str) -> tuple[bool, dict[str, str]]:
+    """Whether the pinned checkpoint is complete in the volume, and the formats vLLM would choose online for it, read
+    from its snapshot (which keeps every file the choice looks at): offline vLLM cannot list the repo and would
+    choose others (modal/weights.py). One walk of the volume's snapshot."""
     files = _snapshot_files(repo, commit)
-    return "config.json" in files and weight_format(files) is not None
+    cached = "config.json" in files and weight_format(files) is not None
+    return cached, (vllm_formats(files) if cached else {})
 
 
-def pinned_formats(repo: str, commit: str) -> dict[str, str]:
-    """The formats vLLM would choose online for the pinned checkpoint, read from its snapshot in the volume (which
-    keeps every file the choice looks at): what the container passes it offline."""
-    return vllm_formats(_snapshot_files(repo, commit))
+def weights_cached(repo: str, commit: str) -> bool:
+    return pinned_snapshot(repo, commit)[0]
 
 
 # What the guide's secret holds (`modal secret create vllm-secrets …`). vLLM inherits the names llmodal does not
@@ -128,18 +130,16 @@ def container_prepare(settings: Settings, *, gpu: bool | None = None, sleep_mode
     pin = read_pins().get(plan.checkpoint)
     revision = pin or (settings.model_revision if plan.checkpoint == settings.model else None)
     missing = adapters_missing(settings)
-    formats = pinned_formats(plan.checkpoint, pin) if pin and weights_cached(plan.checkpoint, pin) else {}
-    if pin and weights_cached(plan.checkpoint, pin) and not missing:
+    cached, formats = pinned_snapshot(plan.checkpoint, pin) if pin else (False, {})
+    if cached and not missing:
         os.environ.update(OFFLINE_ENV)
         say(f"weights for {plan.checkpoint}@{pin[:12]} are in the volume; hub offline")
-    elif pin and weights_cached(plan.checkpoint, pin):
+    elif cached:
         say(f"adapters {', '.join(missing)} are not in the volume at their commits; they are fetched before vLLM "
             "starts (run `llmodal download` once to make cold starts load-only)")
     else:
         say(f"{plan.checkpoint} is not in the volume yet; vLLM will download it "
             "(run `modal run modal_vllm.py::download` once to make cold starts load-only)")
-    # Offline, vLLM cannot list the repo and would choose other formats than online (modal/weights.py): it gets
-    # the ones it chose online, whose files download put in the volume.
     return prepare(settings, gpu=True, revision=revision, sleep_mode=sleep_mode, keys_file=kf,
                    control_key=fast_boot, resolution=res, fetch_adapters=True, formats=formats)
 

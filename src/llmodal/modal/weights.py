@@ -73,10 +73,10 @@ def download_ignore(files: Iterable[str]) -> list[str]:
     for offline (those after the one it loads), and what it ignores itself. In Mistral's layout vLLM asks for the
     consolidated files alone, so every other safetensors file (the HF shards: a second copy) is left out by name."""
     files = list(files)
-    if weight_format(files) == MISTRAL_WEIGHTS:
+    keep = weight_format(files)
+    if keep == MISTRAL_WEIGHTS:
         # snapshot_download matches a pattern against the whole path, as vLLM's request does offline
         shards = [glob.escape(f) for f in files if f.endswith(".safetensors") and not fnmatch.fnmatch(f, MISTRAL_WEIGHTS)]
         return [*NOT_LOADED, "*.bin", "*.pt", *shards]
-    keep = weight_format(files)
     asked = WEIGHT_FORMATS[:WEIGHT_FORMATS.index(keep) + 1] if keep else ()
     return [*NOT_LOADED, *(pat for pat in WEIGHT_FORMATS if pat not in asked)]
