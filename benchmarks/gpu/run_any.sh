@@ -56,10 +56,14 @@ case "$1" in
       # 429 to part of a 128-stream level: the rows measure the engine, so the limit is raised for them.
       export LLMODAL_QUEUE_LIMIT=${RA_QUEUE_LIMIT:-1024}
       end=\$(( $t0 + $budget ))
+      # vLLM's own counters beside the client's timings: every 15 s, the engine-side histograms (step
+      # tokens, inter-token latency, running/waiting), so step time can be told from delivery lag
+      mkdir -p $R/metrics
+      ( while :; do curl -s -m 5 http://127.0.0.1:\${GP_PORT:-8000}/metrics 2>/dev/null | grep '^vllm:' > $R/metrics/\$(date +%s).txt; sleep 15; done ) & mpid=\$!
       log() { echo \"\$(date +%T) +\$(( \$(date +%s) - $t0 ))s \$*\" >> $R/steps.txt; }
       py() { python3 \"\$@\" >> $R/pipeline.log 2>&1; rc=\$?; log \"\$2 \$4 exit \$rc\"; return \$rc; }
       late() { [ \$(( \$(date +%s) + \$1 )) -gt \$end ] && { log \"skipped \$2: needs ~\$1 s, \$(( end - \$(date +%s) )) s left\"; return 0; }; return 1; }
-      mk() { [ -f \$1/config.json ] || python3 $here/make_model.py \$1 \$2 >> $R/pipeline.log 2>&1; }
+      mk() { [ -f \$1/config.json ] || python3 $here/make_model.py \$1 \${@:2} >> $R/pipeline.log 2>&1; }
       # row TAG MODEL_DIR MAKE_FLAG PROFILE LEVELS SECONDS(cold start + first level) [vLLM flags]
       row() {
         late \$6 \$1 && return
@@ -96,6 +100,8 @@ case "$1" in
           fp8-throughput) row \$r /tmp/m70fp8 --fp8 throughput 1,8,22 300 ;;
           fp8-balanced)   row \$r /tmp/m70fp8 --fp8 balanced 1,64,128 300 ;;
           bf16-8b)        row \$r /tmp/m8 --8b balanced 1,64,128 200 ;;
+          bf16-3b)        row \$r /tmp/m3 --3b balanced 1,64,128 200 ;;
+          fp8-8b)         row \$r /tmp/m8fp8 '--8b --fp8' balanced 1,64,128 200 ;;
           lora-8b)        lora_row \$r ;;
           goodput)        late 600 goodput && continue; mk /tmp/m70fp8 --fp8
                           py $here/held_out.py predict $R gp-t10 --model /tmp/m70fp8 --profile throughput --levels 128
@@ -109,7 +115,7 @@ case "$1" in
       done
       python3 $here/goodput.py stop
       python3 $here/held_out.py table $R > $R/table.md 2>> $R/pipeline.log
-      log PIPELINE-DONE" > /dev/null 2>&1 < /dev/null &
+      kill \$mpid; log PIPELINE-DONE" > /dev/null 2>&1 < /dev/null &
     echo "started at $(date -u +%T)" ;;
   poll)
     stop_at=$(( $(date +%s) + ${2:-500} ))
