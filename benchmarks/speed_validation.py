@@ -6,9 +6,11 @@
 Every stored GPU run is a row: closed-loop throughput (out tok/s) or single-stream TTFT, read from its raw
 file under benchmarks/results/ or, for the shared measurement notes outside this repo, from
 benchmarks/results/speed-facts.json (each row names its note). Folds: leave one GPU out (fit on the H100,
-predict the H200, and the reverse) and leave one profile out. In a fold the constants are fitted to the rows
-outside it and the rows inside are predicted; a kernel with no row outside the fold is not predicted there
-(FP8 and Marlin ran on one GPU each: held out by profile only). The band for each (architecture, format,
+predict the H200, and the reverse), leave one profile out, and leave one model shape out (70B, 8B, 3B). In a
+fold the constants are fitted to the rows outside it and the rows inside are predicted; a kernel with no row
+outside the fold is not predicted there (FP8 and Marlin ran at the 70B on one GPU each: held out by profile),
+nor is a smaller shape's row where no row outside the fold fixed the API server's term (speed_fit.binds_api:
+the 8B and 3B rows ran on the H100 in one profile, so they are held out by model shape). The band for each (architecture, format,
 kernel) is the |error| 90 % of its held-out throughput rows stay within, printed with the worst; the whole
 cross-validation runs twice, with and without the repeated-prompts rule (`_repeated`), and speed.py carries
 the bands without it, the out-of-sample ones. speed.py's constants are the fit to every row (with the rule).
@@ -31,7 +33,8 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from llmodal.plan.catalog import lookup  # noqa: E402
 from llmodal.plan.speed import ARCH, FITS, family  # noqa: E402
-from llmodal.plan.speed_fit import DEFAULT, Fold, Row, cross_validate, fit, predict_row, summarize  # noqa: E402
+from llmodal.plan.speed_fit import (DEFAULT, Fold, Row, binds_api, cross_validate, fit, predict_row,  # noqa: E402
+                                    summarize)
 
 SPEC = lookup("meta-llama/Llama-3.1-70B-Instruct", None)
 GOAL = {"tput": 0.15, "ttft": 0.25}  # issue 35: throughput rows ±15 %, every row ±25 %
@@ -123,7 +126,7 @@ def rows() -> list[Row]:
             if c == 1 and tool == "vllm":
                 out.append(_row(f, f"H200 FP8 {profile}, c=1 TTFT ({d[5:]} round {rnd[1]}{note})", "H200", "fp8",
                                 profile, 1, kv, kind="ttft", kv_bytes=kvb, weights_gib=67.7, **extra))
-    out += gpu_run_2026_12_07()
+    out += gpu_run_2026_12_07() + gpu_run_2026_12_07b()
     return out
 
 
@@ -181,6 +184,31 @@ def hit_rates(all_rows: list[Row]) -> list[tuple[str, float, float]]:
     return out
 
 
+# h100-2026-12-07b's rows: (row, label, quant, catalog model or "" for the 70B, the engine's logged weights GiB)
+RUN_12_07B = (("bf16-8b", "H100 BF16 8B balanced", "bf16", "meta-llama/Llama-3.1-8B-Instruct", 15.0),
+              ("bf16-3b", "H100 BF16 3B balanced", "bf16", "meta-llama/Llama-3.2-3B-Instruct", 6.77),
+              ("fp8-8b", "H100 FP8 8B balanced", "fp8", "meta-llama/Llama-3.1-8B-Instruct", 8.51),
+              ("awq-balanced", "H100 AWQ balanced", "awq", "", None))
+
+
+def gpu_run_2026_12_07b() -> list[Row]:
+    """The lent H100's second run of 2026-12-07: the 8B BF16 row again, Llama-3.2-3B's shape in BF16 and the 8B
+    shape in FP8 (sizes no fit had seen), and the guide's 70B AWQ balanced with fresh prompts. Each level's
+    `llmodal plan` prediction was stored in rows.json before its server started (`first_seen`); every level sent
+    fresh prompts; metrics/ holds the server's own counters every 15 s (docs/BENCHMARKS.md reads them)."""
+    d = R / "h100-2026-12-07b"
+    stored = json.loads((d / "rows.json").read_text())
+    kv = {k: v["engine_kv_tokens"] for k, v in json.loads((d / "serve.json").read_text()).items()}
+    out = []
+    for row, label, quant, model, gib in RUN_12_07B:
+        for c in (1, 64, 128):
+            f = d / f"{row}-c{c}.json"
+            out.append(_row(f, f"{label}, vLLM 0.32, llmodal bench, c={c} ({row}-c{c}, 2026-12-07b)", "H100", quant,
+                            "balanced", c, kv[row], weights_gib=gib, model=model,
+                            first_seen=stored[row]["predicted"][str(c)]["out_tok_s"]))
+    return out
+
+
 def _level(path: Path, c: int, kv: int) -> Row:
     """A level of the vLLM 0.26 `llmodal bench` call. That bench (cli.py at 05bd077, before 1ed5ef8 "fresh
     prompts per level") sent every level the head of one prompt list, `prompts.texts[warmup:warmup + n]`: a
@@ -218,8 +246,8 @@ NOT_RUNS = [
                                               "are the fastboot-*.json rows"),
     ("h100-llama70b-awq.json", "the planner's memory record of the H100 run (weights, KV tokens), no serving load"),
     ("h100-2026-11-24/*.png", "a plot of llmodal-default.json, which is the rows"),
-    ("h100-2026-12-07/install.log", "the device's package install (vllm 0.32.0 from staged wheels): no serving load"),
-    ("h100-2026-12-07/pipeline.log", "the run's pipeline output (predict, serve, measure); its figures are rows.json's"),
+    ("h100-2026-12-07*/install.log", "the device's package install (vllm 0.32.0 from staged wheels): no serving load"),
+    ("h100-2026-12-07*/pipeline.log", "the run's pipeline output (predict, serve, measure); its figures are rows.json's"),
     ("**/*.log", "server log (engine lines: memory, prefix-cache hit rates); not a benchmark result"),
     ("h200-*/*.txt*", "the session's step list, GPU name or import timings: no serving load"),
     ("cpu-*/*", "a CPU run of the tiny test model: the speed model predicts GPUs"),
@@ -228,11 +256,15 @@ NOT_RUNS = [
     ("lora-speed-validation.md", "LoRA's cost validated on the lora-8b rows (benchmarks/lora_speed_validation.py): "
                                  "the output of that check, not a run"),
     ("h100-2026-12-07/lora-8b-*-c*.json", "LoRA's cost: compared in benchmarks/results/lora-speed-validation.md"),
-    ("h100-2026-12-07/rows.json", "the run's record: each row's `llmodal plan` prediction, stored before its server "
+    ("h100-2026-12-07*/rows.json", "the run's record: each row's `llmodal plan` prediction, stored before its server "
                                   "started (the rows' first-seen column), and the levels measured"),
-    ("h100-2026-12-07/table.md", "held_out.py's table of rows.json: predicted vs measured, every level"),
-    ("h100-2026-12-07/serve.json", "server starts: command, launch → /health, timeline, KV tokens (no serving load)"),
-    ("h100-2026-12-07/*.txt", "the run's command, GPU name, step timeline or budget: no serving load"),
+    ("h100-2026-12-07*/table.md", "held_out.py's table of rows.json: predicted vs measured, every level"),
+    ("h100-2026-12-07*/serve.json", "server starts: command, launch → /health, timeline, KV tokens (no serving load)"),
+    ("h100-2026-12-07b/engine-vs-api.md", "benchmarks/engine_vs_api.py's reading of metrics/: each request's engine "
+                                          "part against the API server's (the measured cause of API_TOKEN_S)"),
+    ("h100-2026-12-07b/metrics/*.txt", "the server's own counters (vLLM's /metrics, every 15 s): read in "
+                                       "docs/BENCHMARKS.md, \"The API server's ceiling\"; the rows are the bench files"),
+    ("h100-2026-12-07*/*.txt", "the run's command, GPU name, step timeline or budget: no serving load"),
 ]
 
 
@@ -263,6 +295,10 @@ FOLDS = [Fold("fit H100, predict H200", lambda r: r.gpu == "H200"),
          Fold("fit H200, predict H100", lambda r: r.gpu == "H100")]
 PROFILES = ("balanced", "throughput", "latency", "Marlin", "512-token steps")
 FOLDS += [Fold(f"leave out {p}", (lambda p: lambda r: group(r) == p)(p)) for p in PROFILES]
+# Leave one model shape out: the 3B predicted from the 8B's and 70B's runs, the 8B from the others, and the 70B
+# from the smaller shapes' (where a kernel it uses ran on them: FP8 only).
+SHAPES = {"the 70B": "", "the 8B": "meta-llama/Llama-3.1-8B-Instruct", "the 3B": "meta-llama/Llama-3.2-3B-Instruct"}
+FOLDS += [Fold(f"shape: leave out {n}", (lambda m: lambda r: r.model == m)(m)) for n, m in SHAPES.items()]
 
 
 def _fit(train):
@@ -271,6 +307,8 @@ def _fit(train):
 
 def _predict(r: Row, params) -> float | None:
     k = r.kernel
+    if params.token_s is None and binds_api(r):
+        return None  # no run outside the fold fixed the API server's term, which binds this shape's runs
     return predict_row(r, SPEC, params) if k in params.fits or FITS[k].like in params.fits else None
 
 
@@ -310,29 +348,36 @@ def main() -> None:
     verdicts_fresh = summarize(outcomes_fresh, GOAL)
     print("Constants fitted to all rows (`speed.py` carries them rounded): "
           f"E_MEM {final.e_mem:.3f}; " + "; ".join(f"{k}: E_COMP {f.e_comp:.3f}, FLOOR {f.floor_ms:.2f} ms"
-                                                    for k, f in final.fits.items()))
+                                                    for k, f in final.fits.items())
+          + f"; API server {final.token_s * 1e6:.1f} µs per streamed token")
     print()
     print("| measured row | kernel | measured | fitted to all rows | held out: by GPU | held out: by profile "
-          "| worst held-out | goal | worst held-out without the repeated-prompts rule (out of sample) "
+          "| held out: by model shape | worst held-out | goal "
+          "| worst held-out without the repeated-prompts rule (out of sample) "
           "| first seen: `llmodal plan`'s figure stored before the run | source |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     fresh_worst = {v.row.label: v.worst for v in verdicts_fresh}
     for v in verdicts:
         r = v.row
         fitted = predict_row(r, SPEC, final)
-        held = "(held out: never fitted)" if FITS[r.kernel].like else ""
+        held = ("(kernel constants borrowed, never fitted; the API server's term fitted)" if FITS[r.kernel].like
+                else "")
         first = "–" if r.first_seen is None else f"{r.first_seen:,.1f} ({r.first_seen / r.measured - 1:+.1%})"
         cells = []
-        for kind in ("fit H", "leave out"):
+        for kind in ("fit H", "leave out", "shape:"):
             o = next((o for o in outcomes if o.row.label == r.label and o.held_out and o.fold.startswith(kind)), None)
+            why = (f"no {r.kernel} run on the other GPU" if kind == "fit H" else
+                   f"no {r.kernel} run outside it" if kind == "shape:" else f"no {r.kernel} run in another profile")
+            if o is not None and o.predicted is None and binds_api(r):
+                why = "no run outside it fixed the API server's term (the 8B and 3B runs)"
             cells.append("–" if o is None else f"{o.predicted:,.1f} ({o.error:+.1%})" if o.predicted is not None
-                         else f"not predicted: no {r.kernel} run on the other GPU")
+                         else f"not predicted: {why}")
         worst = "–" if v.worst is None else f"{v.worst:+.1%}"
         status = {"within": f"within ±{GOAL[r.kind]:.0%}", "explained": f"outside: {r.cause}", "miss": "**miss**",
                   "not predicted": "not predicted"}[v.status]
         unit = "tok/s" if r.kind == "tput" else "ms TTFT"
         print(f"| {r.label} | {r.kernel} | {r.measured:,.1f} {unit} | {fitted:,.1f} ({fitted / r.measured - 1:+.1%}) "
-              f"{held} | {cells[0]} | {cells[1]} | {worst} | {status} "
+              f"{held} | {cells[0]} | {cells[1]} | {cells[2]} | {worst} | {status} "
               f"| {'–' if fresh_worst[r.label] is None else f'{fresh_worst[r.label]:+.1%}'} | {first} | `{r.source}` |")
     print()
     print("Held-out result per (architecture, format, kernel), twice. *With the repeated-prompts rule*: each H100 "
@@ -351,7 +396,7 @@ def main() -> None:
             tp = [v.worst for v in vs if v.row.kind == "tput"]
             tt = [v.worst for v in vs if v.row.kind == "ttft"]
             b = (round(p90(tp), 3), round(max(tp, key=abs), 3), len(tp))
-            if name == "without" and not FITS[key[2]].like:  # borrowed constants carry no band (speed.band)
+            if name == "without":  # a borrowed kernel's too: its rows were held out of every fit of it
                 bands[key] = b
             print(f"| {', '.join(key)} | {name} | {len(tp)} | {sum(abs(e) <= GOAL['tput'] for e in tp)}/{len(tp)} "
                   f"| ±{b[0]:.1%} | {b[1]:+.1%} | {sum(v.status == 'miss' for v in vs)} | {len(tt)} "
@@ -364,10 +409,12 @@ def main() -> None:
         tput = [v for v in vs_all if v.row.kind == "tput"]
         by_gpu = sum(any(f.startswith("fit H") for f in v.held_out_errors) for v in vs_all)
         print(f"{name}: rows {len(vs_all)} ({len(tput)} throughput, {len(vs_all) - len(tput)} TTFT); predicted "
-              f"held out in a GPU fold: {by_gpu} (the BF16 rows among them, with FP8's constants fitted on the H200; "
-              f"the other {len(vs_all) - by_gpu}, FP8 and Marlin, ran on one GPU only: held out by profile alone). "
-              f"First-seen BF16 8B rows (the prediction stored before the run, the judgement): "
-              + ", ".join(f"c={v.row.clients} {v.row.first_seen / v.row.measured - 1:+.1%}" for v in vs_all
+              f"held out in a GPU fold: {by_gpu} (the kernels that ran at the 70B on both GPUs; FP8 ran at the 70B on "
+              f"the H200 only, Marlin on the H100 only: held out by profile; the 8B and 3B rows ran on the H100 only: "
+              f"held out by model shape). "
+              f"First-seen rows (`llmodal plan`'s prediction stored before the run, the judgement before any refit): "
+              + ", ".join(f"{v.row.source.split('/')[-1].split('.')[0]} ({v.row.source.split('/')[-2]}) "
+                          f"{v.row.first_seen / v.row.measured - 1:+.1%}" for v in vs_all
                           if v.row.first_seen is not None and v.row.kind == "tput") + ". Throughput rows within ±15 % held out: "
               f"{sum(v.status == 'within' for v in tput)}/{len(tput)}; every row within ±25 %: "
               f"{sum(v.worst is not None and abs(v.worst) <= 0.25 for v in vs_all)}/{len(vs_all)}; outside with a "

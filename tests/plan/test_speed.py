@@ -8,7 +8,7 @@ from llmodal.plan.model_spec import ModelSpec
 from dataclasses import replace
 
 from llmodal.plan.catalog import lookup
-from llmodal.plan.speed import MEASURED, Engine, KernelFit, band, kernel
+from llmodal.plan.speed import MEASURED, Engine, KernelFit, band, kernel, predict
 from llmodal.plan.speed_fit import Fold, Outcome, Row, cross_validate, summarize
 from llmodal.plan.speed_sim import Load, simulate
 
@@ -86,12 +86,42 @@ def test_the_band_says_where_a_prediction_is_an_extrapolation():
     a100 = band(get_gpu("A100-80GB"), "awq")
     assert a100.kernel == "marlin" and a100.error is None
     assert "extrapolated: no measurement of this kernel on this GPU" in a100.text()
-    h100_fp8 = band(get_gpu("H100"), "fp8")  # measured on the H200 only: the H200's band does not carry over
-    assert h100_fp8.error is None and "no measurement of this kernel on this GPU" in h100_fp8.text()
     assert band(get_gpu("H200"), "awq", "MacheteLinearKernel").error is None  # Marlin: H100 runs only
-    bf16 = band(get_gpu("H100"), "bf16")
-    assert bf16.error is None and "never fitted; constants borrowed from fp8-w8a8 (first seen: " in bf16.text()
     assert "never measured" in band(get_gpu("H100"), "int8").text()
+
+
+def test_a_band_holds_on_the_gpu_and_shape_where_the_kernels_runs_were_held_out():
+    l70, l8 = lookup("meta-llama/Llama-3.1-70B-Instruct"), lookup("meta-llama/Llama-3.1-8B-Instruct")
+    l3 = lookup("meta-llama/Llama-3.2-3B-Instruct")
+    # FP8 W8A8 ran at the 70B on the H200 and at the 8B on the H100 (2026-12-07b): neither carries to the other
+    assert band(get_gpu("H200"), "fp8", spec=l70).error is not None
+    assert band(get_gpu("H100"), "fp8", spec=l8).error is not None
+    for b in (band(get_gpu("H100"), "fp8", spec=l70), band(get_gpu("H200"), "fp8", spec=l8)):
+        assert b.error is None and "no measurement of this model size" in b.text()
+    # BF16 ran at the 8B and 3B on the H100 only: a band there, with its borrowed constants said
+    for spec in (l8, l3):
+        b = band(get_gpu("H100"), "bf16", spec=spec)
+        assert b.error is not None and not b.extrapolated
+        assert "never fitted; constants borrowed from fp8-w8a8 (first seen: " in b.text()
+    assert "no measurement of this model size" in band(get_gpu("H100"), "bf16", spec=l70).text()
+    h200 = band(get_gpu("H200"), "bf16", spec=l8)
+    assert h200.error is None and "no measurement of this kernel on this GPU (measured on H100)" in h200.text()
+
+
+def test_plan_says_where_the_api_server_bounds_the_figure():
+    l8, l70 = lookup("meta-llama/Llama-3.1-8B-Instruct"), lookup("meta-llama/Llama-3.1-70B-Instruct")
+    gpu = get_gpu("H100")
+    limits = dict(kv_tokens=473_244, price_per_hour=3.95, max_num_seqs=1024, max_num_batched_tokens=8192)
+    eng = Engine(l8, gpu, "dense-16bit", l8.weight_bytes("bf16"), l8.kv_bytes_per_token())
+    small = predict(eng, **limits)
+    alone = predict(replace(eng, token_s=0.0), **limits)
+    # the 8B engine outruns the API server at 128 streams: the figure is the server's, and plan says so
+    assert small.saturated_out_tok_s < 0.9 * alone.saturated_out_tok_s and alone.api_bound == 0.0
+    assert small.api_bound == pytest.approx(1 - small.saturated_out_tok_s / alone.saturated_out_tok_s)
+    assert "API-server process bounds this figure" in small.api_text() and "lent H100 host's CPU" in small.api_text()
+    assert f"{alone.saturated_out_tok_s:,.0f} out tok/s" in small.api_text()
+    big = Engine(l70, gpu, "machete", l70.weight_bytes("awq"), l70.kv_bytes_per_token())
+    assert predict(big, **(limits | {"kv_tokens": 106_683})).api_text() == ""  # the 70B never comes near it
 
 
 def test_a_model_size_or_tp_never_measured_has_no_band():
@@ -113,6 +143,22 @@ def test_one_stream_prefill_then_decode_steps():
     # A 2-token step budget chunks the prompt into two steps.
     r = simulate(Load(4, 3, 1, 1), const(1.0), max_num_seqs=8, max_num_batched_tokens=2, kv_tokens=100)
     assert (r.steps, r.out_tok_s, r.ttft_s) == (4, pytest.approx(0.75), pytest.approx(2.0))
+
+
+def test_the_api_server_streams_each_steps_tokens_one_after_another():
+    # 2 users, 1-token prompts, 3 tokens out, 1 s steps, the API server 1 s a token. Step 1 (t=1) samples both
+    # first tokens: streamed by t=3; step 2 (t=2): its 2 tokens wait, streamed by 5; step 3 (t=3): by 7. Both
+    # requests are done for their clients at 7, not 3: 6 tokens in 7 s, TTFT 3 s (1 s without the API server).
+    limits = dict(max_num_seqs=8, max_num_batched_tokens=64, kv_tokens=100)
+    r = simulate(Load(1, 3, 2, 2), const(1.0), token_s=1.0, **limits)
+    assert (r.steps, r.out_tok_s, r.ttft_s) == (3, pytest.approx(6 / 7), pytest.approx(3.0))
+    r = simulate(Load(1, 3, 2, 2), const(1.0), **limits)
+    assert (r.steps, r.out_tok_s, r.ttft_s) == (3, pytest.approx(2.0), pytest.approx(1.0))
+    # the next request reaches the engine when its client has the last token, not when the engine is done: 1 user,
+    # 2 requests; steps end at 1, 2 (the first request, streamed by 2, 3), the engine idles until 3, when the
+    # second arrives; its steps end at 4, 5 (streamed by 5, 6): 4 tokens in 6 s
+    r = simulate(Load(1, 2, 1, 2), const(1.0), token_s=1.0, **limits)
+    assert (r.steps, r.out_tok_s) == (4, pytest.approx(4 / 6))
 
 
 def test_max_num_seqs_caps_the_batch_and_queues_the_rest():
@@ -224,10 +270,11 @@ def test_auto_does_not_rank_by_predicted_speed(monkeypatch):
      dict(max_num_seqs=512, max_num_batched_tokens=512, kv_tokens=405_968)),  # small steps, repeated prompts
     (Load(6000, 1024, 16, 16), dict(max_num_seqs=1024, max_num_batched_tokens=8192, kv_tokens=106_683)),  # preempts
 ])
-def test_summing_plain_decode_steps_in_one_go_changes_nothing(load, limits):
+@pytest.mark.parametrize("token_s", [0.0, 194e-6, 2e-3])  # none, the fitted one, one that binds the 70B too
+def test_summing_plain_decode_steps_in_one_go_changes_nothing(load, limits, token_s):
     step = engine("machete", KernelFit(e_comp=0.8, floor_ms=20), weight_bytes=40 * 10**9, kv_bytes=327_680)
-    slow = simulate(load, step.step_seconds, fast=False, **limits)
-    fast = simulate(load, step.step_seconds, **limits)
+    slow = simulate(load, step.step_seconds, fast=False, token_s=token_s, **limits)
+    fast = simulate(load, step.step_seconds, token_s=token_s, **limits)
     assert fast.out_tok_s == pytest.approx(slow.out_tok_s, rel=1e-12)
     assert fast.ttft_s == pytest.approx(slow.ttft_s, rel=1e-12)
     assert (fast.preemptions, fast.max_batch) == (slow.preemptions, slow.max_batch) and fast.steps == slow.steps

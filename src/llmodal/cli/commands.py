@@ -214,6 +214,8 @@ def plan(
                 console.print(f"  {mix_note}", markup=False)
             if speed.band:
                 console.print(f"  error band: {speed.band.text()}", markup=False)
+            if speed.api_text():
+                console.print(f"  {speed.api_text()}", markup=False)
             if lora_speed:
                 console.print(f"  {lora_speed.text()}", markup=False)
             lo, hi = TTFT_AT_LOAD_ERRORS

@@ -43,6 +43,7 @@ CATALOG: dict[str, ModelSpec] = {
         _llama("meta-llama/Llama-3.1-8B-Instruct", 32, 4096, 32, 14336, {
             "awq": _HQ.format(size="8B", fmt="AWQ"), "gptq": _HQ.format(size="8B", fmt="GPTQ"),
             "fp8": "neuralmagic/Meta-Llama-3.1-8B-Instruct-FP8"}),
+        replace(_llama("meta-llama/Llama-3.2-3B-Instruct", 28, 3072, 24, 8192, {}), tied_embeddings=True),
         _llama("meta-llama/Llama-3.1-70B-Instruct", 80, 8192, 64, 28672, {
             "awq": _HQ.format(size="70B", fmt="AWQ"), "gptq": _HQ.format(size="70B", fmt="GPTQ"),
             "fp8": "neuralmagic/Meta-Llama-3.1-70B-Instruct-FP8"}),

@@ -25,7 +25,9 @@ measurement: any other (model shape, TP) is marked extrapolated, with no band.
 **The load.** ``speed_sim.simulate`` runs those steps through vLLM's scheduler for a closed loop of
 ``concurrency`` users: the batch is capped by ``max_num_seqs``, the step's token budget and the KV cache
 (preempting past it), prompts are chunked into the budget (chunked prefill: a long prompt's chunks share steps
-with decodes, and queue behind each other under load, which is what TTFT under load shows).
+with decodes, and queue behind each other under load, which is what TTFT under load shows). Every token then
+passes vLLM's one API-server process, API_TOKEN_S each, one after another: where the engine outruns it (an 8B
+or smaller at 64+ streams), it is the ceiling (``Speed.api_bound`` says by how much).
 
 Constants are fitted by ``benchmarks/speed_validation.py`` to every stored run; the error band beside each
 prediction is that script's held-out error for the (architecture, format, kernel): docs/BENCHMARKS.md,
@@ -52,7 +54,7 @@ class KernelFit:
     e_comp: float  # fraction of the kernel's tensor-core peak a compute-bound step reaches
     floor_ms: float = 0.0  # a 4-bit kernel's weight pass at small batch (dequantisation), Hopper, for MEASURED's
     # linear weights on one GPU; a step scales it by the linear weights its GPU holds (Engine.floor_seconds)
-    measured_on: tuple[str, ...] = ()  # GPUs with runs of this kernel
+    measured_on: tuple[str, ...] = ()  # GPUs whose runs fitted these constants (the 70B's; bands: HELD_OUT_AT)
     like: str = ""  # unfitted: constants borrowed from this kernel
     first_seen: str = ""  # where runs judged an unfitted kernel's borrowed constants (never refitted on them)
 
@@ -63,13 +65,14 @@ E_MEM = 0.698
 FITS: dict[str, KernelFit] = {
     "machete": KernelFit(e_comp=0.763, floor_ms=21.90, measured_on=("H100", "H200")),
     "marlin": KernelFit(e_comp=0.385, floor_ms=18.26, measured_on=("H100",)),
-    "fp8-w8a8": KernelFit(e_comp=0.591, measured_on=("H200",)),
+    "fp8-w8a8": KernelFit(e_comp=0.592, measured_on=("H200",)),
 }
 FITS |= {
     # Judged once, first seen (the prediction stored before each run), never fitted: speed-validation.md's
     # dense-16bit rows (tests/plan/test_speed_validation.py reads them back).
     "dense-16bit": KernelFit(e_comp=FITS["fp8-w8a8"].e_comp, like="fp8-w8a8",
-                             first_seen="5 runs on an H100 at Llama-3.1-8B's shape, 2026-12-07: -8.7% to +21.5%"),
+                             first_seen="11 runs on an H100 at Llama-3.1-8B's and Llama-3.2-3B's shapes, 2026-12-07: "
+                                        "-8.8% to +68.5%"),
     "int8-w8a8": KernelFit(e_comp=FITS["fp8-w8a8"].e_comp, like="fp8-w8a8"),
     "fp8-marlin": KernelFit(e_comp=FITS["marlin"].e_comp, floor_ms=FITS["marlin"].floor_ms, like="marlin"),
 }
@@ -77,23 +80,43 @@ FITS |= {
 # |error| 90 % of the held-out runs stay within, the worst one, and how many runs (each held out when its
 # profile was left out of the fit, and when its GPU was, where the kernel ran on both GPUs). These are the
 # results *without* the repeated-prompts rule, the out-of-sample ones: the rule was written after a held-out
-# miss had been seen (docs/BENCHMARKS.md, "Planner speed model"). A band holds only for the GPUs in
-# measured_on, the measured model shape and TP: band() gives none elsewhere.
+# miss had been seen (docs/BENCHMARKS.md, "Planner speed model"). A band holds only where HELD_OUT_AT
+# has runs of the kernel (GPU and model shape), at the measured TP: band() gives none elsewhere.
 BANDS: dict[tuple[str, str, str], tuple[float, float, int]] = {
-    ("Hopper", "4-bit", "machete"): (0.268, -0.405, 39),
+    ("Hopper", "4-bit", "machete"): (0.168, -0.405, 42),
     ("Hopper", "4-bit", "marlin"): (0.112, -0.112, 8),
-    ("Hopper", "fp8", "fp8-w8a8"): (0.137, -0.144, 35),
+    ("Hopper", "bf16", "dense-16bit"): (0.104, 0.119, 11),
+    ("Hopper", "fp8", "fp8-w8a8"): (0.137, -0.144, 38),
 }
 # The one model shape every stored run served (Llama-3.1-70B; 3.3 has the same shape), and at which TP. A
 # prediction for any other shape or TP carries FLOOR, E_COMP and the TP term outside what was measured.
 MEASURED = ModelSpec("Llama-3.1-70B", layers=80, hidden=8192, heads=64, kv_heads=8, head_dim=128,
                      intermediate=28672, vocab=128256)
 MEASURED_TP = (1,)
+# The other shapes the H100 ran on 2026-12-07 (benchmarks/results/h100-2026-12-07*), and where each kernel's runs
+# were held out, as (GPU, shape): a band holds only there (band()).
+L8 = ModelSpec("Llama-3.1-8B", layers=32, hidden=4096, heads=32, kv_heads=8, head_dim=128, intermediate=14336,
+               vocab=128256)
+L3 = ModelSpec("Llama-3.2-3B", layers=28, hidden=3072, heads=24, kv_heads=8, head_dim=128, intermediate=8192,
+               vocab=128256, tied_embeddings=True)
+HELD_OUT_AT: dict[str, tuple[tuple[str, ModelSpec], ...]] = {
+    "machete": (("H100", MEASURED), ("H200", MEASURED)),
+    "marlin": (("H100", MEASURED),),
+    "fp8-w8a8": (("H200", MEASURED), ("H100", L8)),
+    "dense-16bit": (("H100", L8), ("H100", L3)),
+}
+# vLLM's API server, per output token it streams (one process: its output handler and the streams share one
+# event loop): fitted to the 8B and 3B runs (speed_validation.py, held out by model shape), on the lent H100
+# host's CPU. It binds where the engine outruns it: those shapes at 64+ streams, never the 70B's runs. Measured
+# cause: vLLM's own counters put the engine's part of each request 2.8-4.1 s under the API server's
+# (docs/BENCHMARKS.md, "The API server's ceiling").
+API_TOKEN_S = 193.8e-6
 TP_STEP_MS = 0.15  # per decode step per extra GPU: all-reduces; an assumption, not measured
 PLAN_REQUESTS_PER_USER = 4  # the plan's load: 4 requests per user, ramp and drain included (as measured)
 # Mean TTFT under a closed-loop load is shown but not validated to a band: against the stored runs it is off
 # by this much (docs/BENCHMARKS.md, "TTFT under load"); the fit never sees it.
-TTFT_AT_LOAD_ERRORS = (-0.454, 0.313)
+TTFT_AT_LOAD_ERRORS = (-0.309, 0.314)
+API_NOTE_FROM = 0.03  # the API server's share of the engine's throughput from which plan names it
 
 
 MACHETE_GROUPS = (-1, 64, 128)  # vLLM 0.32 machete_utils: group sizes Machete takes with 16-bit activations
@@ -126,11 +149,14 @@ def tp_measured(tp: int) -> bool:
     return tp in MEASURED_TP
 
 
-def measured_shape(spec: ModelSpec | None, tp: int) -> bool:
-    if spec is None:
-        return tp_measured(tp)
+def same_shape(a: ModelSpec, b: ModelSpec) -> bool:
     keys = ("layers", "hidden", "heads", "kv_heads", "head_dim", "intermediate", "experts")
-    return tp_measured(tp) and all(getattr(spec, k) == getattr(MEASURED, k) for k in keys)
+    return all(getattr(a, k) == getattr(b, k) for k in keys)
+
+
+def measured_shape(spec: ModelSpec | None, tp: int, shapes: tuple[ModelSpec, ...] = (MEASURED,)) -> bool:
+    """At a TP and (when known) a model shape that stored runs served."""
+    return tp_measured(tp) and (spec is None or any(same_shape(spec, m) for m in shapes))
 
 
 def family(quant: str) -> str:
@@ -156,6 +182,7 @@ class Engine:
     tp: int = 1
     fit: KernelFit | None = None  # None: FITS[kernel]
     e_mem: float = E_MEM
+    token_s: float = API_TOKEN_S
 
     def floor_seconds(self, f: KernelFit) -> float:
         """The 4-bit floor for the linear weights one GPU dequantises per step, against the measured model's."""
@@ -182,40 +209,47 @@ class Band:
     worst: float | None = None
     runs: int = 0
     extrapolated: str = ""  # why the number is an extrapolation, when it is
+    note: str = ""  # what else holds for the band (a kernel whose constants are borrowed)
 
     def text(self) -> str:
         band = (f"±{self.error:.0%} on throughput ({self.kernel}: 90 % of {self.runs} held-out runs within it, "
                 f"worst {self.worst:+.0%})" if self.error is not None else f"no error band ({self.kernel})")
-        return band + (f"; {self.extrapolated}" if self.extrapolated else "")
+        return band + "".join(f"; {x}" for x in (self.note, self.extrapolated) if x)
 
     def to_dict(self) -> dict:
         return {"kernel": self.kernel, "error": self.error, "worst": self.worst, "held_out_runs": self.runs,
-                "extrapolated": self.extrapolated or None}
+                "extrapolated": self.extrapolated or None, "note": self.note or None}
 
 
 def band(gpu: GPU, quant: str, disabled_kernels: str | None = None, spec: ModelSpec | None = None,
          tp: int = 1) -> Band:
     """The held-out band for this kernel on this GPU — only where runs of this kernel on this GPU, of this
-    model shape at this TP, were held out; anywhere else no band, and why it is an extrapolation."""
+    model shape at this TP, were held out (HELD_OUT_AT); anywhere else no band, and why it is an extrapolation."""
     k = kernel(gpu, quant, disabled_kernels, spec.group_size if spec else 128)
     err, worst, runs = BANDS.get((ARCH.get(gpu.name, ""), family(quant), k), (None, None, 0))
     f = FITS[k]
+    where = HELD_OUT_AT.get(k, ())
+    here = tuple(m for g, m in where if g == gpu.name)
+    borrowed = (f"{k} was never fitted; constants borrowed from {f.like}"
+                + (f" (first seen: {f.first_seen}, benchmarks/results/speed-validation.md)" if f.first_seen
+                   else "; never measured")) if f.like else ""
     why = []
-    if f.like:
-        why.append(f"extrapolated: {k} was never fitted; constants borrowed from {f.like}"
-                   + (f" (first seen: {f.first_seen}, benchmarks/results/speed-validation.md)" if f.first_seen
-                      else "; never measured"))
-    elif gpu.name not in f.measured_on:
-        why.append(f"extrapolated: no measurement of this kernel on this GPU (measured on {', '.join(f.measured_on)})")
-    if not measured_shape(spec, tp):
-        why.append(f"extrapolated: no measurement of this model size / tensor-parallel degree (measured: "
-                   f"{MEASURED.name} shape at TP {', '.join(map(str, MEASURED_TP))}; "
+    if not where:
+        why.append(f"extrapolated: {borrowed}" if borrowed else "extrapolated: never measured")
+        borrowed = ""
+    elif not here:
+        gpus = ", ".join(sorted({g for g, _ in where}))
+        why.append(f"extrapolated: no measurement of this kernel on this GPU (measured on {gpus})")
+    if here and not measured_shape(spec, tp, here):
+        why.append(f"extrapolated: no measurement of this model size / tensor-parallel degree (measured with "
+                   f"{k} on the {gpu.name}: {', '.join(m.name for m in here)} shape at TP "
+                   f"{', '.join(map(str, MEASURED_TP))}; "
                    + ("4-bit floor scaled by the weights each GPU dequantises; " if k in ("machete", "marlin",
                       "fp8-marlin") else "")
                    + ("all-reduce term assumed" if tp > 1 else "constants carried unchanged") + ")")
     if why:
         err, worst, runs = None, None, 0  # the band was measured elsewhere: it does not carry over
-    return Band(k, err, worst, runs, "; ".join(why))
+    return Band(k, err, worst, runs, "; ".join(why), borrowed)
 
 
 @dataclass(frozen=True)
@@ -229,16 +263,27 @@ class Speed:
     band: Band | None = field(default=None)
     max_batch: int = 0  # most sequences one step decoded (capped by max_num_seqs, the step budget, the KV cache)
     ttft_at_load_s: float = 0.0  # mean TTFT at that load: prompts queue for chunks of the step budget
+    api_bound: float = 0.0  # the share of the engine's throughput vLLM's API server takes at that load (0: none)
+
+    def api_text(self) -> str:
+        """Where vLLM's API server is the ceiling, what it takes and where that was measured; else ""."""
+        if self.api_bound < API_NOTE_FROM:
+            return ""
+        return (f"vLLM's one API-server process bounds this figure ({API_TOKEN_S * 1e6:.0f} µs per streamed token, "
+                f"measured on the lent H100 host's CPU; the engine alone would give "
+                f"{self.saturated_out_tok_s / (1 - self.api_bound):,.0f} out tok/s): another CPU moves it")
 
     def to_dict(self) -> dict:
         d = {k: v for k, v in self.__dict__.items() if k != "band"} | {"mix": list(self.mix)}
         d["error_band"] = self.band.to_dict() if self.band else None
+        d["api_server"] = {"token_us": round(API_TOKEN_S * 1e6, 1), "bound": round(self.api_bound, 3),
+                           "note": self.api_text() or None}
         return d
 
 
 def run(engine: Engine, load: Load, *, max_num_seqs: int, max_num_batched_tokens: int, kv_tokens: int):
     return simulate(load, engine.step_seconds, max_num_seqs=max_num_seqs,
-                    max_num_batched_tokens=max_num_batched_tokens, kv_tokens=kv_tokens)
+                    max_num_batched_tokens=max_num_batched_tokens, kv_tokens=kv_tokens, token_s=engine.token_s)
 
 
 def predict(engine: Engine, *, kv_tokens: int, price_per_hour: float, max_num_seqs: int,
@@ -247,9 +292,13 @@ def predict(engine: Engine, *, kv_tokens: int, price_per_hour: float, max_num_se
     n_in, n_out = mix
     limits = dict(max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens, kv_tokens=kv_tokens)
     one = run(engine, Load(n_in, n_out, 1, 1), **limits)
-    loaded = run(engine, Load(n_in, n_out, concurrency, PLAN_REQUESTS_PER_USER * concurrency), **limits)
+    load = Load(n_in, n_out, concurrency, PLAN_REQUESTS_PER_USER * concurrency)
+    loaded = run(engine, load, **limits)
+    # the engine alone (an API server that keeps up): how much of the engine's throughput the server takes
+    alone = simulate(load, engine.step_seconds, **limits, token_s=0.0).out_tok_s if engine.token_s else 0.0
     total_tok_s = loaded.out_tok_s * (n_in + n_out) / n_out
     step1 = engine.step_seconds(1, n_in + n_out // 2, 0)
     return Speed(single_stream_tok_s=1 / step1, ttft_s=one.ttft_s, saturated_out_tok_s=loaded.out_tok_s,
                  concurrency=concurrency, cost_per_1m_tokens=price_per_hour / 3600 / total_tok_s * 1e6, mix=mix,
-                 band=band_, max_batch=loaded.max_batch, ttft_at_load_s=loaded.ttft_s)
+                 band=band_, max_batch=loaded.max_batch, ttft_at_load_s=loaded.ttft_s,
+                 api_bound=max(0.0, 1 - loaded.out_tok_s / alone) if alone else 0.0)

@@ -16,7 +16,7 @@ from typing import Callable, Iterable
 from llmodal.plan.catalog import lookup
 from llmodal.plan.gpus import GiB, get_gpu
 from llmodal.plan.model_spec import ModelSpec
-from llmodal.plan.speed import E_MEM, FITS, Engine, KernelFit, kernel
+from llmodal.plan.speed import API_TOKEN_S, E_MEM, FITS, Engine, KernelFit, kernel
 from llmodal.plan.speed_sim import Load, simulate
 
 
@@ -53,6 +53,13 @@ class Row:
 class Params:
     e_mem: float
     fits: dict[str, KernelFit]
+    token_s: float | None = API_TOKEN_S  # the API server's time per streamed token; None: no row fixed it
+
+
+def binds_api(row: Row) -> bool:
+    """A row the API server's term can be fitted to: a throughput run of a shape smaller than the 70B (whose
+    engines outran the API server), as opposed to the 70B's, which never came near it."""
+    return row.kind == "tput" and bool(row.model)
 
 
 DEFAULT = Params(E_MEM, {k: v for k, v in FITS.items() if not v.like})  # speed.py's constants
@@ -77,13 +84,15 @@ def engine_for(row: Row, spec: ModelSpec, p: Params) -> Engine:
 
 
 def predict_row(row: Row, spec: ModelSpec, p: Params) -> float:
+    if p.token_s is None:  # no run fixed the API server's term: it is left out (binds no 70B run)
+        p = replace(p, token_s=0.0)
     spec = spec_of(row, spec)
     # Rows that differ only in what was measured share one simulation (the fit asks for many).
     kfit = fit_of(p, row.kernel)
     key = (replace(row, label="", measured=0.0, source="", cause="", profile="", kind="", first_seen=None), spec.name,
-           p.e_mem, kfit)
+           p.e_mem, kfit, p.token_s)
     if key not in _CACHE:
-        _CACHE[key] = _simulate(row, spec, p.e_mem, kfit)
+        _CACHE[key] = _simulate(row, spec, p.e_mem, kfit, p.token_s)
     res = _CACHE[key]
     return res.out_tok_s if row.kind == "tput" else res.ttft_s * 1000
 
@@ -91,12 +100,12 @@ def predict_row(row: Row, spec: ModelSpec, p: Params) -> float:
 _CACHE: dict = {}
 
 
-def _simulate(row: Row, spec: ModelSpec, e_mem: float, kfit: KernelFit):
+def _simulate(row: Row, spec: ModelSpec, e_mem: float, kfit: KernelFit, token_s: float):
     eng = engine_for(row, spec, Params(e_mem, {row.kernel: kfit}))  # spec: already the row's
     load = Load(row.n_in, row.n_out, row.clients, row.requests, cached_in=row.n_in - 16 if row.cached_requests else 0,
                 cached_requests=row.cached_requests)
     return simulate(load, eng.step_seconds, max_num_seqs=row.max_num_seqs,
-                    max_num_batched_tokens=row.max_num_batched_tokens, kv_tokens=row.kv_tokens)
+                    max_num_batched_tokens=row.max_num_batched_tokens, kv_tokens=row.kv_tokens, token_s=token_s)
 
 
 def _golden(f: Callable[[float], float], lo: float, hi: float, iters: int = 14) -> float:
@@ -122,24 +131,33 @@ def loss(rows: Iterable[Row], spec: ModelSpec, p: Params) -> float:
 
 
 def fit(rows: list[Row], spec: ModelSpec, start: Params = START, sweeps: int = 3) -> Params:
-    """E_MEM from every row; each kernel's E_COMP and FLOOR (4-bit kernels) from that kernel's rows only.
-    Rows of a kernel whose constants are borrowed (speed.py's ``like``: BF16 today) are never fitted: the
-    planner meets them with the borrowed constants, so they are judged that way, held out of every fit."""
-    rows = [r for r in rows if not FITS[r.kernel].like]
+    """E_MEM and each kernel's E_COMP and FLOOR (4-bit kernels, from that kernel's rows only) from the 70B's
+    rows, the shape every fitted kernel ran at; the API server's time per token from every row, where some row
+    can fix it (``binds_api``), else None.
+    The smaller shapes' rows (8B, 3B) fit the API server's term only: their engines are bound by it or by
+    bandwidth, so they would leave a kernel's compute efficiency unfixed (and an FP8 8B run beside the 70B's
+    would move FP8's constants for the 70B). Rows of a kernel whose constants are borrowed (speed.py's
+    ``like``: BF16 today) never fit a kernel's constants either: the planner meets them with the borrowed ones."""
+    every = rows
+    rows = [r for r in rows if not FITS[r.kernel].like and not r.model]
     kernels = sorted({r.kernel for r in rows})
-    p = Params(start.e_mem, {k: start.fits[k] for k in kernels})
+    api = any(binds_api(r) for r in every if r.kernel in kernels or FITS[r.kernel].like in kernels)
+    p = Params(start.e_mem, {k: start.fits[k] for k in kernels}, 0.0 if api else None)
     for _ in range(sweeps):
         for k in kernels:
             mine = [r for r in rows if r.kernel == k]
             four_bit = k in ("machete", "marlin")
 
             def with_(**kw) -> Params:
-                return Params(p.e_mem, p.fits | {k: replace(p.fits[k], **kw)})
+                return replace(p, fits=p.fits | {k: replace(p.fits[k], **kw)})
 
             p = with_(e_comp=_golden(lambda x: loss(mine, spec, with_(e_comp=x)), 0.2, 1.0))
             if four_bit:
                 p = with_(floor_ms=_golden(lambda x: loss(mine, spec, with_(floor_ms=x)), 5.0, 40.0))
-        p = Params(_golden(lambda x: loss(rows, spec, Params(x, p.fits)), 0.3, 1.0), p.fits)
+        p = replace(p, e_mem=_golden(lambda x: loss(rows, spec, replace(p, e_mem=x)), 0.3, 1.0))
+        if api:
+            seen = [r for r in every if r.kernel in kernels or FITS[r.kernel].like in kernels]
+            p = replace(p, token_s=_golden(lambda x: loss(seen, spec, replace(p, token_s=x)), 0.0, 600e-6))
     return p
 
 

@@ -16,6 +16,12 @@ decode attention reads, and prompt-attention token pairs; it must be linear in `
 runs of plain decode steps in closed form). The first token comes with the step that ends a
 prompt. The result is what a benchmark reports: output tokens over the run's wall time, and the mean TTFT.
 Ramp, drain, queueing behind ``max_num_seqs``, chunked prefill and preemption are all in it.
+
+``token_s``: the API server's time per output token, one after another (vLLM's one API-server process turns
+each step's outputs into streamed text on one core). A step's tokens reach the client once the API server
+has worked through them and every token of the steps before; a request is done for its client (who then
+sends the next) when its last token is through. Zero: delivery keeps up with any engine (every 70B run);
+measured on the H100 host, the 8B and 3B engines outran it (docs/BENCHMARKS.md, "The API server's ceiling").
 """
 
 from __future__ import annotations
@@ -45,7 +51,7 @@ class Result:
 
 
 def simulate(load: Load, step_time: Callable[[int, int, int], float], *, max_num_seqs: int,
-             max_num_batched_tokens: int, kv_tokens: int, fast: bool = True) -> Result:
+             max_num_batched_tokens: int, kv_tokens: int, fast: bool = True, token_s: float = 0.0) -> Result:
     n_in, n_out = load.n_in, load.n_out
 
     def request(i: int, now: float) -> list:
@@ -62,7 +68,10 @@ def simulate(load: Load, step_time: Callable[[int, int, int], float], *, max_num
     decoding: deque[list] = deque()
     dec_base = 0  # Σ (r[1] - r[3]) over decoding: their KV tokens are dec_base + len(decoding) × step
     ttft_sum = 0.0
+    api = 0.0  # when the API server has streamed every token of the steps so far
     while done < load.requests:
+        if not decoding and not prefilling and waiting[0][2] > clock:
+            clock = waiting[0][2]  # the engine idles until the next request reaches it
         n_dec = len(decoding)
         used = dec_base + n_dec * step + sum(r[1] for r in prefilling)
         if fast and decoding and not prefilling:
@@ -70,14 +79,22 @@ def simulate(load: Load, step_time: Callable[[int, int, int], float], *, max_num
             # or KV room for one) and the KV cache has room for every step. Those steps differ only in the KV
             # they read, n_dec more each, and a step's time is linear in it: add them up in one go.
             room = max_num_batched_tokens - n_dec
-            if (not waiting or n_dec >= max_num_seqs or room <= 0
+            if (not waiting or waiting[0][2] > clock or n_dec >= max_num_seqs or room <= 0
                     or used + n_dec + min(waiting[0][0], room) > kv_tokens):
                 k = min(min(r[3] + r[4] for r in decoding) - step, (kv_tokens - used) // n_dec) - 1
+                kv0 = dec_base + n_dec * step
+                t0 = step_time(n_dec, kv0, 0)
+                grow = step_time(n_dec, kv0 + n_dec, 0) - t0
+                if waiting and waiting[0][2] > clock and k > 0:
+                    # stop before a step that would start after the next request reaches the engine (each of
+                    # the k steps takes at most t0 + grow × k): it is admitted at that step, as step by step
+                    k = min(k, int((waiting[0][2] - clock) / (t0 + grow * k)))
                 if k > 0:
-                    kv0 = dec_base + n_dec * step
-                    t0 = step_time(n_dec, kv0, 0)
-                    grow = step_time(n_dec, kv0 + n_dec, 0) - t0
+                    first = clock + t0
                     clock += k * t0 + grow * k * (k - 1) / 2
+                    # the API server works through n_dec tokens a step, starting each step's no sooner than it
+                    # ends; step ends are convex in the step number, so the latest start is the first or last
+                    api = max(api + k * n_dec * token_s, first + k * n_dec * token_s, clock + n_dec * token_s)
                     step += k
                     max_batch = max(max_batch, n_dec)
                     continue
@@ -102,7 +119,8 @@ def simulate(load: Load, step_time: Callable[[int, int, int], float], *, max_num
                 chunks.append((r, take))
                 budget -= take
                 used += take
-        while waiting and budget > 0 and n_dec + len(prefilling) < max_num_seqs and not shed:
+        while (waiting and waiting[0][2] <= clock and budget > 0 and n_dec + len(prefilling) < max_num_seqs
+               and not shed):
             r = waiting[0]
             take = min(r[0], budget)
             if used + take > kv_tokens:
@@ -118,13 +136,14 @@ def simulate(load: Load, step_time: Callable[[int, int, int], float], *, max_num
         clock += step_time(tokens, kv_read, sum(t * (r[1] + t // 2) for r, t in chunks))
         step += 1
         max_batch = max(max_batch, n_dec)
+        api = max(api, clock) + token_s * (n_dec + sum(1 for r, t in chunks if r[0] == t))
         # Step `step` is done: every decoder has one more token; finished ones leave, oldest first.
         while decoding and step - decoding[0][3] >= decoding[0][4]:
             r = decoding.popleft()
             dec_base -= r[1] - r[3]
             done += 1
             if sent < load.requests:
-                waiting.append(request(sent, clock))
+                waiting.append(request(sent, api))
                 sent += 1
         for r, take in chunks:
             r[0] -= take
@@ -132,16 +151,16 @@ def simulate(load: Load, step_time: Callable[[int, int, int], float], *, max_num
             if r[0] == 0:  # the prompt's last chunk samples the first token
                 prefilling.remove(r)
                 if len(r) == 4:
-                    ttft_sum += clock - r[2]
+                    ttft_sum += api - r[2]
                     r.append(n_out - 1)  # output tokens still owed
                 r[3] = step
                 if r[4] <= 0:
                     done += 1
                     if sent < load.requests:
-                        waiting.append(request(sent, clock))
+                        waiting.append(request(sent, api))
                         sent += 1
                     continue
                 decoding.append(r)
                 dec_base += r[1] - r[3]
-    return Result(out_tok_s=load.requests * n_out / clock, ttft_s=ttft_sum / load.requests, steps=step,
+    return Result(out_tok_s=load.requests * n_out / max(clock, api), ttft_s=ttft_sum / load.requests, steps=step,
                   preemptions=preempted, max_batch=max_batch)
