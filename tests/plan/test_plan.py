@@ -327,3 +327,32 @@ def test_the_default_mix_shrinks_to_a_short_context_and_says_so_an_explicit_one_
     assert r.returncode == 0 and json.loads(r.stdout)["mix"] == [800, 200]
     r = subprocess.run([*base, "--mix", "1024:256"], capture_output=True, text=True, timeout=120, env=env)
     assert r.returncode != 0 and "--mix 1024:256 is 1,280 tokens a request" in " ".join(r.stderr.split())
+
+
+def test_plan_and_compare_say_where_the_api_server_bounds_the_figure():
+    import json
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith(("VLLM_", "LLMODAL_"))}
+    env["COLUMNS"] = "250"
+
+    def cli(*args):
+        r = subprocess.run([sys.executable, "-m", "llmodal.cli", "plan", "--env-file", "", *args], capture_output=True,
+                           text=True, timeout=300, env=env)
+        assert r.returncode == 0, r.stderr
+        return r.stdout
+
+    small = ("--model", "meta-llama/Llama-3.1-8B-Instruct", "--gpu", "H100")
+    text, doc = " ".join(cli(*small).split()), json.loads(cli(*small, "--json"))
+    api = doc["speed"]["api_server"]
+    assert api["bound"] > 0.1 and api["note"] in text and "lent H100 host's CPU" in api["note"]
+    assert doc["speed"]["error_band"]["error"] is not None  # BF16 8B on an H100: held out by model shape
+    guide = json.loads(cli("--gpu", "H100", "--quantization", "awq", "--json"))["speed"]["api_server"]
+    assert guide["note"] is None and guide["bound"] < 0.03  # the 70B never comes near it
+    rows = json.loads(cli(*small[:2], "--compare", "--json"))["rows"]
+    row = next(r for r in rows if (r["gpu"], r["build"], r["tp"]) == ("H100", "bf16", 1))
+    assert row["api_server"] == api  # compare and plan say the same
+    table = cli(*small[:2], "--compare")
+    line = next(x for x in table.splitlines() if "H100" in x and " bf16 " in x and "│              1 │" in x)
+    assert f"(API −{api['bound']:.0%})" in line and "vLLM's one API-server process bounds that row" in table

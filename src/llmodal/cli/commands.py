@@ -353,7 +353,9 @@ def _print_compare(doc: dict, as_json: bool) -> None:
         tp = str(r["tp"]) + ("" if r["tp_measured"] else " (unmeasured)")
         t.add_row(r["gpu"], r["build"], tp, f"{r['kv_sequences']:.1f}",
                   *((f"{r['lora_gib_per_gpu']:.2f}",) if lora else ()), f"{r['single_stream_tok_s']:.0f}",
-                  f"{r['saturated_out_tok_s']:,.0f}", *((_lora_cell(r["lora_speed"]),) if lora else ()),
+                  f"{r['saturated_out_tok_s']:,.0f}" + (f" (API −{r['api_server']['bound']:.0%})"
+                                                         if r["api_server"]["note"] else ""),
+                  *((_lora_cell(r["lora_speed"]),) if lora else ()),
                   f"{r['usd_per_hour']:.2f}", f"{r['cost_per_1m_tokens']:.3f}",
                   err, tie)
     console.print(t)
@@ -362,6 +364,10 @@ def _print_compare(doc: dict, as_json: bool) -> None:
         gpus = ", ".join(sorted({f"{r['gpu']} {r['build']}" for r in doc["rows"]
                                  if (r.get("error_band") or {}).get("extrapolated") == why}))
         console.print(f"{gpus}: {why}", markup=False)
+    if any(r["api_server"]["note"] for r in doc["rows"]):
+        console.print(f"(API −N %): vLLM's one API-server process bounds that row's saturated out tok/s, N % below what "
+                      f"its engine alone would serve ({doc['rows'][0]['api_server']['token_us']:.0f} µs per streamed token, "
+                      f"measured on the lent H100 host's CPU; another CPU moves it)", markup=False)
     if doc["api"]:
         console.print(f"public API, same mix: ${doc['api']['usd_per_1m_tokens']:.3f} per 1M tokens "
                       f"({doc['api']['source']})", markup=False)
