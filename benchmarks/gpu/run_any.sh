@@ -14,7 +14,8 @@
 # cold through llmodal's own prepare (goodput.py serve: launch → /health and the start's timeline from
 # vLLM's log, serve.json), then measures its levels (held_out.py measure → rows.json, one bench file a level).
 #   H100: awq-balanced (baseline and the c=64/128 rows the prefix cache spoiled in 2026-11), bf16-8b
-#   (Llama-3.1-8B's shape: a model size and a format the speed model never saw), lora-8b, fp8-throughput
+#   (Llama-3.1-8B's shape: a model size and a format the speed model never saw), bf16-3b (Llama-3.2-3B's shape)
+#   and fp8-8b (the 8B in FP8) by RA_ROWS only, lora-8b, fp8-throughput
 #   (the 70B FP8 build: at 8,192 tokens only the throughput profile's FP8 KV leaves room, 28,554 tokens = 22 streams),
 #   awq-throughput, awq-latency, then warm restarts (start timelines with a compile cache).
 #   H200: the goodput sweep at the SLO first (goodput_run.sh's server: FP8, throughput, prefix cache off),
@@ -24,6 +25,7 @@
 #   (VLLM_LORA_MODULES, VLLM_MAX_LORAS, VLLM_MAX_LORA_RANK: the planner charges them, the flag table passes
 #   them); one server, three targets per level: lora-8b (the base), lora-8b-one (adapter a0), lora-8b-mix
 #   (a0…a3 in turn), c=1 for all three before c=64, so a short budget still gets the c=1 comparison.
+# Every row: the server's `vllm:` lines of /metrics every 15 s under metrics/ (benchmarks/engine_vs_api.py reads them).
 # Dry run with stubbed python3/nvidia-smi: benchmarks/gpu/dry_run.sh.
 set -u
 root=$(cd "$(dirname "$0")/../.." && pwd)
