@@ -108,8 +108,8 @@ HELD_OUT_AT: dict[str, tuple[tuple[str, ModelSpec], ...]] = {
 # vLLM's API server, per output token it streams (one process: its output handler and the streams share one
 # event loop): fitted to the 8B and 3B runs (speed_validation.py, held out by model shape), on the lent H100
 # host's CPU. It binds where the engine outruns it: those shapes at 64+ streams, never the 70B's runs. Measured
-# cause: vLLM's own counters put the engine's part of each request 2.8-4.1 s under the API server's
-# (docs/BENCHMARKS.md, "The API server's ceiling").
+# cause: vLLM's own counters put the engine's part of each request 0.5-4.1 s under the API server's (2.6-4.1 s
+# at 128 streams; docs/BENCHMARKS.md, "The API server's ceiling").
 API_TOKEN_S = 193.8e-6
 TP_STEP_MS = 0.15  # per decode step per extra GPU: all-reduces; an assumption, not measured
 PLAN_REQUESTS_PER_USER = 4  # the plan's load: 4 requests per user, ramp and drain included (as measured)
