@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from llmodal.plan.catalog import lookup  # noqa: E402
 from llmodal.plan.speed import ARCH, FITS, family  # noqa: E402
 from llmodal.plan.speed_fit import (DEFAULT, Fold, Row, binds_api, cross_validate, fit, predict_row,  # noqa: E402
-                                    summarize)
+                                    spec_of, summarize)
 
 SPEC = lookup("meta-llama/Llama-3.1-70B-Instruct", None)
 GOAL = {"tput": 0.15, "ttft": 0.25}  # issue 35: throughput rows ±15 %, every row ±25 %
@@ -301,6 +301,11 @@ SHAPES = {"the 70B": "", "the 8B": "meta-llama/Llama-3.1-8B-Instruct", "the 3B":
 FOLDS += [Fold(f"shape: leave out {n}", (lambda m: lambda r: r.model == m)(m)) for n, m in SHAPES.items()]
 
 
+def band_key(r: Row) -> tuple[str, str, str, str]:
+    """speed.BANDS' key: a band is the held-out error of one kernel at one model shape on one architecture."""
+    return ARCH[r.gpu], family(r.quant), r.kernel, spec_of(r, SPEC).name.split("/")[-1].removesuffix("-Instruct")
+
+
 def _fit(train):
     return fit(train, SPEC)
 
@@ -380,18 +385,18 @@ def main() -> None:
               f"{held} | {cells[0]} | {cells[1]} | {cells[2]} | {worst} | {status} "
               f"| {'–' if fresh_worst[r.label] is None else f'{fresh_worst[r.label]:+.1%}'} | {first} | `{r.source}` |")
     print()
-    print("Held-out result per (architecture, format, kernel), twice. *With the repeated-prompts rule*: each H100 "
+    print("Held-out result per (architecture, format, kernel, model shape), twice. *With the repeated-prompts rule*: each H100 "
           "vLLM 0.32 run re-sends the previous call's prompts (`_repeated`), which the simulation serves from the "
           "prefix cache — a rule added after a −41 % held-out miss had been seen, so this result is not out of "
           "sample. *Without it* (every prompt fresh): **the out-of-sample result; speed.py's BANDS are these.**")
     print()
-    print("| architecture, format, kernel | rule | throughput rows | within ±15 % | band: 90 % within | worst "
+    print("| architecture, format, kernel, model shape | rule | throughput rows | within ±15 % | band: 90 % within | worst "
           "| misses | TTFT rows | worst TTFT |")
     print("|---|---|---|---|---|---|---|---|---|")
     bands = {}
     for name, vs_all in (("with", verdicts), ("without", verdicts_fresh)):
-        for key in sorted({(ARCH[v.row.gpu], family(v.row.quant), v.row.kernel) for v in vs_all}):
-            vs = [v for v in vs_all if (ARCH[v.row.gpu], family(v.row.quant), v.row.kernel) == key
+        for key in sorted({band_key(v.row) for v in vs_all}):
+            vs = [v for v in vs_all if band_key(v.row) == key
                   and v.worst is not None]
             tp = [v.worst for v in vs if v.row.kind == "tput"]
             tt = [v.worst for v in vs if v.row.kind == "ttft"]

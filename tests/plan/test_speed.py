@@ -8,7 +8,7 @@ from llmodal.plan.model_spec import ModelSpec
 from dataclasses import replace
 
 from llmodal.plan.catalog import lookup
-from llmodal.plan.speed import MEASURED, Engine, KernelFit, band, kernel, predict
+from llmodal.plan.speed import BANDS, MEASURED, Engine, KernelFit, band, kernel, predict
 from llmodal.plan.speed_fit import Fold, Outcome, Row, cross_validate, summarize
 from llmodal.plan.speed_sim import Load, simulate
 
@@ -99,9 +99,10 @@ def test_a_band_holds_on_the_gpu_and_shape_where_the_kernels_runs_were_held_out(
     for b in (band(get_gpu("H100"), "fp8", spec=l70), band(get_gpu("H200"), "fp8", spec=l8)):
         assert b.error is None and "no measurement of this model size" in b.text()
     # BF16 ran at the 8B and 3B on the H100 only: a band there, with its borrowed constants said
-    for spec in (l8, l3):
+    for spec, name in ((l8, "Llama-3.1-8B"), (l3, "Llama-3.2-3B")):
         b = band(get_gpu("H100"), "bf16", spec=spec)
-        assert b.error is not None and not b.extrapolated
+        assert b.error == BANDS["Hopper", "bf16", "dense-16bit", name][0] and not b.extrapolated  # its own shape's
+        assert b.shape == name and f"at the {name} shape" in b.text()
         assert "never fitted; constants borrowed from fp8-w8a8 (first seen: " in b.text()
     assert "no measurement of this model size" in band(get_gpu("H100"), "bf16", spec=l70).text()
     h200 = band(get_gpu("H200"), "bf16", spec=l8)

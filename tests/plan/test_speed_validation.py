@@ -96,6 +96,7 @@ def test_speed_py_carries_what_the_validation_printed():
         f = speed.FITS[k]
         assert f"{k}: E_COMP {f.e_comp:.3f}, FLOOR {f.floor_ms:.2f} ms" in first
     line = next(x for x in text.splitlines() if x.startswith("speed.py BANDS"))
+    assert len(re.findall(r"\): \([-\d.]+, ", line)) == len(speed.BANDS)  # every band printed is carried, none more
     for key, (p90, worst, runs) in speed.BANDS.items():
         m = re.search(re.escape(str(key)) + r": \(([-\d.]+), ([-\d.]+), (\d+)\)", line)
         assert m, key

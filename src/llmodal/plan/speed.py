@@ -76,17 +76,19 @@ FITS |= {
     "int8-w8a8": KernelFit(e_comp=FITS["fp8-w8a8"].e_comp, like="fp8-w8a8"),
     "fp8-marlin": KernelFit(e_comp=FITS["marlin"].e_comp, floor_ms=FITS["marlin"].floor_ms, like="marlin"),
 }
-# Held-out throughput error per (architecture, format family, kernel), from the same script's summary: the
+# Held-out throughput error per (architecture, format family, kernel, model shape), from the same script's summary: the
 # |error| 90 % of the held-out runs stay within, the worst one, and how many runs (each held out when its
 # profile was left out of the fit, and when its GPU was, where the kernel ran on both GPUs). These are the
 # results *without* the repeated-prompts rule, the out-of-sample ones: the rule was written after a held-out
 # miss had been seen (docs/BENCHMARKS.md, "Planner speed model"). A band holds only where HELD_OUT_AT
 # has runs of the kernel (GPU and model shape), at the measured TP: band() gives none elsewhere.
-BANDS: dict[tuple[str, str, str], tuple[float, float, int]] = {
-    ("Hopper", "4-bit", "machete"): (0.168, -0.405, 42),
-    ("Hopper", "4-bit", "marlin"): (0.112, -0.112, 8),
-    ("Hopper", "bf16", "dense-16bit"): (0.104, 0.119, 11),
-    ("Hopper", "fp8", "fp8-w8a8"): (0.137, -0.144, 38),
+BANDS: dict[tuple[str, str, str, str], tuple[float, float, int]] = {
+    ("Hopper", "4-bit", "machete", "Llama-3.1-70B"): (0.168, -0.405, 42),
+    ("Hopper", "4-bit", "marlin", "Llama-3.1-70B"): (0.112, -0.112, 8),
+    ("Hopper", "bf16", "dense-16bit", "Llama-3.1-8B"): (0.086, -0.086, 8),
+    ("Hopper", "bf16", "dense-16bit", "Llama-3.2-3B"): (0.119, 0.119, 3),
+    ("Hopper", "fp8", "fp8-w8a8", "Llama-3.1-70B"): (0.137, -0.144, 35),
+    ("Hopper", "fp8", "fp8-w8a8", "Llama-3.1-8B"): (0.107, 0.107, 3),
 }
 # The one model shape every stored run served (Llama-3.1-70B; 3.3 has the same shape), and at which TP. A
 # prediction for any other shape or TP carries FLOOR, E_COMP and the TP term outside what was measured.
@@ -210,15 +212,17 @@ class Band:
     runs: int = 0
     extrapolated: str = ""  # why the number is an extrapolation, when it is
     note: str = ""  # what else holds for the band (a kernel whose constants are borrowed)
+    shape: str = ""  # the model shape whose held-out runs gave the band
 
     def text(self) -> str:
-        band = (f"±{self.error:.0%} on throughput ({self.kernel}: 90 % of {self.runs} held-out runs within it, "
-                f"worst {self.worst:+.0%})" if self.error is not None else f"no error band ({self.kernel})")
+        band = (f"±{self.error:.0%} on throughput ({self.kernel} at the {self.shape} shape: 90 % of {self.runs} "
+                f"held-out runs within it, worst {self.worst:+.0%})" if self.error is not None
+                else f"no error band ({self.kernel})")
         return band + "".join(f"; {x}" for x in (self.note, self.extrapolated) if x)
 
     def to_dict(self) -> dict:
         return {"kernel": self.kernel, "error": self.error, "worst": self.worst, "held_out_runs": self.runs,
-                "extrapolated": self.extrapolated or None, "note": self.note or None}
+                "shape": self.shape or None, "extrapolated": self.extrapolated or None, "note": self.note or None}
 
 
 def band(gpu: GPU, quant: str, disabled_kernels: str | None = None, spec: ModelSpec | None = None,
@@ -226,10 +230,14 @@ def band(gpu: GPU, quant: str, disabled_kernels: str | None = None, spec: ModelS
     """The held-out band for this kernel on this GPU — only where runs of this kernel on this GPU, of this
     model shape at this TP, were held out (HELD_OUT_AT); anywhere else no band, and why it is an extrapolation."""
     k = kernel(gpu, quant, disabled_kernels, spec.group_size if spec else 128)
-    err, worst, runs = BANDS.get((ARCH.get(gpu.name, ""), family(quant), k), (None, None, 0))
     f = FITS[k]
     where = HELD_OUT_AT.get(k, ())
     here = tuple(m for g, m in where if g == gpu.name)
+    # the shape whose held-out runs give the band (no spec: the guide's 70B where it ran, else the one that did)
+    shape = next((m for m in sorted(here, key=lambda m: m is not MEASURED) if spec is None or same_shape(spec, m)),
+                 None)
+    err, worst, runs = BANDS.get((ARCH.get(gpu.name, ""), family(quant), k, shape.name if shape else ""),
+                                 (None, None, 0))
     borrowed = (f"{k} was never fitted; constants borrowed from {f.like}"
                 + (f" (first seen: {f.first_seen}, benchmarks/results/speed-validation.md)" if f.first_seen
                    else "; never measured")) if f.like else ""
@@ -249,7 +257,7 @@ def band(gpu: GPU, quant: str, disabled_kernels: str | None = None, spec: ModelS
                    + ("all-reduce term assumed" if tp > 1 else "constants carried unchanged") + ")")
     if why:
         err, worst, runs = None, None, 0  # the band was measured elsewhere: it does not carry over
-    return Band(k, err, worst, runs, "; ".join(why), borrowed)
+    return Band(k, err, worst, runs, "; ".join(why), borrowed, shape.name if shape and not why else "")
 
 
 @dataclass(frozen=True)
