@@ -1,7 +1,10 @@
 """What vLLM's API server spends per streamed token, in CPU time: the speed model's API_TOKEN_S, checked on the
 process itself instead of fitted to throughput.
 
-    .venv/bin/python benchmarks/api_server_cpu.py --out benchmarks/results/cpu-2026-12-07c [--levels 16,64 --rounds 2]
+    .venv/bin/python benchmarks/api_server_cpu.py --out benchmarks/results/cpu-2026-12-07c/v1024 \
+        > benchmarks/results/cpu-2026-12-07c/v1024/api-server-cpu.md      [--levels 16,64 --rounds 2]
+    .venv/bin/python benchmarks/api_server_cpu.py --vocab 128256 --out benchmarks/results/cpu-2026-12-07c/v128256 \
+        > benchmarks/results/cpu-2026-12-07c/v128256/api-server-cpu.md
 
 One server of the tiny model on this machine's CPU engine, started as `llmodal serve` starts it but with vLLM's
 default process layout (the engine core in its own process, as on a GPU; the test suite's servers keep it in one
@@ -17,7 +20,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
+import shutil
+import tempfile
 import subprocess
 import sys
 import time
@@ -41,6 +47,10 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--levels", default="16,64")
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--vocab", type=int, default=0,
+                    help="serve the tiny model's shape with this vocab_size and dummy weights, its tokenizer unchanged "
+                         "(128256: as the GPU runs' random-weight models, whose sampled ids mostly lie past the "
+                         "tokenizer's 2,000 tokens)")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     from llmodal.core.config import load_settings
@@ -48,18 +58,27 @@ def main() -> None:
     from llmodal.run.supervisor import Supervisor
 
     model = ensure_tiny_model()
-    settings = load_settings(None, model=str(model), max_model_len=2048, gpu_memory_utilization=0.05)
+    tokenizer, extra = model, "-O0"
+    if args.vocab:
+        wide = Path(tempfile.mkdtemp()) / f"model-v{args.vocab}"  # a config and a tokenizer: not a result
+        shutil.copytree(model, wide, dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.safetensors"))
+        cfg = json.loads((wide / "config.json").read_text())
+        (wide / "config.json").write_text(json.dumps({**cfg, "vocab_size": args.vocab}))
+        model, extra = wide, "-O0 --load-format dummy"
+    # -O0: no torch.compile (this machine has no C++ compiler for inductor; the engine's speed is not measured)
+    # queue_limit: the guard's in-flight cap (64 where no plan sizes it) would answer 429 to part of a 64-stream level
+    settings = load_settings(None, model=str(model), max_model_len=2048, gpu_memory_utilization=0.05,
+                             extra_args=extra, queue_limit=1024)
     launch = build_launch(settings, served_model_name=SERVED_NAME, api_key=KEY, port=free_port(), python=sys.executable)
     log = args.out / "server.log"
     # vLLM's default layout: an engine-core process beside the API server (multiprocessing on, as on a GPU)
-    proc = Supervisor(launch, log, env={"VLLM_ENABLE_V1_MULTIPROCESSING": "1"})
+    proc = Supervisor(launch, log, env={**os.environ, "VLLM_ENABLE_V1_MULTIPROCESSING": "1"})
     proc.start()
     rows = []
     try:
         print(f"# up after {proc.wait_ready(900):.0f} s: {launch.shell()}", file=sys.stderr)
         api = psutil.Process(proc.proc.pid)
-        engine = [c for c in api.children(recursive=True) if "EngineCore" in " ".join(c.cmdline()) or
-                  "EngineCore" in c.name()]
+        engine = api.children(recursive=True)  # the engine core and its CPU worker
         time.sleep(5)
         a0, t0 = cpu(api), time.monotonic()
         time.sleep(10)
@@ -68,7 +87,7 @@ def main() -> None:
             for c in map(int, args.levels.split(",")):
                 out = args.out / f"bench-c{c}-r{rnd}.json"
                 argv = [sys.executable, "-m", "llmodal.cli", "bench", "--env-file", "", "--base-url", launch.base_url,
-                        "--api-key", KEY, "--tokenizer", str(model), "--concurrency", str(c), "--num-prompts",
+                        "--api-key", KEY, "--tokenizer", str(tokenizer), "--concurrency", str(c), "--num-prompts",
                         str(2 * c), "--input-len", "128", "--output-len", "256", "--ignore-eos", "--out", str(out)]
                 before = resource.getrusage(resource.RUSAGE_CHILDREN)
                 a, e, t = cpu(api), sum(cpu(p) for p in engine), time.monotonic()
@@ -91,7 +110,7 @@ def main() -> None:
                                                              indent=2))
     print(f"API server idle: {idle:.3f} CPU-s a second (subtracted)\n")
     print("| c | round | out tok/s | API server CPU µs per streamed token | bench client CPU µs per token "
-          "| engine core CPU s | wall s |")
+          "| engine core + worker CPU s | wall s |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['c']} | {r['round']} | {r['out_tok_s']:,.1f} | {r['api_cpu_us_per_token']:.0f} "

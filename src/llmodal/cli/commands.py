@@ -365,9 +365,10 @@ def _print_compare(doc: dict, as_json: bool) -> None:
                                  if (r.get("error_band") or {}).get("extrapolated") == why}))
         console.print(f"{gpus}: {why}", markup=False)
     if any(r["api_server"]["note"] for r in doc["rows"]):
-        console.print(f"(API −N %): vLLM's one API-server process bounds that row's saturated out tok/s, N % below what "
-                      f"its engine alone would serve ({doc['rows'][0]['api_server']['token_us']:.0f} µs per streamed token, "
-                      f"measured on the lent H100 host's CPU; another CPU moves it)", markup=False)
+        console.print(f"(API −N %): vLLM's token delivery (the engine through its one API-server process), not the GPU, "
+                      f"bounds that row's saturated out tok/s, N % below what its engine alone would serve "
+                      f"({doc['rows'][0]['api_server']['token_us']:.0f} µs a streamed token, fitted on the lent H100 "
+                      f"host; another host's CPU moves it)", markup=False)
     if doc["api"]:
         console.print(f"public API, same mix: ${doc['api']['usd_per_1m_tokens']:.3f} per 1M tokens "
                       f"({doc['api']['source']})", markup=False)

@@ -26,8 +26,9 @@ measurement: any other (model shape, TP) is marked extrapolated, with no band.
 ``concurrency`` users: the batch is capped by ``max_num_seqs``, the step's token budget and the KV cache
 (preempting past it), prompts are chunked into the budget (chunked prefill: a long prompt's chunks share steps
 with decodes, and queue behind each other under load, which is what TTFT under load shows). Every token then
-passes vLLM's one API-server process, API_TOKEN_S each, one after another: where the engine outruns it (an 8B
-or smaller at 64+ streams), it is the ceiling (``Speed.api_bound`` says by how much).
+passes vLLM's delivery path — the engine core's outputs to its one API-server process, text and server-sent
+events — API_TOKEN_S each, one after another: where the engine outruns it (an 8B or smaller at 64+ streams), it
+is the ceiling (``Speed.api_bound`` says by how much).
 
 Constants are fitted by ``benchmarks/speed_validation.py`` to every stored run; the error band beside each
 prediction is that script's held-out error for the (architecture, format, kernel): docs/BENCHMARKS.md,
@@ -107,11 +108,14 @@ HELD_OUT_AT: dict[str, tuple[tuple[str, ModelSpec], ...]] = {
     "fp8-w8a8": (("H200", MEASURED), ("H100", L8)),
     "dense-16bit": (("H100", L8), ("H100", L3)),
 }
-# vLLM's API server, per output token it streams (one process: its output handler and the streams share one
-# event loop): fitted to the 8B and 3B runs (speed_validation.py, held out by model shape), on the lent H100
-# host's CPU. It binds where the engine outruns it: those shapes at 64+ streams, never the 70B's runs. Measured
-# cause: vLLM's own counters put the engine's part of each request 0.5-4.1 s under the API server's (2.6-4.1 s
-# at 128 streams; docs/BENCHMARKS.md, "The API server's ceiling").
+# vLLM's delivery path, per output token it streams (from the engine core's outputs through the one API-server
+# process, whose output handler and streams share one event loop): fitted to the 8B and 3B runs
+# (speed_validation.py, held out by model shape), on the lent H100 host. It binds where the engine outruns it:
+# those shapes at 64+ streams, never the 70B's runs. Measured cause: vLLM's own counters put the engine's part
+# of each request 0.5-4.1 s under the API server's (2.6-4.1 s at 128 streams). Not located further: on this
+# repo's 2-core machine the API-server process itself spends 45-109 µs of CPU a streamed token, a quarter to a
+# half of this (a slower host core, or the engine core's output thread: docs/BENCHMARKS.md, "The API server's
+# ceiling").
 API_TOKEN_S = 193.8e-6
 TP_STEP_MS = 0.15  # per decode step per extra GPU: all-reduces; an assumption, not measured
 PLAN_REQUESTS_PER_USER = 4  # the plan's load: 4 requests per user, ramp and drain included (as measured)
@@ -274,12 +278,13 @@ class Speed:
     api_bound: float = 0.0  # the share of the engine's throughput vLLM's API server takes at that load (0: none)
 
     def api_text(self) -> str:
-        """Where vLLM's API server is the ceiling, what it takes and where that was measured; else ""."""
+        """Where vLLM's delivery path is the ceiling, what it takes and where that was fitted; else ""."""
         if self.api_bound < API_NOTE_FROM:
             return ""
-        return (f"vLLM's one API-server process bounds this figure ({API_TOKEN_S * 1e6:.0f} µs per streamed token, "
-                f"measured on the lent H100 host's CPU; the engine alone would give "
-                f"{self.saturated_out_tok_s / (1 - self.api_bound):,.0f} out tok/s): another CPU moves it")
+        return (f"vLLM's token delivery, not the GPU, bounds this figure ({API_TOKEN_S * 1e6:.0f} µs a streamed token "
+                f"from the engine through its one API-server process, fitted on the lent H100 host; the engine alone "
+                f"would give {self.saturated_out_tok_s / (1 - self.api_bound):,.0f} out tok/s): another host's CPU "
+                f"moves it")
 
     def to_dict(self) -> dict:
         d = {k: v for k, v in self.__dict__.items() if k != "band"} | {"mix": list(self.mix)}

@@ -17,11 +17,12 @@ runs of plain decode steps in closed form). The first token comes with the step 
 prompt. The result is what a benchmark reports: output tokens over the run's wall time, and the mean TTFT.
 Ramp, drain, queueing behind ``max_num_seqs``, chunked prefill and preemption are all in it.
 
-``token_s``: the API server's time per output token, one after another (vLLM's one API-server process turns
-each step's outputs into streamed text on one core). A step's tokens reach the client once the API server
-has worked through them and every token of the steps before; a request is done for its client (who then
-sends the next) when its last token is through. Zero: delivery keeps up with any engine (every 70B run);
-measured on the H100 host, the 8B and 3B engines outran it (docs/BENCHMARKS.md, "The API server's ceiling").
+``token_s``: the delivery path's time per output token, one after another (the engine core hands each step's
+outputs to vLLM's one API-server process, which turns them into streamed text on one event loop). A step's
+tokens reach the client once that path has worked through them and every token of the steps before; a request
+is done for its client (who then sends the next) when its last token is through. Zero: delivery keeps up with
+any engine (every 70B run); on the H100 host the 8B and 3B engines outran it (docs/BENCHMARKS.md, "The API
+server's ceiling").
 """
 
 from __future__ import annotations
