@@ -1,18 +1,20 @@
 """What vLLM's API server spends per streamed token, in CPU time: the speed model's API_TOKEN_S, checked on the
 process itself instead of fitted to throughput.
 
-    .venv/bin/python benchmarks/api_server_cpu.py --out benchmarks/results/cpu-2026-12-07c/v1024 \
-        > benchmarks/results/cpu-2026-12-07c/v1024/api-server-cpu.md      [--levels 16,64 --rounds 2]
-    .venv/bin/python benchmarks/api_server_cpu.py --vocab 128256 --out benchmarks/results/cpu-2026-12-07c/v128256 \
-        > benchmarks/results/cpu-2026-12-07c/v128256/api-server-cpu.md
+    .venv/bin/python benchmarks/api_server_cpu.py --out benchmarks/results/cpu-2026-12-07d/v1024 \
+        > benchmarks/results/cpu-2026-12-07d/v1024/api-server-cpu.md      [--levels 16,64 --rounds 2]
+    .venv/bin/python benchmarks/api_server_cpu.py --vocab 128256 --out benchmarks/results/cpu-2026-12-07d/v128256 \
+        > benchmarks/results/cpu-2026-12-07d/v128256/api-server-cpu.md
 
 One server of the tiny model on this machine's CPU engine, started as `llmodal serve` starts it but with vLLM's
 default process layout (the engine core in its own process, as on a GPU; the test suite's servers keep it in one
 process): so the API-server process does what it does in front of a GPU — receive requests, tokenize prompts,
-turn every step's outputs into text and server-sent events. For each level, `llmodal bench` (completions,
-128 in / 256 out, ignore_eos, 2 × c prompts) and, around it, the CPU seconds (user + system, all threads) of the
-API-server process, of the engine core and of the bench client: the API server's CPU per streamed output
-token is the figure (its prompt tokenization is in it too: 128 tokens a request, against 256 streamed).
+turn every step's outputs into text and server-sent events. For each level, `llmodal bench` (completions, as
+every GPU row the fitted API_TOKEN_S comes from; 128 in / 256 out, ignore_eos, 2 × c prompts, no warm-up request)
+and, around it, the CPU seconds (user + system, all threads) of the API-server process, of the engine core and
+of the bench client: the API server's CPU per streamed output token is the figure (its prompt tokenization is in
+it too: 128 tokens a request, against 256 streamed). Every request the window holds is a counted one: bench's
+warm-up request would add its tokens' CPU to the window but not its tokens to the count.
 This measures the cost where one core of this machine pays it; the H100 host's CPU is another one.
 """
 
@@ -40,6 +42,14 @@ from llmodal.engine.tiny_model import SERVED_NAME, ensure_tiny_model  # noqa: E4
 def cpu(p: psutil.Process) -> float:
     t = p.cpu_times()
     return t.user + t.system
+
+
+def bench_argv(base_url: str, tokenizer: Path, c: int, out: Path) -> list[str]:
+    """One level's `llmodal bench`: the endpoint the GPU rows used (completions; bench's default is chat, whose
+    template and larger chunks cost the API server more) and no warm-up request (see the docstring)."""
+    return [sys.executable, "-m", "llmodal.cli", "bench", "--env-file", "", "--base-url", base_url, "--api-key", KEY,
+            "--api", "completions", "--warmup", "0", "--tokenizer", str(tokenizer), "--concurrency", str(c),
+            "--num-prompts", str(2 * c), "--input-len", "128", "--output-len", "256", "--ignore-eos", "--out", str(out)]
 
 
 def main() -> None:
@@ -86,9 +96,7 @@ def main() -> None:
         for rnd in range(args.rounds):
             for c in map(int, args.levels.split(",")):
                 out = args.out / f"bench-c{c}-r{rnd}.json"
-                argv = [sys.executable, "-m", "llmodal.cli", "bench", "--env-file", "", "--base-url", launch.base_url,
-                        "--api-key", KEY, "--tokenizer", str(tokenizer), "--concurrency", str(c), "--num-prompts",
-                        str(2 * c), "--input-len", "128", "--output-len", "256", "--ignore-eos", "--out", str(out)]
+                argv = bench_argv(launch.base_url, tokenizer, c, out)
                 before = resource.getrusage(resource.RUSAGE_CHILDREN)
                 a, e, t = cpu(api), sum(cpu(p) for p in engine), time.monotonic()
                 subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)

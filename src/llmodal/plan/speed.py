@@ -113,9 +113,9 @@ HELD_OUT_AT: dict[str, tuple[tuple[str, ModelSpec], ...]] = {
 # (speed_validation.py, held out by model shape), on the lent H100 host. It binds where the engine outruns it:
 # those shapes at 64+ streams, never the 70B's runs. Measured cause: vLLM's own counters put the engine's part
 # of each request 0.5-4.1 s under the API server's (2.6-4.1 s at 128 streams). Not located further: on this
-# repo's 2-core machine the API-server process itself spends 45-109 µs of CPU a streamed token, a quarter to a
-# half of this (a slower host core, or the engine core's output thread: docs/BENCHMARKS.md, "The API server's
-# ceiling").
+# repo's 2-core machine the API-server process itself spends 41-47 µs of CPU a token it streams through
+# /v1/completions (the GPU rows' endpoint), a fifth to a quarter of this (a slower host core, or the engine core's
+# output thread: docs/BENCHMARKS.md, "The API server's ceiling").
 API_TOKEN_S = 193.8e-6
 TP_STEP_MS = 0.15  # per decode step per extra GPU: all-reduces; an assumption, not measured
 PLAN_REQUESTS_PER_USER = 4  # the plan's load: 4 requests per user, ramp and drain included (as measured)
