@@ -78,3 +78,33 @@ def test_plan_gives_the_speed_with_adapters_beside_the_prediction_and_says_it_is
     assert 0 < w["saturated_out_tok_s"] < doc["speed"]["saturated_out_tok_s"]
     assert "with LoRA" not in _plan()
     assert json.loads(_plan("--json"))["lora"] is None and "with_lora" not in json.loads(_plan("--json"))["speed"]
+
+
+def test_the_speed_with_adapters_says_where_the_api_server_bounds_it(tmp_path):
+    # an 8B BF16 base with rank-16 adapters on an H100: at 128 streams vLLM's token delivery bounds the figure with
+    # adapters as it bounds the base's; text, --compare and --json say so for both
+    mods = []
+    for name in "abcd":
+        d = tmp_path / name
+        d.mkdir()
+        (d / "adapter_config.json").write_text(json.dumps({
+            "peft_type": "LORA", "r": 16, "lora_alpha": 32, "target_modules": ["q_proj", "v_proj"],
+            "base_model_name_or_path": "meta-llama/Llama-3.1-8B-Instruct"}))
+        mods.append(f"{name}={d}")
+    env = {"VLLM_LORA_MODULES": ",".join(mods), "COLUMNS": "250"}
+    args = ("--model", "meta-llama/Llama-3.1-8B-Instruct", "--gpu", "H100", "--quantization", "none")
+    api = json.loads(_plan(*args, "--json", env=env))["speed"]["with_lora"]["api_server"]
+    assert api["bound"] > 0.1 and api["note"]
+    out = " ".join(_plan(*args, env=env).split())
+    lora_line = out[out.index("with LoRA adapters in use:"):out.index("mean TTFT at")]
+    assert " ".join(api["note"].split()) in lora_line, lora_line
+    rows = json.loads(_plan(*args[:2], "--compare", "--json", env=env))["rows"]
+    row = next(r for r in rows if (r["gpu"], r["build"], r["tp"]) == ("H100", "bf16", 1))
+    assert row["lora_speed"]["api_server"] == api  # compare and plan say the same
+    lines = _plan(*args[:2], "--compare", env=env).splitlines()
+    head = next(i for i, x in enumerate(lines) if "with LoRA" in x)
+    col = next(i for i, c in enumerate(lines[head].split("┃")) if "with LoRA" in c)  # the header's ┃, the rows' │
+    first = next(i for i, x in enumerate(lines) if "│      H100 │  bf16 │            1 │" in x)
+    rest = next(i for i in range(first + 1, len(lines)) if lines[i].split("│")[1].strip() or "─" in lines[i])
+    cell = " ".join(x.split("│")[col].strip() for x in lines[first:rest])  # the cell, its wrapped lines joined
+    assert f"${row['lora_speed']['cost_per_1m_tokens']:.3f}/1M (API −{api['bound']:.0%})" in cell, cell

@@ -364,9 +364,11 @@ def _print_compare(doc: dict, as_json: bool) -> None:
         gpus = ", ".join(sorted({f"{r['gpu']} {r['build']}" for r in doc["rows"]
                                  if (r.get("error_band") or {}).get("extrapolated") == why}))
         console.print(f"{gpus}: {why}", markup=False)
-    if any(r["api_server"]["note"] for r in doc["rows"]):
+    if any(r["api_server"]["note"] or (r.get("lora_speed") or {}).get("api_server", {}).get("note")
+           for r in doc["rows"]):
         console.print(f"(API −N %): vLLM's token delivery (the engine through its one API-server process), not the GPU, "
-                      f"bounds that row's saturated out tok/s, N % below what its engine alone would serve "
+                      f"bounds that row's saturated out tok/s{' (or its figure with LoRA)' if lora else ''}, N % below "
+                      f"what its engine alone would serve "
                       f"({doc['rows'][0]['api_server']['token_us']:.0f} µs a streamed token, fitted on the lent H100 "
                       f"host; another host's CPU moves it)", markup=False)
     if doc["api"]:
@@ -389,7 +391,8 @@ def _print_compare(doc: dict, as_json: bool) -> None:
 def _lora_cell(s: dict) -> str:
     """A row's throughput with adapters, with its band, or marked extrapolated (the reason is printed below)."""
     tail = f" ±{s['band']['worst']:.0%}" if s["band"] else " (extrapolated)"
-    return f"{s['saturated_out_tok_s']:,.0f} ({-s['cost_vs_base']:+.0%}) ${s['cost_per_1m_tokens']:.3f}/1M{tail}"
+    api = f" (API −{s['api_server']['bound']:.0%})" if s["api_server"]["note"] else ""
+    return f"{s['saturated_out_tok_s']:,.0f} ({-s['cost_vs_base']:+.0%}) ${s['cost_per_1m_tokens']:.3f}/1M{api}{tail}"
 
 
 def _capacity(bench: Path, rps: float, price_per_hour: float, model: str):

@@ -121,7 +121,9 @@ class LoraSpeed:
         s = self.speed
         return (f"with LoRA adapters in use: {s.single_stream_tok_s:.0f} tok/s one stream, TTFT "
                 f"{s.ttft_s * 1000:.0f} ms, {s.saturated_out_tok_s:,.0f} out tok/s at {s.concurrency} streams "
-                f"({-self.cost:+.0%} vs the base) → ${s.cost_per_1m_tokens:.3f} per 1M tokens; {self.band_text()}")
+                f"({-self.cost:+.0%} vs the base) → ${s.cost_per_1m_tokens:.3f} per 1M tokens; {self.band_text()}"
+                # where delivery bounds both figures, the cost vs the base is the delivery path's, not LoRA's alone
+                + (f"; {s.api_text()}" if s.api_text() else ""))
 
     def to_dict(self) -> dict:
         d = self.speed.to_dict()
