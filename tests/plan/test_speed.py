@@ -105,6 +105,12 @@ def test_a_band_holds_on_the_gpu_and_shape_where_the_kernels_runs_were_held_out(
         assert b.shape == name and f"at the {name} shape" in b.text()
         assert "never fitted; constants borrowed from fp8-w8a8 (first seen: " in b.text()
     assert "no measurement of this model size" in band(get_gpu("H100"), "bf16", spec=l70).text()
+    # what the small shapes' runs did not vary is said beside their band (the 70B's were held out by profile)
+    assert "balanced profile, 1,024:256 tokens only" in band(get_gpu("H100"), "bf16", spec=l8).text()
+    assert "balanced profile" not in band(get_gpu("H100"), "awq", spec=l70).text()
+    # Llama-3.1-8B's layers with another vocabulary (Mistral-7B's 32,768): not the shape that was run
+    m7 = replace(l8, name="mistral-like", vocab=32768)
+    assert band(get_gpu("H100"), "bf16", spec=m7).error is None
     h200 = band(get_gpu("H200"), "bf16", spec=l8)
     assert h200.error is None and "no measurement of this kernel on this GPU (measured on H100)" in h200.text()
 

@@ -108,13 +108,16 @@ HELD_OUT_AT: dict[str, tuple[tuple[str, ModelSpec], ...]] = {
     "fp8-w8a8": (("H200", MEASURED), ("H100", L8)),
     "dense-16bit": (("H100", L8), ("H100", L3)),
 }
+# What the smaller shapes' runs did not vary (the 70B's were held out by profile as well): said beside their band.
+SHAPE_SCOPE = {L8.name: "runs of this shape: balanced profile, 1,024:256 tokens only",
+               L3.name: "runs of this shape: balanced profile, 1,024:256 tokens only"}
 # vLLM's delivery path, per output token it streams (from the engine core's outputs through the one API-server
 # process, whose output handler and streams share one event loop): fitted to the 8B and 3B runs
 # (speed_validation.py, held out by model shape), on the lent H100 host. It binds where the engine outruns it:
 # those shapes at 64+ streams, never the 70B's runs. Measured cause: vLLM's own counters put the engine's part
 # of each request 0.5-4.1 s under the API server's (2.6-4.1 s at 128 streams). Not located further: on this
-# repo's 2-core machine the API-server process itself spends 41-47 µs of CPU a token it streams through
-# /v1/completions (the GPU rows' endpoint), a fifth to a quarter of this (a slower host core, or the engine core's
+# repo's 2-core machine the API-server process itself spends 41-99 µs of CPU a token it streams through
+# /v1/completions (the GPU rows' endpoint), a fifth to a half of this (a slower host core, or the engine core's
 # output thread: docs/BENCHMARKS.md, "The API server's ceiling").
 API_TOKEN_S = 193.8e-6
 TP_STEP_MS = 0.15  # per decode step per extra GPU: all-reduces; an assumption, not measured
@@ -156,7 +159,8 @@ def tp_measured(tp: int) -> bool:
 
 
 def same_shape(a: ModelSpec, b: ModelSpec) -> bool:
-    keys = ("layers", "hidden", "heads", "kv_heads", "head_dim", "intermediate", "experts")
+    # the vocabulary too: Mistral-7B has Llama-3.1-8B's layers with a quarter of its LM head
+    keys = ("layers", "hidden", "heads", "kv_heads", "head_dim", "intermediate", "experts", "vocab")
     return all(getattr(a, k) == getattr(b, k) for k in keys)
 
 
@@ -261,7 +265,9 @@ def band(gpu: GPU, quant: str, disabled_kernels: str | None = None, spec: ModelS
                    + ("all-reduce term assumed" if tp > 1 else "constants carried unchanged") + ")")
     if why:
         err, worst, runs = None, None, 0  # the band was measured elsewhere: it does not carry over
-    return Band(k, err, worst, runs, "; ".join(why), borrowed, shape.name if shape and not why else "")
+    scope = SHAPE_SCOPE.get(shape.name, "") if shape and not why else ""
+    return Band(k, err, worst, runs, "; ".join(why), "; ".join(x for x in (borrowed, scope) if x),
+                shape.name if shape and not why else "")
 
 
 @dataclass(frozen=True)
