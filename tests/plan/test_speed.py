@@ -1,6 +1,8 @@
 """The speed model on hand-worked cases: one step's time, the scheduler's arithmetic, the kernel vLLM picks,
 the band shown beside a prediction, and the held-out error computation that sets that band."""
 
+import json
+
 import pytest
 
 from llmodal.plan.gpus import GPU, get_gpu
@@ -291,3 +293,34 @@ def test_summing_plain_decode_steps_in_one_go_changes_nothing(load, limits, toke
 def test_a_request_the_kv_cache_cannot_hold_is_refused():
     with pytest.raises(RuntimeError, match="cannot hold one request"):
         simulate(Load(10, 2, 1, 1), const(1.0), max_num_seqs=8, max_num_batched_tokens=4, kv_tokens=8)
+
+
+@pytest.mark.parametrize("env, args, here", [
+    ({"LLMODAL_PROFILE": "latency"}, [], "latency profile"),
+    ({"LLMODAL_PROFILE": "throughput"}, [], "throughput profile"),
+    ({"VLLM_MAX_NUM_SEQS": "8"}, [], "max_num_seqs 8"),
+    ({}, ["--mix", "8000:100"], "8000:100 tokens"),
+])
+def test_a_small_shapes_band_holds_only_for_the_setup_its_runs_had(env, args, here):
+    """The 8B's runs were balanced at 1,024:256 only: a prediction under another profile, batch cap or mix is
+    not what they held out, so plan, --json and --compare give no band there and say what differs."""
+    from typer.testing import CliRunner
+
+    from llmodal.cli import app
+
+    def run(*a, **e):
+        r = CliRunner().invoke(app, ["plan", "--env-file", "", "--gpu", "H100", "--quantization", "none", *a],
+                               env={"VLLM_MODEL": "meta-llama/Llama-3.1-8B-Instruct", "COLUMNS": "250"} | e)
+        assert r.exit_code == 0, r.output
+        return r.output
+
+    inside = json.loads(run("--json"))["speed"]["error_band"]
+    assert inside["error"] is not None and inside["shape"] == "Llama-3.1-8B"  # the setup the runs had
+    b = json.loads(run("--json", *args, **env))["speed"]["error_band"]
+    assert b["error"] is None and b["worst"] is None and b["shape"] is None, b
+    assert here in b["extrapolated"] and "balanced profile, 1,024:256 tokens" in b["extrapolated"], b
+    text = " ".join(run(*args, **env).split())
+    assert "error band: no error band" in text and here in text and "±9%" not in text
+    rows = json.loads(run("--compare", "--json", *args, **env))["rows"]
+    h100 = next(r for r in rows if (r["gpu"], r["build"], r["tp"]) == ("H100", "bf16", 1))
+    assert h100["error_band"]["error"] is None and h100["could_be_cheapest"] is None

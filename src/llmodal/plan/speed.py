@@ -108,9 +108,10 @@ HELD_OUT_AT: dict[str, tuple[tuple[str, ModelSpec], ...]] = {
     "fp8-w8a8": (("H200", MEASURED), ("H100", L8)),
     "dense-16bit": (("H100", L8), ("H100", L3)),
 }
-# What the smaller shapes' runs did not vary (the 70B's were held out by profile as well): said beside their band.
-SHAPE_SCOPE = {L8.name: "runs of this shape: balanced profile, 1,024:256 tokens only",
-               L3.name: "runs of this shape: balanced profile, 1,024:256 tokens only"}
+# What the smaller shapes' runs did not vary (the 70B's were held out by profile as well): their band holds only
+# there, and says so; a prediction under another profile, batch cap or token mix is extrapolated (band()).
+SHAPE_SCOPE: dict[str, tuple[str, tuple[int, int]]] = {L8.name: ("balanced", (1024, 256)),
+                                                       L3.name: ("balanced", (1024, 256))}
 # vLLM's delivery path, per output token it streams (from the engine core's outputs through the one API-server
 # process, whose output handler and streams share one event loop): fitted to the 8B and 3B runs
 # (speed_validation.py, held out by model shape), on the lent H100 host. It binds where the engine outruns it:
@@ -234,9 +235,12 @@ class Band:
 
 
 def band(gpu: GPU, quant: str, disabled_kernels: str | None = None, spec: ModelSpec | None = None,
-         tp: int = 1) -> Band:
+         tp: int = 1, *, profile: str | None = None, mix: tuple[int, int] | None = None,
+         overrides: tuple[str, ...] = ()) -> Band:
     """The held-out band for this kernel on this GPU — only where runs of this kernel on this GPU, of this
-    model shape at this TP, were held out (HELD_OUT_AT); anywhere else no band, and why it is an extrapolation."""
+    model shape at this TP, were held out (HELD_OUT_AT), and for a shape in SHAPE_SCOPE only under the profile
+    and mix its runs had (``overrides``: batching limits set beside the profile); anywhere else no band, and why
+    it is an extrapolation. ``profile``/``mix`` None: not known, not judged."""
     k = kernel(gpu, quant, disabled_kernels, spec.group_size if spec else 128)
     f = FITS[k]
     where = HELD_OUT_AT.get(k, ())
@@ -263,9 +267,18 @@ def band(gpu: GPU, quant: str, disabled_kernels: str | None = None, spec: ModelS
                    + ("4-bit floor scaled by the weights each GPU dequantises; " if k in ("machete", "marlin",
                       "fp8-marlin") else "")
                    + ("all-reduce term assumed" if tp > 1 else "constants carried unchanged") + ")")
+    scope = ""
+    if shape and not why and shape.name in SHAPE_SCOPE:
+        ran_profile, ran_mix = SHAPE_SCOPE[shape.name]
+        ran = f"{ran_profile} profile, {ran_mix[0]:,}:{ran_mix[1]} tokens only"
+        differs = ([f"{profile} profile"] if profile is not None and profile != ran_profile else []) + list(overrides) \
+            + ([f"{mix[0]}:{mix[1]} tokens"] if mix is not None and tuple(mix) != ran_mix else [])
+        if differs:
+            why.append(f"extrapolated: the {shape.name} shape's runs were {ran} (here: {', '.join(differs)})")
+        scope = f"runs of this shape: {ran}"
     if why:
         err, worst, runs = None, None, 0  # the band was measured elsewhere: it does not carry over
-    scope = SHAPE_SCOPE.get(shape.name, "") if shape and not why else ""
+        scope = ""
     return Band(k, err, worst, runs, "; ".join(why), "; ".join(x for x in (borrowed, scope) if x),
                 shape.name if shape and not why else "")
 
