@@ -356,3 +356,16 @@ def test_plan_and_compare_say_where_the_api_server_bounds_the_figure():
     table = cli(*small[:2], "--compare")
     line = next(x for x in table.splitlines() if "H100" in x and " bf16 " in x and "│              1 │" in x)
     assert f"(API −{api['bound']:.0%})" in line and "not the GPU, bounds that row's" in " ".join(table.split())
+
+
+def test_readme_says_where_plan_names_the_token_delivery_bound():
+    """README's plan row scopes the delivery note; plan also prints it for the guide's 70B on a B200 (FP8,
+    TP 1) and on four H100s (BF16, TP 4), so the row must not say 'an 8B or smaller' as if that were all."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    row = next(line for line in readme.splitlines() if line.startswith("| `llmodal plan [--gpu"))
+    for args in (["--gpu", "B200"], ["--gpu", "H100", "--gpus", "4"]):
+        out = CliRunner().invoke(app, ["plan", "--env-file", "", "--json", *args], env={"VLLM_MODEL": L70}).output
+        speed = json.loads(out)["speed"]
+        assert speed["api_server"]["note"], args  # the 70B: bound by delivery here
+    assert "an 8B or smaller at 64+ streams:" not in row
+    assert "a 70B on a B200 or over several GPUs" in row

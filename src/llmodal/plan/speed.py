@@ -27,8 +27,8 @@ measurement: any other (model shape, TP) is marked extrapolated, with no band.
 (preempting past it), prompts are chunked into the budget (chunked prefill: a long prompt's chunks share steps
 with decodes, and queue behind each other under load, which is what TTFT under load shows). Every token then
 passes vLLM's delivery path — the engine core's outputs to its one API-server process, text and server-sent
-events — API_TOKEN_S each, one after another: where the engine outruns it (an 8B or smaller at 64+ streams), it
-is the ceiling (``Speed.api_bound`` says by how much).
+events — API_TOKEN_S each, one after another: where the engine outruns it (an 8B or smaller at 64+ streams; a
+70B on a B200 or at TP > 1), it is the ceiling (``Speed.api_bound`` says by how much).
 
 Constants are fitted by ``benchmarks/speed_validation.py`` to every stored run; the error band beside each
 prediction is that script's held-out error for the (architecture, format, kernel): docs/BENCHMARKS.md,
