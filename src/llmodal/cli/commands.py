@@ -370,7 +370,7 @@ def _print_compare(doc: dict, as_json: bool) -> None:
                       f"bounds that row's saturated out tok/s{' (or its figure with LoRA)' if lora else ''}, N % below "
                       f"what its engine alone would serve "
                       f"({doc['rows'][0]['api_server']['token_us']:.0f} µs a streamed token, fitted on the lent H100 "
-                      f"host; another host's CPU moves it)", markup=False)
+                      f"host; another host's CPU would change it)", markup=False)
     if doc["api"]:
         console.print(f"public API, same mix: ${doc['api']['usd_per_1m_tokens']:.3f} per 1M tokens "
                       f"({doc['api']['source']})", markup=False)

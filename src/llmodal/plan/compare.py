@@ -166,6 +166,7 @@ def compare(spec: ModelSpec, *, max_model_len: int, gpu_memory_utilization: floa
             "api": None if api is None else {"usd_per_1m_tokens": api.per_request(n_in, n_out) / (n_in + n_out) * 1e6,
                                              "source": api.source},
             "note": "predicted by llmodal's speed model (speed.py) with the held-out error band of each kernel "
-                    "(docs/BENCHMARKS.md 'Planner speed model'); could_be_cheapest: the bands overlap the "
-                    "cheapest's; every TP that fits is listed, and a row with tp_measured false has no multi-GPU "
+                    "(docs/BENCHMARKS.md 'Planner speed model'); could_be_cheapest (\"≈ cheapest\"): within "
+                    "its band the row's $/1M reaches the cheapest banded row's (a row with no band, \"?\", is "
+                    "compared with none); every TP that fits is listed, and a row with tp_measured false has no multi-GPU "
                     "run behind it (its all-reduce term is assumed)"}

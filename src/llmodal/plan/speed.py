@@ -14,7 +14,7 @@ weights as W8A8 (cutlass) on GPUs with FP8 tensor cores, weight-only through Mar
     step    = weights + kv_read × KV bytes per token ÷ (bandwidth × E_MEM) + prompt attention FLOPs ÷ the same peak
 
 FLOOR is why the AWQ build decodes one stream at 21–22 ms a token on both an H100 and an H200 (43 % more
-bandwidth bought 6 %): Machete is dequantisation-bound there, not bandwidth-bound. The H100 and the H200 have
+bandwidth bought about 5 %): Machete is dequantisation-bound there, not bandwidth-bound. The H100 and the H200 have
 the same SMs and clocks (989 dense BF16 TFLOP/s each), so a floor measured on one holds on the other; off Hopper
 it is carried unscaled and the prediction is marked extrapolated. FLOOR is fitted on the one model measured
 (a Llama-3.1-70B at TP 1) and scales with the quantised linear weights each GPU dequantises per step (its
@@ -302,8 +302,8 @@ class Speed:
             return ""
         return (f"vLLM's token delivery, not the GPU, bounds this figure ({API_TOKEN_S * 1e6:.0f} µs a streamed token "
                 f"from the engine through its one API-server process, fitted on the lent H100 host; the engine alone "
-                f"would give {self.saturated_out_tok_s / (1 - self.api_bound):,.0f} out tok/s): another host's CPU "
-                f"moves it")
+                f"would give {self.saturated_out_tok_s / (1 - self.api_bound):,.0f} out tok/s); another host's CPU "
+                f"would change it")
 
     def to_dict(self) -> dict:
         d = {k: v for k, v in self.__dict__.items() if k != "band"} | {"mix": list(self.mix)}
