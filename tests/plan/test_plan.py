@@ -369,3 +369,17 @@ def test_readme_says_where_plan_names_the_token_delivery_bound():
         assert speed["api_server"]["note"], args  # the 70B: bound by delivery here
     assert "an 8B or smaller at 64+ streams:" not in row
     assert "a 70B on a B200 or over several GPUs" in row
+
+
+def test_a_tp_the_heads_do_not_divide_says_which_do_and_suggests_fewer_gpus_too():
+    from llmodal.plan.planner import suggestions
+
+    qwen, h100 = lookup("Qwen/Qwen2.5-7B-Instruct"), get_gpu("H100")  # 28 heads: 8 GPUs cannot split them
+    base = make_plan(qwen, h100, gpu_count=8, tensor_parallel_size=8)
+    assert not base.fits and "sizes that divide: 1, 2, 4)" in base.reason and "VLLM_TENSOR_PARALLEL_SIZE" in base.reason
+    got = [s.label for s in suggestions(qwen, h100, base)]
+    assert got[:3] == ["1× H100", "2× H100 with tensor parallel 2", "4× H100 with tensor parallel 4"], got
+    # a plan that fits on its GPUs is never told to use fewer (only a split that fails widens the search)
+    l8 = lookup("meta-llama/Llama-3.1-8B-Instruct")
+    small = make_plan(l8, h100, gpu_count=2, tensor_parallel_size=2, max_model_len=10**6)
+    assert all(not s.label.startswith("1×") for s in suggestions(l8, h100, small))

@@ -171,7 +171,10 @@ def make_plan(
     full = kv_tokens / max_model_len
 
     if spec.heads % tp:
-        fits, reason = False, f"{spec.heads} attention heads do not divide by tensor parallel size {tp}"
+        fits = False
+        reason = (f"{spec.heads} attention heads do not divide by tensor parallel size {tp} (--gpus / "
+                  f"VLLM_TENSOR_PARALLEL_SIZE; sizes that divide: "
+                  f"{', '.join(str(n) for n in (1, 2, 4, 8) if spec.heads % n == 0)})")
     elif weights / tp > budget:
         fits = False
         reason = (f"weights need {weights / tp / GiB:.1f} GiB ({weights / tp / 1e9:.0f} GB) per GPU but only {budget / GiB:.1f} GiB is usable "
@@ -248,12 +251,13 @@ def suggestions(spec: ModelSpec, gpu: GPU, base: Plan, **kw) -> list[Suggestion]
         p = make_plan(spec, gpu, quantization=quant, checkpoint=ckpt, **same)
         label = f"{quant.upper()} checkpoint {ckpt}" if ckpt else f"{quant.upper()} on the fly (--quantization {quant})"
         out.append(Suggestion(label, p))
-    for n in (2, 4, 8):
-        if n <= base.gpu_count:
+    split = spec.heads % base.tensor_parallel_size != 0  # then fewer GPUs may be the way to fit, too
+    for n in (1, 2, 4, 8):
+        if n == base.tensor_parallel_size or (n <= base.gpu_count and not split):
             continue
         p = make_plan(spec, gpu, **dict(same, gpu_count=n, tensor_parallel_size=n, quantization=base.quantization,
                                         checkpoint=base.checkpoint))
-        out.append(Suggestion(f"{n}× {gpu.name} with tensor parallel {n}", p))
+        out.append(Suggestion(f"{n}× {gpu.name}" + (f" with tensor parallel {n}" if n > 1 else ""), p))
     if base.kv_tokens > 0 and base.weights_gib_per_gpu < base.budget_gib_per_gpu:
         shorter = 1 << (base.kv_tokens.bit_length() - 1)
         if 256 <= shorter < base.max_model_len:
