@@ -17,17 +17,20 @@ def free_port() -> int:
 
 
 @contextmanager
-def local_server(model: Path, *, served: str, max_model_len: int = 2048, kv_cache_bytes: int | None = None, **kw):
+def local_server(model: Path, *, served: str, max_model_len: int = 2048, kv_cache_bytes: int | None = None,
+                 gpu_memory_utilization: float = 0.2, env: dict[str, str] | None = None, log: Path | None = None,
+                 **kw):
     from llmodal.core.config import load_settings
     from llmodal.run.supervisor import Supervisor
     from llmodal.core.state import cache_dir
     from llmodal.engine.launch import build_launch
 
-    settings = load_settings(None, model=str(model), max_model_len=max_model_len, gpu_memory_utilization=0.2, **kw)
+    settings = load_settings(None, model=str(model), max_model_len=max_model_len,
+                             gpu_memory_utilization=gpu_memory_utilization, **kw)
     port = free_port()
     launch = build_launch(settings, served_model_name=served, api_key=KEY, port=port, python=sys.executable,
                           kv_cache_bytes=kv_cache_bytes)
-    proc = Supervisor(launch, cache_dir() / "logs" / f"bench-{port}.log")
+    proc = Supervisor(launch, log or cache_dir() / "logs" / f"bench-{port}.log", env=env)
     proc.start()
     try:
         took = proc.wait_ready(900)

@@ -34,7 +34,7 @@ from pathlib import Path
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _local import KEY, free_port  # noqa: E402
+from _local import KEY, local_server  # noqa: E402
 
 from llmodal.engine.tiny_model import SERVED_NAME, ensure_tiny_model  # noqa: E402
 
@@ -60,13 +60,9 @@ def main() -> None:
     ap.add_argument("--vocab", type=int, default=0,
                     help="serve the tiny model's shape with this vocab_size and dummy weights, its tokenizer unchanged "
                          "(128256: as the GPU runs' random-weight models, whose sampled ids mostly lie past the "
-                         "tokenizer's 2,000 tokens)")
+                         "tokenizer's 1,024 tokens)")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    from llmodal.core.config import load_settings
-    from llmodal.engine.launch import build_launch
-    from llmodal.run.supervisor import Supervisor
-
     model = ensure_tiny_model()
     tokenizer, extra = model, "-O0"
     if args.vocab:
@@ -77,16 +73,10 @@ def main() -> None:
         model, extra = wide, "-O0 --load-format dummy"
     # -O0: no torch.compile (this machine has no C++ compiler for inductor; the engine's speed is not measured)
     # queue_limit: the guard's in-flight cap (64 where no plan sizes it) would answer 429 to part of a 64-stream level
-    settings = load_settings(None, model=str(model), max_model_len=2048, gpu_memory_utilization=0.05,
-                             extra_args=extra, queue_limit=1024)
-    launch = build_launch(settings, served_model_name=SERVED_NAME, api_key=KEY, port=free_port(), python=sys.executable)
-    log = args.out / "server.log"
-    # vLLM's default layout: an engine-core process beside the API server (multiprocessing on, as on a GPU)
-    proc = Supervisor(launch, log, env={**os.environ, "VLLM_ENABLE_V1_MULTIPROCESSING": "1"})
-    proc.start()
     rows = []
-    try:
-        print(f"# up after {proc.wait_ready(900):.0f} s: {launch.shell()}", file=sys.stderr)
+    # vLLM's default layout: an engine-core process beside the API server (multiprocessing on, as on a GPU)
+    with local_server(model, served=SERVED_NAME, gpu_memory_utilization=0.05, extra_args=extra, queue_limit=1024,
+                      env={**os.environ, "VLLM_ENABLE_V1_MULTIPROCESSING": "1"}, log=args.out / "server.log") as proc:
         api = psutil.Process(proc.proc.pid)
         engine = api.children(recursive=True)  # the engine core and its CPU worker
         time.sleep(5)
@@ -96,7 +86,7 @@ def main() -> None:
         for rnd in range(args.rounds):
             for c in map(int, args.levels.split(",")):
                 out = args.out / f"bench-c{c}-r{rnd}.json"
-                argv = bench_argv(launch.base_url, tokenizer, c, out)
+                argv = bench_argv(proc.launch.base_url, tokenizer, c, out)
                 before = resource.getrusage(resource.RUSAGE_CHILDREN)
                 a, e, t = cpu(api), sum(cpu(p) for p in engine), time.monotonic()
                 subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
@@ -112,8 +102,6 @@ def main() -> None:
                              "engine_cpu_s": round(e, 3), "client_cpu_s": round(client, 3),
                              "client_cpu_us_per_token": round(1e6 * client / tokens, 1)})
                 print(json.dumps(rows[-1]), file=sys.stderr)
-    finally:
-        proc.stop()
     (args.out / "api_server_cpu.json").write_text(json.dumps({"idle_api_cpu_per_s": round(idle, 4), "rows": rows},
                                                              indent=2))
     print(f"API server idle: {idle:.3f} CPU-s a second (subtracted)\n")
