@@ -13,43 +13,44 @@ the engine had produced its tokens; `inter_token_latency` and `time_per_output_t
 
 from __future__ import annotations
 
-import re
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-K = ("e2e_request_latency_seconds", "request_queue_time_seconds", "request_prefill_time_seconds",
-     "request_decode_time_seconds", "inter_token_latency_seconds", "generation_tokens_total")
+from prometheus_client.parser import text_string_to_metric_families
+
+ENGINE = ("request_queue_time_seconds", "request_prefill_time_seconds", "request_decode_time_seconds")
 
 
-def read(f: Path) -> dict[str, float]:
-    d = {}
-    for line in f.read_text().splitlines():
-        m = re.match(r"vllm:([a-z0-9_]+?)(_sum|_count|)(\{[^}]*\})?\s+(\S+)$", line)
-        if m and not line.startswith("vllm:" + m[1] + "_bucket") and 'le="' not in (m[3] or ""):
-            d[m[1] + m[2]] = float(m[4])
-    return d
+def read(f: Path) -> tuple[dict[str, float], str]:
+    """A poll's samples, without the `vllm:` prefix and the histograms' buckets, and the model it served."""
+    d, model = {}, "?"
+    for family in text_string_to_metric_families(f.read_text()):
+        for s in family.samples:
+            if "le" not in s.labels:
+                d[s.name.removeprefix("vllm:")] = s.value
+                model = s.labels.get("model_name", model)
+    return d, model
 
 
 def main(run: Path) -> None:
-    polls = sorted((int(f.stem), read(f)) for f in (run / "metrics").glob("*.txt"))
+    polls = sorted((int(f.stem), *read(f)) for f in (run / "metrics").glob("*.txt"))
     print(f"# The engine's part of each request against the API server's ({run.name})\n")
     print("Command: `.venv/bin/python benchmarks/engine_vs_api.py " + str(run.relative_to(Path.cwd()) if
           run.is_relative_to(Path.cwd()) else run) + "` (this file is its output).\n")
     print("| poll (UTC) | model served | requests finished | API server e2e, mean ms | engine: queue + prefill + "
           "decode, mean ms | API server beyond the engine, ms | engine inter-token latency, mean ms |")
     print("|---|---|---|---|---|---|---|")
-    for (t0, a), (t1, b) in zip(polls, polls[1:]):
+    for (_, a, _), (t1, b, model) in zip(polls, polls[1:]):
         d = {k: b.get(k, 0.0) - a.get(k, 0.0) for k in b}
         n = d.get("e2e_request_latency_seconds_count", 0)
         if n <= 0:
             continue  # nothing finished, or a new server's counters started again
         mean = lambda k: d.get(k + "_sum", 0.0) / max(d.get(k + "_count", 0.0), 1) * 1000  # noqa: E731
         e2e = mean("e2e_request_latency_seconds")
-        engine = sum(mean(k) for k in K[1:4])
-        model = re.search(r'model_name="([^"]+)"', (run / "metrics" / f"{t1}.txt").read_text())
+        engine = sum(mean(k) for k in ENGINE)
         when = datetime.fromtimestamp(t1, timezone.utc).strftime("%H:%M:%S")
-        print(f"| {when} | {model[1] if model else '?'} | {int(n)} | {e2e:,.0f} | {engine:,.0f} | {e2e - engine:,.0f} "
+        print(f"| {when} | {model} | {int(n)} | {e2e:,.0f} | {engine:,.0f} | {e2e - engine:,.0f} "
               f"| {mean('inter_token_latency_seconds'):.2f} |")
 
 
