@@ -27,7 +27,7 @@ from dataclasses import dataclass, replace
 
 from llmodal.plan.lora_memory import LoraSlots, embedding_lora
 from llmodal.plan.model_spec import ModelSpec
-from llmodal.plan.speed import Engine, Speed, predict
+from llmodal.plan.speed import L8, Engine, Speed, predict, same_shape
 
 # Per wrapped layer per step, µs: the fit printed by benchmarks/lora_speed_validation.py (its first table).
 GRAPHED_US = 13.2
@@ -37,8 +37,7 @@ HELD_OUT_WORST = 0.040
 HELD_OUT_RUNS = 3
 SOURCE = "benchmarks/results/lora-speed-validation.md"
 
-MEASURED_8B = ModelSpec("Llama-3.1-8B", layers=32, hidden=4096, heads=32, kv_heads=8, head_dim=128,
-                        intermediate=14336, vocab=128256)
+MEASURED_8B = L8  # the shape the LoRA runs served (speed.py's 8B)
 MEASURED_ON = "measured on an H100 with an 8B BF16 base at rank 16"
 # The streams the LoRA runs held (lora-8b*-c1/-c64.json): a load above it was never measured with adapters,
 # and the cost's mix there (how many steps are eager prompt chunks) is the model's guess.
@@ -77,13 +76,12 @@ MEASURED_MAX_LORAS, MEASURED_GRAPH_MAX, MEASURED_MIX = 4, 512, (1024, 256)
 def differs(engine: Engine, max_rank: int, concurrency: int = 1, *, max_loras: int = MEASURED_MAX_LORAS,
             graph_max: int = MEASURED_GRAPH_MAX, mix: tuple[int, int] = MEASURED_MIX) -> list[str]:
     """What differs from the measured setup (empty: the prediction is inside what was measured)."""
-    keys = ("layers", "hidden", "heads", "kv_heads", "head_dim", "intermediate", "experts")
     out = []
     if engine.gpu.name != "H100":
         out.append(f"GPU {engine.gpu.name}")
     if engine.kernel != "dense-16bit":
         out.append(f"kernel {engine.kernel}")
-    if not all(getattr(engine.spec, k) == getattr(MEASURED_8B, k) for k in keys):
+    if not same_shape(engine.spec, MEASURED_8B, vocab=False):  # the layers decide what LoRA wraps
         out.append(f"model {engine.spec.name} ({engine.spec.params / 1e9:.0f}B shape)")
     if max_rank != 16:
         out.append(f"rank {max_rank}")

@@ -159,9 +159,10 @@ def tp_measured(tp: int) -> bool:
     return tp in MEASURED_TP
 
 
-def same_shape(a: ModelSpec, b: ModelSpec) -> bool:
-    # the vocabulary too: Mistral-7B has Llama-3.1-8B's layers with a quarter of its LM head
-    keys = ("layers", "hidden", "heads", "kv_heads", "head_dim", "intermediate", "experts", "vocab")
+def same_shape(a: ModelSpec, b: ModelSpec, vocab: bool = True) -> bool:
+    """The same layers (and, with ``vocab``, the same vocabulary: Mistral-7B has Llama-3.1-8B's layers with a
+    quarter of its LM head)."""
+    keys = ("layers", "hidden", "heads", "kv_heads", "head_dim", "intermediate", "experts") + (("vocab",) * vocab)
     return all(getattr(a, k) == getattr(b, k) for k in keys)
 
 
