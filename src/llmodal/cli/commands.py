@@ -353,8 +353,7 @@ def _print_compare(doc: dict, as_json: bool) -> None:
         tp = str(r["tp"]) + ("" if r["tp_measured"] else " (unmeasured)")
         t.add_row(r["gpu"], r["build"], tp, f"{r['kv_sequences']:.1f}",
                   *((f"{r['lora_gib_per_gpu']:.2f}",) if lora else ()), f"{r['single_stream_tok_s']:.0f}",
-                  f"{r['saturated_out_tok_s']:,.0f}" + (f" (API −{r['api_server']['bound']:.0%})"
-                                                         if r["api_server"]["note"] else ""),
+                  f"{r['saturated_out_tok_s']:,.0f}{_api_mark(r)}",
                   *((_lora_cell(r["lora_speed"]),) if lora else ()),
                   f"{r['usd_per_hour']:.2f}", f"{r['cost_per_1m_tokens']:.3f}",
                   err, tie)
@@ -391,8 +390,13 @@ def _print_compare(doc: dict, as_json: bool) -> None:
 def _lora_cell(s: dict) -> str:
     """A row's throughput with adapters, with its band, or marked extrapolated (the reason is printed below)."""
     tail = f" ±{s['band']['worst']:.0%}" if s["band"] else " (extrapolated)"
-    api = f" (API −{s['api_server']['bound']:.0%})" if s["api_server"]["note"] else ""
-    return f"{s['saturated_out_tok_s']:,.0f} ({-s['cost_vs_base']:+.0%}) ${s['cost_per_1m_tokens']:.3f}/1M{api}{tail}"
+    return (f"{s['saturated_out_tok_s']:,.0f} ({-s['cost_vs_base']:+.0%}) ${s['cost_per_1m_tokens']:.3f}/1M"
+            f"{_api_mark(s)}{tail}")
+
+
+def _api_mark(speed: dict) -> str:
+    """' (API −N %)' where vLLM's token delivery bounds a speed's figure (its api_server note), else ''."""
+    return f" (API −{speed['api_server']['bound']:.0%})" if speed["api_server"]["note"] else ""
 
 
 def _capacity(bench: Path, rps: float, price_per_hour: float, model: str):
