@@ -135,17 +135,22 @@ def gpu_run_2026_12_07() -> list[Row]:
     Each level's `llmodal plan` prediction was stored in rows.json before its server started (`first_seen`);
     every level sent fresh prompts (its own seed; the level's /metrics delta: 0 prefix-cache hit tokens).
     lora-8b-c1/-c64 are the base model on the LoRA server (--enable-lora, four rank-16 adapters loaded)."""
-    d = R / "h100-2026-12-07"
+    l8 = "meta-llama/Llama-3.1-8B-Instruct"
+    return _first_seen_run(R / "h100-2026-12-07", (
+        ("bf16-8b", "H100 BF16 8B balanced", "bf16", l8, 15.0, (1, 64, 128), ""),
+        ("lora-8b", "H100 BF16 8B balanced", "bf16", l8, 15.0, (1, 64), ", base model, --enable-lora on")))
+
+
+def _first_seen_run(d: Path, spec: tuple) -> list[Row]:
+    """A pipeline run's rows (benchmarks/gpu/run_any.sh): each level's bench file, the KV tokens its server logged
+    (serve.json) and the prediction `llmodal plan` stored before the server started (rows.json). ``spec``: (row,
+    label, quant, catalog model or "" for the 70B, the engine's logged weights GiB, levels, label note)."""
     stored = json.loads((d / "rows.json").read_text())
     kv = {k: v["engine_kv_tokens"] for k, v in json.loads((d / "serve.json").read_text()).items()}
-    out = []
-    for row, levels, note in (("bf16-8b", (1, 64, 128), ""), ("lora-8b", (1, 64), ", base model, --enable-lora on")):
-        for c in levels:
-            f = d / f"{row}-c{c}.json"
-            out.append(_row(f, f"H100 BF16 8B balanced, vLLM 0.32, llmodal bench, c={c} ({row}-c{c}{note})", "H100",
-                            "bf16", "balanced", c, kv[row], weights_gib=15.0, model="meta-llama/Llama-3.1-8B-Instruct",
-                            first_seen=stored[row]["predicted"][str(c)]["out_tok_s"]))
-    return out
+    return [_row(d / f"{row}-c{c}.json", f"{label}, vLLM 0.32, llmodal bench, c={c} ({row}-c{c}{note})", "H100",
+                 quant, "balanced", c, kv[row], weights_gib=gib, model=model,
+                 first_seen=stored[row]["predicted"][str(c)]["out_tok_s"])
+            for row, label, quant, model, gib, levels, note in spec for c in levels]
 
 
 def _repeated(prof: Path, stem: str, kv: int) -> int:
@@ -184,29 +189,17 @@ def hit_rates(all_rows: list[Row]) -> list[tuple[str, float, float]]:
     return out
 
 
-# h100-2026-12-07b's rows: (row, label, quant, catalog model or "" for the 70B, the engine's logged weights GiB)
-RUN_12_07B = (("bf16-8b", "H100 BF16 8B balanced", "bf16", "meta-llama/Llama-3.1-8B-Instruct", 15.0),
-              ("bf16-3b", "H100 BF16 3B balanced", "bf16", "meta-llama/Llama-3.2-3B-Instruct", 6.77),
-              ("fp8-8b", "H100 FP8 8B balanced", "fp8", "meta-llama/Llama-3.1-8B-Instruct", 8.51),
-              ("awq-balanced", "H100 AWQ balanced", "awq", "", None))
-
-
 def gpu_run_2026_12_07b() -> list[Row]:
     """The lent H100's second run of 2026-12-07: the 8B BF16 row again, Llama-3.2-3B's shape in BF16 and the 8B
     shape in FP8 (sizes no fit had seen), and the guide's 70B AWQ balanced with fresh prompts. Each level's
     `llmodal plan` prediction was stored in rows.json before its server started (`first_seen`); every level sent
     fresh prompts; metrics/ holds the server's own counters every 15 s (docs/BENCHMARKS.md reads them)."""
-    d = R / "h100-2026-12-07b"
-    stored = json.loads((d / "rows.json").read_text())
-    kv = {k: v["engine_kv_tokens"] for k, v in json.loads((d / "serve.json").read_text()).items()}
-    out = []
-    for row, label, quant, model, gib in RUN_12_07B:
-        for c in (1, 64, 128):
-            f = d / f"{row}-c{c}.json"
-            out.append(_row(f, f"{label}, vLLM 0.32, llmodal bench, c={c} ({row}-c{c}, 2026-12-07b)", "H100", quant,
-                            "balanced", c, kv[row], weights_gib=gib, model=model,
-                            first_seen=stored[row]["predicted"][str(c)]["out_tok_s"]))
-    return out
+    levels, note, l8 = (1, 64, 128), ", 2026-12-07b", "meta-llama/Llama-3.1-8B-Instruct"
+    return _first_seen_run(R / "h100-2026-12-07b", (
+        ("bf16-8b", "H100 BF16 8B balanced", "bf16", l8, 15.0, levels, note),
+        ("bf16-3b", "H100 BF16 3B balanced", "bf16", "meta-llama/Llama-3.2-3B-Instruct", 6.77, levels, note),
+        ("fp8-8b", "H100 FP8 8B balanced", "fp8", l8, 8.51, levels, note),
+        ("awq-balanced", "H100 AWQ balanced", "awq", "", None, levels, note)))
 
 
 def _level(path: Path, c: int, kv: int) -> Row:
