@@ -15,7 +15,8 @@
 # vLLM's log, serve.json), then measures its levels (held_out.py measure → rows.json, one bench file a level).
 #   H100: awq-balanced (baseline and the c=64/128 rows the prefix cache spoiled in 2026-11), bf16-8b
 #   (Llama-3.1-8B's shape: a model size and a format the speed model never saw), bf16-3b (Llama-3.2-3B's shape)
-#   and fp8-8b (the 8B in FP8) by RA_ROWS only, lora-8b, fp8-throughput
+#   and fp8-8b (the 8B in FP8) by RA_ROWS only, bf16-3b-api2 (the 3B with vLLM's --api-server-count 2: does
+#   scaling out the API server lift the delivery bound?) by RA_ROWS only, lora-8b, fp8-throughput
 #   (the 70B FP8 build: at 8,192 tokens only the throughput profile's FP8 KV leaves room, 28,554 tokens = 22 streams),
 #   awq-throughput, awq-latency, then warm restarts (start timelines with a compile cache).
 #   H200: the goodput sweep at the SLO first (goodput_run.sh's server: FP8, throughput, prefix cache off),
@@ -61,7 +62,9 @@ case "$1" in
       # vLLM's own counters beside the client's timings: every 15 s, the engine-side histograms (step
       # tokens, inter-token latency, running/waiting), so step time can be told from delivery lag
       mkdir -p $R/metrics
-      ( while :; do curl -s -m 5 http://127.0.0.1:\${GP_PORT:-8000}/metrics 2>/dev/null | grep '^vllm:' > $R/metrics/\$(date +%s).txt; sleep 15; done ) & mpid=\$!
+      # and each busy process's CPU seconds so far (ps's cputimes), to place the API server's cost per token
+      ( while :; do t=\$(date +%s); curl -s -m 5 http://127.0.0.1:\${GP_PORT:-8000}/metrics 2>/dev/null | grep '^vllm:' > $R/metrics/\$t.txt
+          ps -eo pid,ppid,cputimes,etimes,comm --sort=-cputimes 2>/dev/null | head -12 > $R/metrics/\$t.ps; sleep 15; done ) & mpid=\$!
       log() { echo \"\$(date +%T) +\$(( \$(date +%s) - $t0 ))s \$*\" >> $R/steps.txt; }
       py() { python3 \"\$@\" >> $R/pipeline.log 2>&1; rc=\$?; log \"\$2 \$4 exit \$rc\"; return \$rc; }
       late() { [ \$(( \$(date +%s) + \$1 )) -gt \$end ] && { log \"skipped \$2: needs ~\$1 s, \$(( end - \$(date +%s) )) s left\"; return 0; }; return 1; }
@@ -103,6 +106,7 @@ case "$1" in
           fp8-balanced)   row \$r /tmp/m70fp8 --fp8 balanced 1,64,128 300 ;;
           bf16-8b)        row \$r /tmp/m8 --8b balanced 1,64,128 200 ;;
           bf16-3b)        row \$r /tmp/m3 --3b balanced 1,64,128 200 ;;
+          bf16-3b-api2)   row \$r /tmp/m3 --3b balanced 1,64,128 200 '--api-server-count 2' ;;
           fp8-8b)         row \$r /tmp/m8fp8 '--8b --fp8' balanced 1,64,128 200 ;;
           lora-8b)        lora_row \$r ;;
           goodput)        late 600 goodput && continue; mk /tmp/m70fp8 --fp8
