@@ -1,7 +1,7 @@
 #!/bin/bash
 # Here (with network to the package index): download the wheels of the vLLM 0.32.0 list and pack them into
-# the repo's ignored folders .stage01, .stage02, … of ≤ 51 MiB each (the device call carries ≤ 64 MiB, the
-# ~11 MiB working tree included), in the format stage.sh reads: whole wheels, big ones split into
+# the repo's ignored folders .stage01, .stage02, … each as large as a device call leaves room for (it carries
+# ≤ 64 MiB, the tracked working tree included: 63 MiB less the tree, measured now), in the format stage.sh reads: whole wheels, big ones split into
 # NAME.whl.part.NN, and SHA256SUMS of the whole wheels.
 #   bash benchmarks/gpu/pack_stage.sh [WHEEL_LIST] [DOWNLOAD_DIR]
 # Then on the device, one call a folder, back to back: `bash benchmarks/gpu/stage.sh .stageNN` with carry
@@ -26,10 +26,11 @@ grep -v '^#' "$L" | grep '\.whl' | while IFS=$'\t' read -r f s; do
 done
 rm -rf "$W/parts" "$root"/.stage[0-9]*; mkdir -p "$W/parts"
 (cd "$W/w" && sha256sum ./*.whl | sed 's#\./##') > "$W/parts/SHA256SUMS"
-python3 - "$W" "$root" <<'EOF'
+tree=$(cd "$root" && git ls-files -z | xargs -0 stat -c %s | awk '{s += $1} END {print s}')
+python3 - "$W" "$root" "$tree" <<'EOF'
 import os, subprocess, sys
-W, root = sys.argv[1], sys.argv[2]
-B = 51 * 1024 * 1024
+W, root, tree = sys.argv[1], sys.argv[2], int(sys.argv[3])
+B = 63 * 1024 * 1024 - tree
 items = [(f"{W}/parts/SHA256SUMS", "SHA256SUMS")]
 for f in sorted(os.listdir(f"{W}/w")):
     if os.path.getsize(f"{W}/w/{f}") > B:
