@@ -110,6 +110,15 @@ def test_a_band_holds_on_the_gpu_and_shape_where_the_kernels_runs_were_held_out(
     # what the small shapes' runs did not vary is said beside their band (the 70B's were held out by profile)
     assert "balanced profile, 1,024:256 tokens only" in band(get_gpu("H100"), "bf16", spec=l8).text()
     assert "balanced profile" not in band(get_gpu("H100"), "awq", spec=l70).text()
+    # the 70B's runs were held out by profile, at prompts of 1,024-6,000 and outputs of 256-1,024 tokens: a band for
+    # any profile inside that, none for a mix outside it (a decode-only chat, a long prompt with a short answer)
+    h100 = get_gpu("H100")
+    for profile, mix in (("latency", (1024, 256)), ("throughput", (6000, 1024)), ("balanced", (2000, 512))):
+        assert band(h100, "awq", spec=l70, profile=profile, mix=mix).error is not None, (profile, mix)
+    for mix in ((8000, 100), (100, 2000), (1024, 128), (7000, 512)):
+        b = band(h100, "awq", spec=l70, profile="balanced", mix=mix)
+        assert b.error is None and f"(here: {mix[0]:,}:{mix[1]} tokens)" in b.text(), b.text()
+        assert "prompts of 1,024-6,000 tokens, outputs of 256-1,024" in b.text()
     # Llama-3.1-8B's layers with another vocabulary (Mistral-7B's 32,768): not the shape that was run
     m7 = replace(l8, name="mistral-like", vocab=32768)
     assert band(get_gpu("H100"), "bf16", spec=m7).error is None
@@ -299,7 +308,7 @@ def test_a_request_the_kv_cache_cannot_hold_is_refused():
     ({"LLMODAL_PROFILE": "latency"}, [], "latency profile"),
     ({"LLMODAL_PROFILE": "throughput"}, [], "throughput profile"),
     ({"VLLM_MAX_NUM_SEQS": "8"}, [], "max_num_seqs 8"),
-    ({}, ["--mix", "8000:100"], "8000:100 tokens"),
+    ({}, ["--mix", "8000:100"], "8,000:100 tokens"),
 ])
 def test_a_small_shapes_band_holds_only_for_the_setup_its_runs_had(env, args, here):
     """The 8B's runs were balanced at 1,024:256 only: a prediction under another profile, batch cap or mix is

@@ -108,10 +108,15 @@ HELD_OUT_AT: dict[str, tuple[tuple[str, ModelSpec], ...]] = {
     "fp8-w8a8": (("H200", MEASURED), ("H100", L8)),
     "dense-16bit": (("H100", L8), ("H100", L3)),
 }
-# What the smaller shapes' runs did not vary (the 70B's were held out by profile as well): their band holds only
-# there, and says so; a prediction under another profile, batch cap or token mix is extrapolated (band()).
-SHAPE_SCOPE: dict[str, tuple[str, tuple[int, int]]] = {L8.name: ("balanced", (1024, 256)),
-                                                       L3.name: ("balanced", (1024, 256))}
+# What each shape's throughput runs did not vary: (profile, prompt tokens from-to, output tokens from-to); its band
+# holds only there, and says so; a prediction under another profile, batch cap or token mix is extrapolated
+# (band()). The 70B's were held out by profile (all three), at 1,024:256 and the 6,000:1,024 fills; the smaller
+# shapes ran `balanced` at 1,024:256 only.
+SHAPE_SCOPE: dict[str, tuple[str | None, tuple[int, int], tuple[int, int]]] = {
+    MEASURED.name: (None, (1024, 6000), (256, 1024)),
+    L8.name: ("balanced", (1024, 1024), (256, 256)),
+    L3.name: ("balanced", (1024, 1024), (256, 256)),
+}
 # vLLM's delivery path, per output token it streams (from the engine core's outputs through the one API-server
 # process, whose output handler and streams share one event loop): fitted to the 8B and 3B runs
 # (speed_validation.py, held out by model shape), on the lent H100 host. It binds where the engine outruns it:
@@ -270,12 +275,16 @@ def band(gpu: GPU, quant: str, disabled_kernels: str | None = None, spec: ModelS
                    + ("all-reduce term assumed" if tp > 1 else "constants carried unchanged") + ")")
     scope = ""
     if shape and not why and shape.name in SHAPE_SCOPE:
-        ran_profile, ran_mix = SHAPE_SCOPE[shape.name]
-        ran = f"{ran_profile} profile, {ran_mix[0]:,}:{ran_mix[1]} tokens only"
-        differs = ([f"{profile} profile"] if profile is not None and profile != ran_profile else []) + list(overrides) \
-            + ([f"{mix[0]}:{mix[1]} tokens"] if mix is not None and tuple(mix) != ran_mix else [])
+        ran_profile, ins, outs = SHAPE_SCOPE[shape.name]
+        tokens = (f"{ins[0]:,}:{outs[0]} tokens" if ins[0] == ins[1] and outs[0] == outs[1]
+                  else f"prompts of {ins[0]:,}-{ins[1]:,} tokens, outputs of {outs[0]:,}-{outs[1]:,}")
+        ran = f"{ran_profile} profile, {tokens} only" if ran_profile else tokens
+        differs = ([f"{profile} profile"] if profile is not None and ran_profile and profile != ran_profile else []) \
+            + (list(overrides) if ran_profile else []) \
+            + ([f"{mix[0]:,}:{mix[1]} tokens"] if mix is not None and not (ins[0] <= mix[0] <= ins[1]
+                                                                          and outs[0] <= mix[1] <= outs[1]) else [])
         if differs:
-            why.append(f"extrapolated: the {shape.name} shape's runs were {ran} (here: {', '.join(differs)})")
+            why.append(f"extrapolated: the {shape.name} shape's throughput runs were {ran} (here: {', '.join(differs)})")
         scope = f"runs of this shape: {ran}"
     if why:
         err, worst, runs = None, None, 0  # the band was measured elsewhere: it does not carry over
