@@ -383,3 +383,16 @@ def test_a_tp_the_heads_do_not_divide_says_which_do_and_suggests_fewer_gpus_too(
     l8 = lookup("meta-llama/Llama-3.1-8B-Instruct")
     small = make_plan(l8, h100, gpu_count=2, tensor_parallel_size=2, max_model_len=10**6)
     assert all(not s.label.startswith("1×") for s in suggestions(l8, h100, small))
+
+
+@pytest.mark.parametrize("columns, widest", [(None, 150), ("100", 100)])
+def test_piped_output_is_150_columns_wide_unless_columns_says_otherwise(columns, widest):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"} | ({"COLUMNS": columns} if columns else {})
+    r = subprocess.run([sys.executable, "-m", "llmodal.cli", "plan", "--env-file", "", "--compare"],
+                       capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 0, r.stderr
+    assert max(len(line) for line in r.stdout.splitlines()) == widest  # the table fills the width it is given
