@@ -32,6 +32,8 @@ R = ROOT / "benchmarks" / "results"
 sys.path.insert(0, str(ROOT / "src"))
 
 from llmodal.plan.catalog import lookup  # noqa: E402
+from llmodal.plan.gpus import get_gpu  # noqa: E402
+from llmodal.plan.profiles import apply  # noqa: E402
 from llmodal.plan.speed import ARCH, FITS, family  # noqa: E402
 from llmodal.plan.speed_fit import (DEFAULT, Fold, Row, binds_api, cross_validate, fit, predict_row,  # noqa: E402
                                     spec_of, summarize)
@@ -143,14 +145,24 @@ def gpu_run_2026_12_07() -> list[Row]:
 
 def _first_seen_run(d: Path, spec: tuple) -> list[Row]:
     """A pipeline run's rows (benchmarks/gpu/run_any.sh): each level's bench file, the KV tokens its server logged
-    (serve.json) and the prediction `llmodal plan` stored before the server started (rows.json). ``spec``: (row,
-    label, quant, catalog model or "" for the 70B, the engine's logged weights GiB, levels, label note)."""
+    (serve.json) and the prediction `llmodal plan` stored before the server started (rows.json, with the GPU and
+    profile it was made for; the profile's batch limits, KV dtype and kernel are llmodal's own, profiles.apply).
+    ``spec``: (row, label, quant, catalog model or "" for the 70B, the engine's logged weights GiB, levels, label
+    note)."""
     stored = json.loads((d / "rows.json").read_text())
     kv = {k: v["engine_kv_tokens"] for k, v in json.loads((d / "serve.json").read_text()).items()}
-    return [_row(d / f"{row}-c{c}.json", f"{label}, vLLM 0.32, llmodal bench, c={c} ({row}-c{c}{note})", "H100",
-                 quant, "balanced", c, kv[row], weights_gib=gib, model=model,
-                 first_seen=stored[row]["predicted"][str(c)]["out_tok_s"])
-            for row, label, quant, model, gib, levels, note in spec for c in levels]
+    out = []
+    for row, label, quant, model, gib, levels, note in spec:
+        gpu, profile = stored[row]["gpu"], stored[row]["profile"]
+        flags = apply(profile, get_gpu(gpu), quant)
+        limits = {k: v for k, v in (("max_num_seqs", flags.max_num_seqs),
+                                    ("max_num_batched_tokens", flags.max_num_batched_tokens),
+                                    ("disabled_kernels", flags.disabled_kernels)) if v}
+        out += [_row(d / f"{row}-c{c}.json", f"{label}, vLLM 0.32, llmodal bench, c={c} ({row}-c{c}{note})", gpu,
+                     quant, profile, c, kv[row], kv_bytes=flags.kv_dtype_bytes, weights_gib=gib, model=model,
+                     first_seen=stored[row]["predicted"][str(c)]["out_tok_s"], **limits)
+                for c in levels]
+    return out
 
 
 def _repeated(prof: Path, stem: str, kv: int) -> int:
