@@ -2,11 +2,13 @@
 
 import itertools
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
+from llmodal.core.errors import PlanError
 from llmodal.plan.catalog import lookup
 from llmodal.cli import app
 from llmodal.plan.gpus import get_gpu
@@ -42,6 +44,26 @@ def test_auto_picks_the_awq_checkpoint_and_keeps_the_served_name():
     assert res.chosen.checkpoint == "hugging-quants/Meta-Llama-3.1-70B-Instruct-AWQ-INT4"
     assert res.chosen.model == L70 and res.chosen.fits
     assert res.chosen.vllm_quantization is None  # the checkpoint declares AWQ itself
+
+
+@pytest.mark.parametrize("quant", ["awq", "gptq", "fp8"])
+def test_a_quantized_checkpoint_is_never_quantized_again_on_the_fly(quant):
+    """An H200 run of 2026-12-07 (benchmarks/results/h200-2026-12-07) served a local AWQ 70B: auto picked FP8
+    "on the fly", and vLLM refused (the config's awq against --quantization fp8). vLLM quantizes on the fly
+    from 16-bit weights only."""
+    spec = replace(lookup(L70), name="/models/mine", quant=quant, checkpoints={})
+    for gpu in ("H200", "H100", "A100-80GB"):
+        res = choose(spec, get_gpu(gpu), "auto")
+        assert res.chosen.quantization == quant and res.chosen.vllm_quantization is None, gpu
+        assert not any("on the fly" in s.label for s in res.suggestions), [s.label for s in res.suggestions]
+    other = "fp8" if quant != "fp8" else "awq"
+    said = f"/models/mine is already {quant.upper()}" if other == "fp8" else "no AWQ checkpoint is known for /models/mine"
+    with pytest.raises(PlanError, match=f"VLLM_QUANTIZATION='{other}': {said}"):
+        choose(spec, get_gpu("H200"), other)
+    # a 16-bit checkpoint still may be
+    sixteen = replace(spec, quant="bf16")
+    assert choose(sixteen, get_gpu("H200"), "fp8").chosen.vllm_quantization == "fp8"
+    assert any("FP8 on the fly" in s.label for s in choose(sixteen, get_gpu("A100-80GB"), "none").suggestions)
 
 
 def test_suggestions_fit_and_are_cheapest_first():

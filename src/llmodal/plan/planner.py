@@ -38,6 +38,7 @@ ACTIVATION_MARGIN = 1.25  # profiled peaks varied by 0.5 GiB (2.21 vs 1.69) betw
 CUDA_GRAPH_GIB_70B = 2.5  # 2.11 GiB measured for 80 layers × 8192 hidden, rounded up
 MIN_CUDA_GRAPH_GIB = 0.25
 FOUR_BIT = ("awq", "gptq", "w4a16")  # only as a pre-quantized checkpoint (vLLM does not make them on the fly)
+SIXTEEN_BIT = ("bf16", "fp16")  # what vLLM quantizes on the fly from (--quantization fp8): no other checkpoint
 
 
 @dataclass(frozen=True)
@@ -248,6 +249,8 @@ def suggestions(spec: ModelSpec, gpu: GPU, base: Plan, **kw) -> list[Suggestion]
         if quant == spec.quant or (quant in FOUR_BIT and quant not in spec.checkpoints):
             continue
         ckpt = spec.checkpoints.get(quant)
+        if ckpt is None and spec.quant not in SIXTEEN_BIT:
+            continue  # on the fly quantizes 16-bit weights only: vLLM refuses it on an AWQ/GPTQ/FP8 checkpoint
         p = make_plan(spec, gpu, quantization=quant, checkpoint=ckpt, **same)
         label = f"{quant.upper()} checkpoint {ckpt}" if ckpt else f"{quant.upper()} on the fly (--quantization {quant})"
         out.append(Suggestion(label, p))
@@ -295,6 +298,11 @@ def choose(spec: ModelSpec, gpu: GPU, quantization: str, *, min_sequences: float
                             f"{spec.name} (known: {known}); point VLLM_MODEL at a {quantization.upper()} "
                             "checkpoint instead")
         ckpt = spec.checkpoints.get(quantization) if quantization != spec.quant else None
+        if quantization != spec.quant and ckpt is None and spec.quant not in SIXTEEN_BIT:
+            raise PlanError(f"VLLM_QUANTIZATION={quantization!r}: {spec.name} is already {spec.quant.upper()}-quantized, "
+                            f"and vLLM quantizes on the fly from 16-bit weights only; use "
+                            f"VLLM_QUANTIZATION=none (or auto) to serve it as it is, or point VLLM_MODEL at a "
+                            f"{quantization.upper()} checkpoint")
         base = make_plan(spec, gpu, quantization=quantization, checkpoint=ckpt, **kw)
     keep = ("gpu_memory_utilization", "scaledown_window_s", "price_per_hour", "profile", "batching", "lora")
     sugg = suggestions(spec, gpu, base, **{k: v for k, v in kw.items() if k in keep})
