@@ -128,7 +128,7 @@ def rows() -> list[Row]:
             if c == 1 and tool == "vllm":
                 out.append(_row(f, f"H200 FP8 {profile}, c=1 TTFT ({d[5:]} round {rnd[1]}{note})", "H200", "fp8",
                                 profile, 1, kv, kind="ttft", kv_bytes=kvb, weights_gib=67.7, **extra))
-    out += gpu_run_2026_12_07() + gpu_run_2026_12_07b()
+    out += gpu_run_2026_12_07() + gpu_run_2026_12_07b() + gpu_run_2026_12_07_h200()
     return out
 
 
@@ -214,6 +214,16 @@ def gpu_run_2026_12_07b() -> list[Row]:
         ("awq-balanced", "H100 AWQ balanced", "awq", "", None, levels, note)))
 
 
+def gpu_run_2026_12_07_h200() -> list[Row]:
+    """The lent H200's run of 2026-12-07: the guide's 70B AWQ under the throughput profile (Machete, FP8 KV) and
+    the latency profile (Marlin: its first run on an H200), fresh prompts every level, each level's `llmodal plan`
+    prediction stored in rows.json before its server started."""
+    levels, note = (1, 64, 128), ", 2026-12-07"
+    return _first_seen_run(R / "h200-2026-12-07", (
+        ("awq-throughput", "H200 AWQ throughput", "awq", "", None, levels, note),
+        ("awq-latency", "H200 AWQ latency", "awq", "", None, levels, note)))
+
+
 def _level(path: Path, c: int, kv: int) -> Row:
     """A level of the vLLM 0.26 `llmodal bench` call. That bench (cli.py at 05bd077, before 1ed5ef8 "fresh
     prompts per level") sent every level the head of one prompt list, `prompts.texts[warmup:warmup + n]`: a
@@ -251,8 +261,8 @@ NOT_RUNS = [
                                               "are the fastboot-*.json rows"),
     ("h100-llama70b-awq.json", "the planner's memory record of the H100 run (weights, KV tokens), no serving load"),
     ("h100-2026-11-24/*.png", "a plot of llmodal-default.json, which is the rows"),
-    ("h100-2026-12-07*/install.log", "the device's package install (vllm 0.32.0 from staged wheels): no serving load"),
-    ("h100-2026-12-07*/pipeline.log", "the run's pipeline output (predict, serve, measure); its figures are rows.json's"),
+    ("h*-2026-12-07*/install.log", "the device's package install (vllm 0.32.0 from staged wheels): no serving load"),
+    ("h*-2026-12-07*/pipeline.log", "the run's pipeline output (predict, serve, measure); its figures are rows.json's"),
     ("**/*.log", "server log (engine lines: memory, prefix-cache hit rates); not a benchmark result"),
     ("h200-*/*.txt*", "the session's step list, GPU name or import timings: no serving load"),
     ("cpu-*/*", "a CPU run of the tiny test model: the speed model predicts GPUs"),
@@ -261,15 +271,20 @@ NOT_RUNS = [
     ("lora-speed-validation.md", "LoRA's cost validated on the lora-8b rows (benchmarks/lora_speed_validation.py): "
                                  "the output of that check, not a run"),
     ("h100-2026-12-07/lora-8b-*-c*.json", "LoRA's cost: compared in benchmarks/results/lora-speed-validation.md"),
-    ("h100-2026-12-07*/rows.json", "the run's record: each row's `llmodal plan` prediction, stored before its server "
+    ("h200-2026-12-07/first-attempt/*", "a run whose servers never started (the planner's FP8-on-the-fly for an "
+                                        "AWQ checkpoint, since fixed): its steps and the first server's log"),
+    ("h200-2026-12-07/metrics/*.ps", "the busiest processes' CPU seconds beside each /metrics poll (ps)"),
+    ("h200-2026-12-07/metrics/*.txt", "the server's own counters (vLLM's /metrics, every 15 s); the rows are the "
+                                      "bench files"),
+    ("h*-2026-12-07*/rows.json", "the run's record: each row's `llmodal plan` prediction, stored before its server "
                                   "started (the rows' first-seen column), and the levels measured"),
-    ("h100-2026-12-07*/table.md", "held_out.py's table of rows.json: predicted vs measured, every level"),
-    ("h100-2026-12-07*/serve.json", "server starts: command, launch → /health, timeline, KV tokens (no serving load)"),
+    ("h*-2026-12-07*/table.md", "held_out.py's table of rows.json: predicted vs measured, every level"),
+    ("h*-2026-12-07*/serve.json", "server starts: command, launch → /health, timeline, KV tokens (no serving load)"),
     ("h100-2026-12-07b/engine-vs-api.md", "benchmarks/engine_vs_api.py's reading of metrics/: each request's engine "
                                           "part against the API server's (the measured cause of API_TOKEN_S)"),
     ("h100-2026-12-07b/metrics/*.txt", "the server's own counters (vLLM's /metrics, every 15 s): read in "
                                        "docs/BENCHMARKS.md, \"The API server's ceiling\"; the rows are the bench files"),
-    ("h100-2026-12-07*/*.txt", "the run's command, GPU name, step timeline or budget: no serving load"),
+    ("h*-2026-12-07*/*.txt", "the run's command, GPU name, step timeline or budget: no serving load"),
 ]
 
 
@@ -418,10 +433,16 @@ def main() -> None:
                          ("Without the rule (out of sample)", verdicts_fresh)):
         tput = [v for v in vs_all if v.row.kind == "tput"]
         by_gpu = sum(any(f.startswith("fit H") for f in v.held_out_errors) for v in vs_all)
+        ran: dict[str, set[str]] = {}  # kernel → the GPUs it ran on at the 70B
+        for v in vs_all:
+            if not v.row.model:
+                ran.setdefault(v.row.kernel, set()).add(v.row.gpu)
+        one = "".join(f"; {k} ran at the 70B on the {g} only" for k, (g,) in
+                      sorted((k, g) for k, g in ran.items() if len(g) == 1))
         print(f"{name}: rows {len(vs_all)} ({len(tput)} throughput, {len(vs_all) - len(tput)} TTFT); predicted "
-              f"held out in a GPU fold: {by_gpu} (the kernels that ran at the 70B on both GPUs; FP8 ran at the 70B on "
-              f"the H200 only, Marlin on the H100 only: held out by profile; the 8B and 3B rows ran on the H100 only: "
-              f"held out by model shape). "
+              f"held out in a GPU fold: {by_gpu} (the kernels that ran at the 70B on both GPUs: "
+              f"{', '.join(sorted(k for k, g in ran.items() if len(g) > 1))}{one}: held out by profile; the 8B and 3B "
+              f"rows ran on the H100 only: held out by model shape). "
               f"First-seen rows (`llmodal plan`'s prediction stored before the run, the judgement before any refit): "
               + ", ".join(f"{v.row.source.split('/')[-1].split('.')[0]} ({v.row.source.split('/')[-2]}) "
                           f"{v.row.first_seen / v.row.measured - 1:+.1%}" for v in vs_all

@@ -64,8 +64,8 @@ class KernelFit:
 # (`.venv/bin/python benchmarks/speed_validation.py`, first line), rounded.
 E_MEM = 0.698
 FITS: dict[str, KernelFit] = {
-    "machete": KernelFit(e_comp=0.763, floor_ms=21.90, measured_on=("H100", "H200")),
-    "marlin": KernelFit(e_comp=0.385, floor_ms=18.26, measured_on=("H100",)),
+    "machete": KernelFit(e_comp=0.761, floor_ms=21.90, measured_on=("H100", "H200")),
+    "marlin": KernelFit(e_comp=0.380, floor_ms=17.78, measured_on=("H100", "H200")),
     "fp8-w8a8": KernelFit(e_comp=0.592, measured_on=("H200",)),
 }
 FITS |= {
@@ -84,12 +84,12 @@ FITS |= {
 # miss had been seen (docs/BENCHMARKS.md, "Planner speed model"). A band holds only where HELD_OUT_AT
 # has runs of the kernel (GPU and model shape), at the measured TP: band() gives none elsewhere.
 BANDS: dict[tuple[str, str, str, str], tuple[float, float, int]] = {
-    ("Hopper", "4-bit", "machete", "Llama-3.1-70B"): (0.168, -0.405, 42),
-    ("Hopper", "4-bit", "marlin", "Llama-3.1-70B"): (0.112, -0.112, 8),
+    ("Hopper", "4-bit", "machete", "Llama-3.1-70B"): (0.166, -0.402, 45),
+    ("Hopper", "4-bit", "marlin", "Llama-3.1-70B"): (0.167, -0.170, 11),
     ("Hopper", "bf16", "dense-16bit", "Llama-3.1-8B"): (0.086, -0.086, 8),
-    ("Hopper", "bf16", "dense-16bit", "Llama-3.2-3B"): (0.119, 0.119, 3),
-    ("Hopper", "fp8", "fp8-w8a8", "Llama-3.1-70B"): (0.137, -0.144, 35),
-    ("Hopper", "fp8", "fp8-w8a8", "Llama-3.1-8B"): (0.107, 0.107, 3),
+    ("Hopper", "bf16", "dense-16bit", "Llama-3.2-3B"): (0.118, 0.118, 3),
+    ("Hopper", "fp8", "fp8-w8a8", "Llama-3.1-70B"): (0.137, -0.147, 35),
+    ("Hopper", "fp8", "fp8-w8a8", "Llama-3.1-8B"): (0.106, 0.106, 3),
 }
 # The one model shape every stored run served (Llama-3.1-70B; 3.3 has the same shape), and at which TP. A
 # prediction for any other shape or TP carries FLOOR, E_COMP and the TP term outside what was measured.
@@ -104,7 +104,7 @@ L3 = ModelSpec("Llama-3.2-3B", layers=28, hidden=3072, heads=24, kv_heads=8, hea
                vocab=128256, tied_embeddings=True)
 HELD_OUT_AT: dict[str, tuple[tuple[str, ModelSpec], ...]] = {
     "machete": (("H100", MEASURED), ("H200", MEASURED)),
-    "marlin": (("H100", MEASURED),),
+    "marlin": (("H100", MEASURED), ("H200", MEASURED)),
     "fp8-w8a8": (("H200", MEASURED), ("H100", L8)),
     "dense-16bit": (("H100", L8), ("H100", L3)),
 }
