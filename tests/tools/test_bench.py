@@ -35,6 +35,15 @@ def test_two_levels_give_complete_json_and_a_plot(server, tiny_model, tmp_path):
             assert set(lv[key]) == {"mean", "p50", "p90", "p99"} and lv[key]["p50"] > 0
         assert lv["output_tok_s"] > 0 and lv["requests_s"] > 0
         assert lv["usd_per_million_output_tokens"] == pytest.approx(2.5 / (lv["output_tok_s"] * 3600) * 1e6)
+    # when it ran, so its figures line up with the server's counters: the run starts before its first level
+    # and finishes after its last, and each level starts after the one before has run for its duration
+    import datetime
+
+    at = datetime.datetime.fromisoformat
+    meta, levels = doc["meta"], doc["levels"]
+    assert at(meta["started_at"]) <= at(levels[0]["started_at"]) < at(levels[1]["started_at"]) <= at(meta["finished_at"])
+    took = (at(levels[1]["started_at"]) - at(levels[0]["started_at"])).total_seconds()
+    assert took >= levels[0]["duration_s"]
     import matplotlib.image
 
     assert matplotlib.image.imread(png).shape[0] > 100

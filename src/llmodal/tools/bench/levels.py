@@ -77,6 +77,7 @@ async def _run_levels(ep: Endpoint, cfg: BenchConfig, prompts: B.Prompts, consol
                                        concurrency=min(cfg.warmup, conc or cfg.warmup), rate=None, on_done=lambda: None)
                     at += cfg.warmup
                 task = prog.add_task(label, total=n)
+                started = _now()  # the level's own start, to line its figures up with the server's counters
                 # Arrivals of their own per level and per --seed: one shared draw gave every level of an
                 # H200 sweep the same gaps, all 4.4 % longer than the rate asked for.
                 res, dur = await runner.level(prompts.texts[at:at + n], concurrency=conc, rate=rate,
@@ -85,7 +86,7 @@ async def _run_levels(ep: Endpoint, cfg: BenchConfig, prompts: B.Prompts, consol
                 at += n
                 row = B.summarize(res, dur, n, cfg.price_per_hour)
                 row.update(label=label, concurrency=conc, request_rate=rate,
-                           achieved_rate=runner.achieved_rate() if rate else None)
+                           achieved_rate=runner.achieved_rate() if rate else None, started_at=started)
                 row.update(B.held(row, cfg.price_per_hour))
                 rows.append(row)
                 if until and until(row):
@@ -99,6 +100,7 @@ def run(ep: Endpoint, cfg: BenchConfig, console: Console, *, health_wait_s: floa
         until: Callable[[dict], bool] | None = None) -> dict:
     """Run the levels against a ready endpoint (stopping after one that ``until`` rejects);
     return the result document (meta + levels)."""
+    started = _now()
     total = sum(prompts_per_level(cfg.num_prompts, lv) + cfg.warmup for lv in cfg.levels)
     with console.status(f"making {total} prompts of {cfg.input_len} tokens…"):
         prompts = make_prompts(ep, cfg, total)
@@ -112,8 +114,12 @@ def run(ep: Endpoint, cfg: BenchConfig, console: Console, *, health_wait_s: floa
     meta = {"base_url": ep.base_url, "model": ep.model, "models": list(cfg.models) or [ep.model], "api": cfg.api, "input_len": cfg.input_len,
             "output_len": cfg.output_len, "ignore_eos": cfg.ignore_eos, "warmup": cfg.warmup, "seed": cfg.seed,
             "prompt_lengths": prompts.source, "prompt_calibration": prompts.calibration, "prompt_check": check, "health_wait_s": health_wait_s, "price_per_hour": cfg.price_per_hour,
-            "started_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+            "started_at": started, "finished_at": _now()}
     return B.result_doc(meta, rows)
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")
 
 
 def make_prompts(ep: Endpoint, cfg: BenchConfig, n: int) -> B.Prompts:
