@@ -271,6 +271,8 @@ NOT_RUNS = [
     ("lora-speed-validation.md", "LoRA's cost validated on the lora-8b rows (benchmarks/lora_speed_validation.py): "
                                  "the output of that check, not a run"),
     ("h100-2026-12-07/lora-8b-*-c*.json", "LoRA's cost: compared in benchmarks/results/lora-speed-validation.md"),
+    ("h200-2026-12-07/api-server-cpu.md", "benchmarks/api_cpu_gpu_host.py's reading of metrics/: the API-server "
+                                          "process's CPU per generated token (the measured cause of API_TOKEN_S)"),
     ("h200-2026-12-07/first-attempt/*", "a run whose servers never started (the planner's FP8-on-the-fly for an "
                                         "AWQ checkpoint, since fixed): its steps and the first server's log"),
     ("h200-2026-12-07/metrics/*.ps", "the busiest processes' CPU seconds beside each /metrics poll (ps)"),

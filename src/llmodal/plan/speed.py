@@ -121,10 +121,9 @@ SHAPE_SCOPE: dict[str, tuple[str | None, tuple[int, int], tuple[int, int]]] = {
 # process, whose output handler and streams share one event loop): fitted to the 8B and 3B runs
 # (speed_validation.py, held out by model shape), on the lent H100 host. It binds where the engine outruns it:
 # those shapes at 64+ streams, never the 70B's runs. Measured cause: vLLM's own counters put the engine's part
-# of each request 0.5-4.1 s under the API server's (2.6-4.1 s at 128 streams). Not located further: on this
-# repo's 2-core machine the API-server process itself spends 41-99 µs of CPU a token it streams through
-# /v1/completions (the GPU rows' endpoint), a fifth to a half of this (a slower host core, or the engine core's
-# output thread: docs/BENCHMARKS.md, "The API server's ceiling").
+# of each request 0.5-4.1 s under the API server's (2.6-4.1 s at 128 streams), and on the lent H200 host the
+# API-server process spent 208 µs of CPU a generated token (benchmarks/results/h200-2026-12-07/api-server-cpu.md).
+# This repo's 2-core machine spends 41-99 µs (docs/BENCHMARKS.md, "The API server's ceiling"): hosts differ.
 API_TOKEN_S = 193.8e-6
 TP_STEP_MS = 0.15  # per decode step per extra GPU: all-reduces; an assumption, not measured
 PLAN_REQUESTS_PER_USER = 4  # the plan's load: 4 requests per user, ramp and drain included (as measured)
