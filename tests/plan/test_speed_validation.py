@@ -170,3 +170,13 @@ def test_the_goals_count_is_the_tables():
     assert f"missed, {within(rows)} of {len(rows)}" in goals
     assert f"({within(big)} of the {len(big)} 70B rows; all {len(small)} rows of the 8B and 3B shapes" in goals
     assert within(small) == len(small)
+
+
+def test_the_docs_copy_of_the_validation_is_the_last_runs_output():
+    # docs/BENCHMARKS.md "Every stored run" and "Per kernel" quote speed-validation.md: its table rows and its two
+    # summary lines ("With the rule …", "Without the rule …") word for word, none left from an older run
+    doc = (ROOT / "docs/BENCHMARKS.md").read_text().split("### Every stored run")[1].split("### TTFT under load")[0]
+    printed = set((RESULTS / "speed-validation.md").read_text().splitlines())
+    quoted = [line for line in doc.splitlines() if line.startswith(("| ", "With the rule", "Without the rule"))]
+    assert sum(line.startswith("With") for line in quoted) == 2
+    assert [line[:120] for line in quoted if line not in printed] == []
