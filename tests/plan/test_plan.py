@@ -66,6 +66,21 @@ def test_a_quantized_checkpoint_is_never_quantized_again_on_the_fly(quant):
     assert any("FP8 on the fly" in s.label for s in choose(sixteen, get_gpu("A100-80GB"), "none").suggestions)
 
 
+def test_int8_is_never_planned_from_a_16_bit_checkpoint():
+    """vLLM makes no INT8 weights on the fly (its --quantization fp8 is the one on-the-fly build): an INT8 plan from
+    a 16-bit checkpoint would size 8-bit weights and pass no --quantization, so vLLM loaded twice the bytes into a
+    cache sized for half of them. An INT8 checkpoint is planned as it is."""
+    l8 = lookup("meta-llama/Llama-3.1-8B-Instruct")
+    with pytest.raises(PlanError, match=r"VLLM_QUANTIZATION='int8': no INT8 checkpoint is known for "
+                                        r"meta-llama/Llama-3.1-8B-Instruct \(known: awq, gptq"):
+        choose(l8, get_gpu("H100"), "int8")
+    int8 = replace(l8, name="/models/int8", quant="int8", checkpoints={})
+    assert choose(int8, get_gpu("H100"), "int8").chosen.quantization == "int8"
+    r = CliRunner().invoke(app, ["plan", "--env-file", "", "--model", "meta-llama/Llama-3.1-8B-Instruct",
+                                 "--gpu", "H100", "--quantization", "int8"])
+    assert r.exit_code != 0 and "no INT8 checkpoint is known" in r.output, r.output
+
+
 def test_suggestions_fit_and_are_cheapest_first():
     res = choose(lookup(L70), get_gpu("A100-80GB"), "none")
     prices = [s.plan.price_per_hour for s in res.suggestions]

@@ -38,6 +38,7 @@ ACTIVATION_MARGIN = 1.25  # profiled peaks varied by 0.5 GiB (2.21 vs 1.69) betw
 CUDA_GRAPH_GIB_70B = 2.5  # 2.11 GiB measured for 80 layers × 8192 hidden, rounded up
 MIN_CUDA_GRAPH_GIB = 0.25
 FOUR_BIT = ("awq", "gptq", "w4a16")  # only as a pre-quantized checkpoint (vLLM does not make them on the fly)
+CHECKPOINT_ONLY = (*FOUR_BIT, "int8")  # likewise: vLLM 0.32 makes no INT8 weights on the fly (FP8 only)
 SIXTEEN_BIT = ("bf16", "fp16")  # what vLLM quantizes on the fly from (--quantization fp8): no other checkpoint
 
 
@@ -246,7 +247,7 @@ def suggestions(spec: ModelSpec, gpu: GPU, base: Plan, **kw) -> list[Suggestion]
     same = dict(kw, gpu_count=base.gpu_count, tensor_parallel_size=base.tensor_parallel_size,
                 max_model_len=base.max_model_len, served_name=base.model)
     for quant in ("awq", "gptq", "w4a16", "fp8"):
-        if quant == spec.quant or (quant in FOUR_BIT and quant not in spec.checkpoints):
+        if quant == spec.quant or (quant in CHECKPOINT_ONLY and quant not in spec.checkpoints):
             continue
         ckpt = spec.checkpoints.get(quant)
         if ckpt is None and spec.quant not in SIXTEEN_BIT:
@@ -292,7 +293,7 @@ def choose(spec: ModelSpec, gpu: GPU, quantization: str, *, min_sequences: float
     if quantization in ("auto", "none"):
         base = make_plan(spec, gpu, **kw)
     else:
-        if quantization in FOUR_BIT and spec.quant != quantization and quantization not in spec.checkpoints:
+        if quantization in CHECKPOINT_ONLY and spec.quant != quantization and quantization not in spec.checkpoints:
             known = ", ".join(spec.checkpoints) or "none"
             raise PlanError(f"VLLM_QUANTIZATION={quantization!r}: no {quantization.upper()} checkpoint is known for "
                             f"{spec.name} (known: {known}); point VLLM_MODEL at a {quantization.upper()} "
