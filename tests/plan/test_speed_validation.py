@@ -180,3 +180,24 @@ def test_the_docs_copy_of_the_validation_is_the_last_runs_output():
     quoted = [line for line in doc.splitlines() if line.startswith(("| ", "With the rule", "Without the rule"))]
     assert sum(line.startswith("With") for line in quoted) == 2
     assert [line[:120] for line in quoted if line not in printed] == []
+
+
+@pytest.mark.parametrize("run", ["h100-2026-12-07", "h100-2026-12-07b", "h200-2026-12-07"])
+def test_a_pipeline_runs_rows_carry_the_limits_its_servers_were_started_with(run):
+    # _first_seen_run takes a row's batch limits, KV dtype and kernel from llmodal's profiles as they are now; the
+    # servers' own record (serve.json's command, the log's "Using …LinearKernel") is what ran: they must agree
+    d = RESULTS / run
+    serve = json.loads((d / "serve.json").read_text())
+    rows = [r for r in sv.rows() if r.source.startswith(f"benchmarks/results/{run}/") and r.kind == "tput"
+            and r.first_seen is not None]
+    assert rows
+    for r in rows:
+        name = Path(r.source).stem.rsplit("-c", 1)[0]
+        argv = serve[name]["command"].split()
+        flag = lambda f, default: argv[argv.index(f) + 1] if f in argv else default  # noqa: E731
+        assert (r.max_num_seqs, r.max_num_batched_tokens, r.kv_bytes, r.kv_tokens) == (
+            int(flag("--max-num-seqs", 1024)), int(flag("--max-num-batched-tokens", 8192)),
+            1 if flag("--kv-cache-dtype", "auto") == "fp8" else 2, serve[name]["engine_kv_tokens"]), r.label
+        used = re.findall(r"Using (\w+)LinearKernel", (d / f"{name}-serve.log").read_text())
+        if used:  # 16-bit builds name none
+            assert {u.lower() for u in used} == {r.kernel}, (r.label, used)
