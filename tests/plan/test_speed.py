@@ -121,6 +121,13 @@ def test_a_band_holds_on_the_gpu_and_shape_where_the_kernels_runs_were_held_out(
         b = band(h100, "awq", spec=l70, profile="balanced", mix=mix)
         assert b.error is None and f"(here: {mix[0]:,}:{mix[1]} tokens)" in b.text(), b.text()
         assert "prompts of 1,024-6,000 tokens, outputs of 256-1,024" in b.text()
+    # and only for the batch caps its runs had: 32-1,024 sequences, 512-8,192 tokens a step
+    assert band(h100, "awq", "MacheteLinearKernel", spec=l70, profile="latency", mix=(1024, 256),
+                batching=(("max_num_seqs", 32), ("max_num_batched_tokens", 2048))).error is not None
+    for batching in ((("max_num_seqs", 4),), (("max_num_batched_tokens", 256),), (("max_num_seqs", 2048),)):
+        b = band(h100, "awq", spec=l70, profile="balanced", mix=(1024, 256), batching=batching)
+        assert b.error is None and f"(here: {batching[0][0]} {batching[0][1]})" in b.text(), b.text()
+        assert "batch caps of 32-1,024 sequences and 512-8,192 tokens a step" in b.text()
     # Llama-3.1-8B's layers with another vocabulary (Mistral-7B's 32,768): not the shape that was run
     m7 = replace(l8, name="mistral-like", vocab=32768)
     assert band(get_gpu("H100"), "bf16", spec=m7).error is None

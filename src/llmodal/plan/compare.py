@@ -73,11 +73,11 @@ def speed_of(plan: Plan, spec: ModelSpec, mix: tuple[int, int] = (1024, 256), co
     """The plan's predicted speed under its own profile's limits, with the error band for its kernel."""
     engine, limits = _engine(plan, spec, mix, concurrency)
     flags = plan.flags
-    overrides = tuple(f"{k} {v}" for k, v in (("max_num_seqs", flags and flags.max_num_seqs),
-                                              ("max_num_batched_tokens", flags and flags.max_num_batched_tokens)) if v)
+    batching = tuple((k, v) for k, v in (("max_num_seqs", flags and flags.max_num_seqs),
+                                         ("max_num_batched_tokens", flags and flags.max_num_batched_tokens)) if v)
     return predict(engine, **limits,
                    band_=band(engine.gpu, plan.quantization, flags.disabled_kernels if flags else None, spec,
-                              plan.tensor_parallel_size, profile=plan.profile, mix=mix, overrides=overrides))
+                              plan.tensor_parallel_size, profile=plan.profile, mix=mix, batching=batching))
 
 
 def lora_speed_of(plan: Plan, spec: ModelSpec, mix: tuple[int, int] = (1024, 256), concurrency: int = 128,

@@ -108,14 +108,49 @@ HELD_OUT_AT: dict[str, tuple[tuple[str, ModelSpec], ...]] = {
     "fp8-w8a8": (("H200", MEASURED), ("H100", L8)),
     "dense-16bit": (("H100", L8), ("H100", L3)),
 }
-# What each shape's throughput runs did not vary: (profile, prompt tokens from-to, output tokens from-to); its band
-# holds only there, and says so; a prediction under another profile, batch cap or token mix is extrapolated
-# (band()). The 70B's were held out by profile (all three), at 1,024:256 and the 6,000:1,024 fills; the smaller
-# shapes ran `balanced` at 1,024:256 only.
-SHAPE_SCOPE: dict[str, tuple[str | None, tuple[int, int], tuple[int, int]]] = {
-    MEASURED.name: (None, (1024, 6000), (256, 1024)),
-    L8.name: ("balanced", (1024, 1024), (256, 256)),
-    L3.name: ("balanced", (1024, 1024), (256, 256)),
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What a shape's throughput runs had; its band holds only there, and says so (band())."""
+
+    profile: str | None  # the one profile its runs had; None: every profile (its runs were held out by profile)
+    prompts: tuple[int, int]  # prompt tokens, from-to
+    outputs: tuple[int, int]  # output tokens, from-to
+    max_num_seqs: tuple[int, int] | None = None  # batch caps its runs had (None: the profile's own only)
+    max_num_batched_tokens: tuple[int, int] | None = None  # step budgets its runs had (likewise)
+
+    def text(self) -> str:
+        (a, b), (c, d) = self.prompts, self.outputs
+        tokens = f"{a:,}:{c} tokens" if (a, c) == (b, d) else f"prompts of {a:,}-{b:,} tokens, outputs of {c:,}-{d:,}"
+        if self.profile:
+            return f"{self.profile} profile, {tokens} only"
+        limits = [f"{lo:,}-{hi:,} {what}" for r, what in ((self.max_num_seqs, "sequences"),
+                                                         (self.max_num_batched_tokens, "tokens a step")) if r
+                  for lo, hi in [r]]
+        return tokens + (f", batch caps of {' and '.join(limits)}" if limits else "")
+
+    def differs(self, profile: str | None, mix: tuple[int, int] | None, batching: tuple[tuple[str, int], ...]):
+        """What of this prediction's setup its runs did not have (``None``: not known, not judged)."""
+        out = [f"{profile} profile"] if profile is not None and self.profile and profile != self.profile else []
+        for name, value in batching:
+            ran = getattr(self, name)
+            if ran is None or not ran[0] <= value <= ran[1]:
+                out.append(f"{name} {value}")
+        if mix is not None and not (self.prompts[0] <= mix[0] <= self.prompts[1]
+                                    and self.outputs[0] <= mix[1] <= self.outputs[1]):
+            out.append(f"{mix[0]:,}:{mix[1]} tokens")
+        return out
+
+
+# The 70B's runs were held out by profile (all three), at 1,024:256 and the 6,000:1,024 fills, with batch caps
+# of 32 (latency), 512 (H200 FP8 throughput) and vLLM's 1,024, and steps of 512, 2,048 and 8,192 tokens; the
+# smaller shapes ran `balanced` at 1,024:256 only, with vLLM's own limits.
+SHAPE_SCOPE: dict[str, Scope] = {
+    MEASURED.name: Scope(None, (1024, 6000), (256, 1024), max_num_seqs=(32, 1024),
+                         max_num_batched_tokens=(512, 8192)),
+    L8.name: Scope("balanced", (1024, 1024), (256, 256)),
+    L3.name: Scope("balanced", (1024, 1024), (256, 256)),
 }
 # vLLM's delivery path, per output token it streams (from the engine core's outputs through the one API-server
 # process, whose output handler and streams share one event loop): fitted to the 8B and 3B runs
@@ -241,10 +276,11 @@ class Band:
 
 def band(gpu: GPU, quant: str, disabled_kernels: str | None = None, spec: ModelSpec | None = None,
          tp: int = 1, *, profile: str | None = None, mix: tuple[int, int] | None = None,
-         overrides: tuple[str, ...] = ()) -> Band:
+         batching: tuple[tuple[str, int], ...] = ()) -> Band:
     """The held-out band for this kernel on this GPU — only where runs of this kernel on this GPU, of this
     model shape at this TP, were held out (HELD_OUT_AT), and for a shape in SHAPE_SCOPE only under the profile
-    and mix its runs had (``overrides``: batching limits set beside the profile); anywhere else no band, and why
+    and mix its runs had (``batching``: (max_num_seqs / max_num_batched_tokens, value) the plan sets); anywhere else no
+    band, and why
     it is an extrapolation. ``profile``/``mix`` None: not known, not judged."""
     k = kernel(gpu, quant, disabled_kernels, spec.group_size if spec else 128)
     f = FITS[k]
@@ -274,17 +310,11 @@ def band(gpu: GPU, quant: str, disabled_kernels: str | None = None, spec: ModelS
                    + ("all-reduce term assumed" if tp > 1 else "constants carried unchanged") + ")")
     scope = ""
     if shape and not why and shape.name in SHAPE_SCOPE:
-        ran_profile, ins, outs = SHAPE_SCOPE[shape.name]
-        tokens = (f"{ins[0]:,}:{outs[0]} tokens" if ins[0] == ins[1] and outs[0] == outs[1]
-                  else f"prompts of {ins[0]:,}-{ins[1]:,} tokens, outputs of {outs[0]:,}-{outs[1]:,}")
-        ran = f"{ran_profile} profile, {tokens} only" if ran_profile else tokens
-        differs = ([f"{profile} profile"] if profile is not None and ran_profile and profile != ran_profile else []) \
-            + (list(overrides) if ran_profile else []) \
-            + ([f"{mix[0]:,}:{mix[1]} tokens"] if mix is not None and not (ins[0] <= mix[0] <= ins[1]
-                                                                          and outs[0] <= mix[1] <= outs[1]) else [])
-        if differs:
-            why.append(f"extrapolated: the {shape.name} shape's throughput runs were {ran} (here: {', '.join(differs)})")
-        scope = f"runs of this shape: {ran}"
+        ran = SHAPE_SCOPE[shape.name]
+        if differs := ran.differs(profile, mix, batching):
+            why.append(f"extrapolated: the {shape.name} shape's throughput runs were {ran.text()} "
+                       f"(here: {', '.join(differs)})")
+        scope = f"runs of this shape: {ran.text()}"
     if why:
         err, worst, runs = None, None, 0  # the band was measured elsewhere: it does not carry over
         scope = ""
