@@ -13,14 +13,15 @@
 # Rows: each records `llmodal plan`'s prediction first (held_out.py predict), then starts the plan's server
 # cold through llmodal's own prepare (goodput.py serve: launch → /health and the start's timeline from
 # vLLM's log, serve.json), then measures its levels (held_out.py measure → rows.json, one bench file a level).
-#   H100: awq-balanced (baseline and the c=64/128 rows the prefix cache spoiled in 2026-11), bf16-8b
-#   (Llama-3.1-8B's shape: a model size and a format the speed model never saw), bf16-3b (Llama-3.2-3B's shape)
-#   and fp8-8b (the 8B in FP8) by RA_ROWS only, bf16-3b-api2 (the 3B with vLLM's --api-server-count 2: does
-#   scaling out the API server lift the delivery bound?) by RA_ROWS only, lora-8b, fp8-throughput
-#   (the 70B FP8 build: at 8,192 tokens only the throughput profile's FP8 KV leaves room, 28,554 tokens = 22 streams),
-#   awq-throughput, awq-latency, then warm restarts (start timelines with a compile cache).
-#   H200: the goodput sweep at the SLO first (goodput_run.sh's server: FP8, throughput, prefix cache off),
-#   then bf16-8b, lora-8b, awq-throughput, awq-latency, warm restarts.
+#   Defaults: what no run has measured yet, first (results/h100-2026-12-07*, h200-2026-12-07 have the rest).
+#   H100: fp8-throughput (the 70B FP8 build: at 8,192 tokens only the throughput profile's FP8 KV leaves room,
+#   28,554 tokens = 22 streams; FP8 at the 70B ran on the H200 only), bf16-3b-api2 (the 3B with vLLM's
+#   --api-server-count 2: does scaling out the API server lift the delivery bound?), awq-throughput and
+#   awq-latency with fresh prompts (the 2026-11 rows re-sent prompts), lora-8b, warm restarts (start timelines
+#   with a compile cache). By RA_ROWS: awq-balanced, bf16-8b, bf16-3b, fp8-8b (the 8B in FP8).
+#   H200: awq-balanced with fresh prompts (the shared note's c = 128 was the last H200 AWQ miss), bf16-3b-api2,
+#   the goodput sweep at the SLO (goodput_run.sh's server: FP8, throughput, prefix cache off), bf16-8b, lora-8b,
+#   warm restarts. A 70B row serves the AWQ checkpoint as it is (the planner never re-quantizes it).
 #   lora-8b (both cards, right after bf16-8b, its baseline: same model, profile, mix and levels 1 and 64):
 #   4 random rank-16 adapters on all seven linear modules (make_model.py --lora), given as a user gives them
 #   (VLLM_LORA_MODULES, VLLM_MAX_LORAS, VLLM_MAX_LORA_RANK: the planner charges them, the flag table passes
@@ -44,8 +45,8 @@ case "$1" in
     cat "$R/gpu.txt"
     name=$(head -1 "$R/gpu.txt")
     case "$name" in
-      *H200*) card=H200; price=4.54; rows=${RA_ROWS:-"goodput bf16-8b lora-8b awq-throughput awq-latency warm"} ;;
-      *H100*) card=H100; price=3.9492; rows=${RA_ROWS:-"awq-balanced bf16-8b lora-8b fp8-throughput awq-throughput awq-latency warm"} ;;
+      *H200*) card=H200; price=4.54; rows=${RA_ROWS:-"awq-balanced bf16-3b-api2 goodput bf16-8b lora-8b warm"} ;;
+      *H100*) card=H100; price=3.9492; rows=${RA_ROWS:-"fp8-throughput bf16-3b-api2 awq-throughput awq-latency lora-8b warm"} ;;
       *) echo "card not on the list: $name (H100 and H200 rows only)"; exit 2 ;;
     esac
     # the pipeline's own seconds: RA_BUDGET_S, else the device time left when this call began (RA_GPU_LEFT_S)
