@@ -121,13 +121,24 @@ def test_a_band_holds_on_the_gpu_and_shape_where_the_kernels_runs_were_held_out(
         b = band(h100, "awq", spec=l70, profile="balanced", mix=mix)
         assert b.error is None and f"(here: {mix[0]:,}:{mix[1]} tokens)" in b.text(), b.text()
         assert "prompts of 1,024-6,000 tokens, outputs of 256-1,024" in b.text()
-    # and only for the batch caps its runs had: 32-1,024 sequences, 512-8,192 tokens a step
+    # and only for the batch caps and mixes that kernel's own runs had: Marlin's (the latency profile's) 32
+    # sequences / 2,048 tokens a step, not Machete's, which all ran vLLM's 1,024 / 8,192
     assert band(h100, "awq", "MacheteLinearKernel", spec=l70, profile="latency", mix=(1024, 256),
                 batching=(("max_num_seqs", 32), ("max_num_batched_tokens", 2048))).error is not None
-    for batching in ((("max_num_seqs", 4),), (("max_num_batched_tokens", 256),), (("max_num_seqs", 2048),)):
+    for batching in ((("max_num_seqs", 4),), (("max_num_batched_tokens", 256),), (("max_num_seqs", 2048),),
+                     (("max_num_seqs", 32),), (("max_num_batched_tokens", 512),)):
         b = band(h100, "awq", spec=l70, profile="balanced", mix=(1024, 256), batching=batching)
         assert b.error is None and f"(here: {batching[0][0]} {batching[0][1]})" in b.text(), b.text()
-        assert "batch caps of 32-1,024 sequences and 512-8,192 tokens a step" in b.text()
+        assert "batch caps of 1,024 sequences and 8,192 tokens a step" in b.text()
+    # Marlin and FP8 ran the 70B at 1,024:256 only; FP8 never under the latency profile's 32 sequences
+    h200 = get_gpu("H200")
+    for b in (band(h100, "awq", "MacheteLinearKernel", spec=l70, profile="latency", mix=(6000, 1024)),
+              band(h200, "fp8", spec=l70, profile="balanced", mix=(6000, 1024)),
+              band(h200, "fp8", spec=l70, profile="latency", mix=(1024, 256),
+                   batching=(("max_num_seqs", 32), ("max_num_batched_tokens", 2048)))):
+        assert b.error is None and "(here: " in b.text(), b.text()
+    assert band(h200, "fp8", spec=l70, profile="throughput", mix=(1024, 256),
+                batching=(("max_num_seqs", 512), ("max_num_batched_tokens", 512))).error is not None
     # Llama-3.1-8B's layers with another vocabulary (Mistral-7B's 32,768): not the shape that was run
     m7 = replace(l8, name="mistral-like", vocab=32768)
     assert band(get_gpu("H100"), "bf16", spec=m7).error is None

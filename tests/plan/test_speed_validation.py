@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from llmodal.plan import speed
+from llmodal.plan.speed_fit import Row
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -201,3 +202,22 @@ def test_a_pipeline_runs_rows_carry_the_limits_its_servers_were_started_with(run
         used = re.findall(r"Using (\w+)LinearKernel", (d / f"{name}-serve.log").read_text())
         if used:  # 16-bit builds name none
             assert {u.lower() for u in used} == {r.kernel}, (r.label, used)
+
+
+def test_each_kernels_band_holds_only_inside_what_its_own_throughput_runs_had():
+    """speed.SHAPE_SCOPE per (shape, kernel) is each band's rows' own extent: a band is a kernel's, so a batch
+    cap or a mix that only another kernel of the same shape ran is no measurement of this one."""
+    by_key: dict = {}
+    for r in sv.rows():
+        if r.kind == "tput":
+            by_key.setdefault(sv.band_key(r), []).append(r)
+    assert set(by_key) == set(speed.BANDS)
+    for (_, _, k, shape), rs in by_key.items():
+        s = speed.SHAPE_SCOPE[shape, k]
+        span = lambda f: (min(map(f, rs)), max(map(f, rs)))  # noqa: E731
+        assert (s.prompts, s.outputs) == (span(lambda r: r.n_in), span(lambda r: r.n_out)), (shape, k)
+        for name in ("max_num_seqs", "max_num_batched_tokens"):
+            # None: the runs had vLLM's own limits only (the Row default), so any cap set is outside them
+            assert getattr(s, name) == span(lambda r: getattr(r, name)) or (
+                getattr(s, name) is None and {getattr(r, name) for r in rs} == {Row.__dataclass_fields__[name].default}), (shape, k, name)
+        assert s.profile is None or {sv.group(r) for r in rs} == {s.profile}, (shape, k)

@@ -125,7 +125,7 @@ class Scope:
         tokens = f"{a:,}:{c} tokens" if (a, c) == (b, d) else f"prompts of {a:,}-{b:,} tokens, outputs of {c:,}-{d:,}"
         if self.profile:
             return f"{self.profile} profile, {tokens} only"
-        limits = [f"{lo:,}-{hi:,} {what}" for r, what in ((self.max_num_seqs, "sequences"),
+        limits = [f"{lo:,}-{hi:,} {what}" if lo != hi else f"{lo:,} {what}" for r, what in ((self.max_num_seqs, "sequences"),
                                                          (self.max_num_batched_tokens, "tokens a step")) if r
                   for lo, hi in [r]]
         return tokens + (f", batch caps of {' and '.join(limits)}" if limits else "")
@@ -143,14 +143,21 @@ class Scope:
         return out
 
 
-# The 70B's runs were held out by profile (all three), at 1,024:256 and the 6,000:1,024 fills, with batch caps
-# of 32 (latency), 512 (H200 FP8 throughput) and vLLM's 1,024, and steps of 512, 2,048 and 8,192 tokens; the
-# smaller shapes ran `balanced` at 1,024:256 only, with vLLM's own limits.
-SHAPE_SCOPE: dict[str, Scope] = {
-    MEASURED.name: Scope(None, (1024, 6000), (256, 1024), max_num_seqs=(32, 1024),
-                         max_num_batched_tokens=(512, 8192)),
-    L8.name: Scope("balanced", (1024, 1024), (256, 256)),
-    L3.name: Scope("balanced", (1024, 1024), (256, 256)),
+# Per model shape and kernel, since a band is per kernel (tests/plan/test_speed_validation.py checks each against its
+# own throughput rows): the 70B's runs were held out by profile, but Machete's all had vLLM's 1,024 sequences and
+# 8,192-token steps (1,024:256 and the 6,000:1,024 fills), Marlin's the latency profile's 32 / 2,048 and vLLM's
+# (1,024:256 only), FP8's the H200 throughput profile's 512 / 512 and vLLM's (1,024:256 only); the smaller shapes
+# ran `balanced` at 1,024:256 only, with vLLM's own limits.
+SHAPE_SCOPE: dict[tuple[str, str], Scope] = {
+    (MEASURED.name, "machete"): Scope(None, (1024, 6000), (256, 1024), max_num_seqs=(1024, 1024),
+                                      max_num_batched_tokens=(8192, 8192)),
+    (MEASURED.name, "marlin"): Scope(None, (1024, 1024), (256, 256), max_num_seqs=(32, 1024),
+                                     max_num_batched_tokens=(2048, 8192)),
+    (MEASURED.name, "fp8-w8a8"): Scope(None, (1024, 1024), (256, 256), max_num_seqs=(512, 1024),
+                                       max_num_batched_tokens=(512, 8192)),
+    (L8.name, "dense-16bit"): Scope("balanced", (1024, 1024), (256, 256)),
+    (L8.name, "fp8-w8a8"): Scope("balanced", (1024, 1024), (256, 256)),
+    (L3.name, "dense-16bit"): Scope("balanced", (1024, 1024), (256, 256)),
 }
 # vLLM's delivery path, per output token it streams (from the engine core's outputs through the one API-server
 # process, whose output handler and streams share one event loop): fitted to the 8B and 3B runs
@@ -309,12 +316,12 @@ def band(gpu: GPU, quant: str, disabled_kernels: str | None = None, spec: ModelS
                       "fp8-marlin") else "")
                    + ("all-reduce term assumed" if tp > 1 else "constants carried unchanged") + ")")
     scope = ""
-    if shape and not why and shape.name in SHAPE_SCOPE:
-        ran = SHAPE_SCOPE[shape.name]
+    if shape and not why and (shape.name, k) in SHAPE_SCOPE:
+        ran = SHAPE_SCOPE[shape.name, k]
         if differs := ran.differs(profile, mix, batching):
-            why.append(f"extrapolated: the {shape.name} shape's throughput runs were {ran.text()} "
+            why.append(f"extrapolated: the {shape.name} shape's {k} throughput runs were {ran.text()} "
                        f"(here: {', '.join(differs)})")
-        scope = f"runs of this shape: {ran.text()}"
+        scope = f"{k} runs of this shape: {ran.text()}"
     if why:
         err, worst, runs = None, None, 0  # the band was measured elsewhere: it does not carry over
         scope = ""
