@@ -37,15 +37,8 @@ def api_cpu(f: Path) -> tuple[int, int] | None:
     return (int(api[0][0]), int(api[0][2])) if api else None
 
 
-def main(run: Path) -> None:
-    polls = []
-    for f in sorted((run / "metrics").glob("*.txt")):
-        ps = f.with_suffix(".ps")
-        if ps.exists() and (n := tokens(f)) is not None and (cpu := api_cpu(ps)):
-            polls.append((int(f.stem), n, *cpu))
-    rows = [(t1 - t0, n1 - n0, c1 - c0) for (t0, n0, p0, c0), (t1, n1, p1, c1) in zip(polls, polls[1:])
-            if p0 == p1 and n1 >= n0]
-    # least squares, two unknowns: cpu = idle * dt + k * tokens
+def fit(rows: list[tuple[int, float, int]]) -> tuple[float, float, float]:
+    """Least squares of cpu = idle × dt + k × tokens: (idle, k, k's standard error)."""
     sxx = sum(dt * dt for dt, _, _ in rows)
     sxy = sum(dt * n for dt, n, _ in rows)
     syy = sum(n * n for _, n, _ in rows)
@@ -53,17 +46,38 @@ def main(run: Path) -> None:
     syc = sum(n * c for _, n, c in rows)
     det = sxx * syy - sxy * sxy
     idle, k = (sxc * syy - syc * sxy) / det, (sxx * syc - sxy * sxc) / det
-    busy = [(dt, n, c) for dt, n, c in rows if n / dt > 100]
+    resid = sum((c - idle * dt - k * n) ** 2 for dt, n, c in rows) / max(len(rows) - 2, 1)
+    return idle, k, (resid * sxx / det) ** 0.5
+
+
+def main(run: Path) -> None:
+    polls = []
+    for f in sorted((run / "metrics").glob("*.txt")):
+        ps = f.with_suffix(".ps")
+        if ps.exists() and (n := tokens(f)) is not None and (cpu := api_cpu(ps)):
+            polls.append((int(f.stem), n, *cpu))
+    per: dict[int, list] = {}  # API-server pid → its intervals
+    for (t0, n0, p0, c0), (t1, n1, p1, c1) in zip(polls, polls[1:]):
+        if p0 == p1 and n1 >= n0:
+            per.setdefault(p1, []).append((t1 - t0, n1 - n0, c1 - c0))
+    rows = [r for rs in per.values() for r in rs]
+    idle, k, se = fit(rows)
     print(f"# The API server's CPU per streamed token on the GPU host ({run.name})\n")
     print("Command: `.venv/bin/python benchmarks/api_cpu_gpu_host.py " + (str(run.relative_to(Path.cwd()))
           if run.is_relative_to(Path.cwd()) else str(run)) + "` (this file is its output).\n")
     print(f"Intervals between polls of one server: {len(rows)}, {sum(n for _, n, _ in rows):,.0f} tokens generated, "
-          f"{sum(c for _, _, c in rows)} CPU seconds of the API-server process.\n")
-    print(f"**Fit over every interval: {k * 1e6:.0f} µs of API-server CPU a generated token, plus {idle:.3f} CPU "
-          f"seconds a second idle.** Over the busy intervals alone (more than 100 tokens a second: "
-          f"{len(busy)}), CPU ÷ tokens without the idle share: "
-          f"{sum(c for _, _, c in busy) / sum(n for _, n, _ in busy) * 1e6:.0f} µs a token.\n")
-    print("| interval s | tokens | tokens/s | API-server CPU s |")
+          f"{sum(c for _, _, c in rows)} CPU seconds of the API-server process (ps: whole seconds; CPU time of all "
+          f"its threads, not the serial time a token waits).\n")
+    print(f"**Fit over every interval: {k * 1e6:.0f} µs of API-server CPU a generated token (standard error "
+          f"{se * 1e6:.0f} µs), plus {idle:.3f} CPU seconds a second idle.** Per server:\n")
+    print("| API-server pid | intervals | tokens/s, most in an interval | µs a token (± standard error) | "
+          "CPU ÷ tokens, idle share included |")
+    print("|---|---|---|---|---|")
+    for pid, rs in per.items():
+        i, kk, e = fit(rs)
+        print(f"| {pid} | {len(rs)} | {max(n / dt for dt, n, _ in rs):,.0f} | {kk * 1e6:.0f} ± {e * 1e6:.0f} "
+              f"| {sum(c for _, _, c in rs) / sum(n for _, n, _ in rs) * 1e6:.0f} |")
+    print("\n| interval s | tokens | tokens/s | API-server CPU s |")
     print("|---|---|---|---|")
     for dt, n, c in rows:
         print(f"| {dt} | {n:,.0f} | {n / dt:,.0f} | {c} |")

@@ -32,7 +32,9 @@ def test_the_fit_takes_the_idle_share_out(tmp_path, capsys):
     A.main(tmp_path)
     out = capsys.readouterr().out
     assert "Intervals between polls of one server: 4, 90,000 tokens generated" in out
-    assert "Fit over every interval: 200 µs of API-server CPU a generated token, plus 0.500 CPU seconds" in out
+    assert "Fit over every interval: 200 µs of API-server CPU a generated token (standard error 0 µs), plus 0.500 " \
+           "CPU seconds" in out
+    assert "| 2064 | 4 | 1,250 | 200 ± 0 |" in out  # the one server's own fit, and its busiest interval
 
 
 def test_the_stored_reading_regenerates_and_the_docs_quote_it():

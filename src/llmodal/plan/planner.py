@@ -300,10 +300,10 @@ def choose(spec: ModelSpec, gpu: GPU, quantization: str, *, min_sequences: float
                             f"{quantization.upper()} checkpoint instead")
         ckpt = spec.checkpoints.get(quantization) if quantization != spec.quant else None
         if quantization != spec.quant and ckpt is None and spec.quant not in SIXTEEN_BIT:
-            raise PlanError(f"VLLM_QUANTIZATION={quantization!r}: {spec.name} is already {spec.quant.upper()}-quantized, "
-                            f"and vLLM quantizes on the fly from 16-bit weights only; use "
-                            f"VLLM_QUANTIZATION=none (or auto) to serve it as it is, or point VLLM_MODEL at an existing "
-                            f"{quantization.upper()} checkpoint")
+            raise PlanError(f"VLLM_QUANTIZATION={quantization!r}: {spec.name} is already "
+                            f"{spec.quant.upper()}-quantized, and vLLM quantizes on the fly from 16-bit weights only; "
+                            f"use VLLM_QUANTIZATION=none (or auto) to serve it as it is, or point VLLM_MODEL at an "
+                            f"existing {quantization.upper()} checkpoint")
         base = make_plan(spec, gpu, quantization=quantization, checkpoint=ckpt, **kw)
     keep = ("gpu_memory_utilization", "scaledown_window_s", "price_per_hour", "profile", "batching", "lora")
     sugg = suggestions(spec, gpu, base, **{k: v for k, v in kw.items() if k in keep})

@@ -125,9 +125,9 @@ class Scope:
         tokens = f"{a:,}:{c} tokens" if (a, c) == (b, d) else f"prompts of {a:,}-{b:,} tokens, outputs of {c:,}-{d:,}"
         if self.profile:
             return f"{self.profile} profile, {tokens} only"
-        limits = [f"{lo:,}-{hi:,} {what}" if lo != hi else f"{lo:,} {what}" for r, what in ((self.max_num_seqs, "sequences"),
-                                                         (self.max_num_batched_tokens, "tokens a step")) if r
-                  for lo, hi in [r]]
+        span = lambda r: f"{r[0]:,}" if r[0] == r[1] else f"{r[0]:,}-{r[1]:,}"  # noqa: E731
+        limits = [f"{span(r)} {what}" for r, what in ((self.max_num_seqs, "sequences"),
+                                                      (self.max_num_batched_tokens, "tokens a step")) if r]
         return tokens + (f", batch caps of {' and '.join(limits)}" if limits else "")
 
     def differs(self, profile: str | None, mix: tuple[int, int] | None, batching: tuple[tuple[str, int], ...]):
@@ -164,7 +164,8 @@ SHAPE_SCOPE: dict[tuple[str, str], Scope] = {
 # (speed_validation.py, held out by model shape), on the lent H100 host. It binds where the engine outruns it:
 # those shapes at 64+ streams, never the 70B's runs. Measured cause: vLLM's own counters put the engine's part
 # of each request 0.5-4.1 s under the API server's (2.6-4.1 s at 128 streams), and on the lent H200 host the
-# API-server process spent 208 µs of CPU a generated token (benchmarks/results/h200-2026-12-07/api-server-cpu.md).
+# API-server process spent 208 ± 14 µs of CPU a generated token at up to 2,117 tok/s (a coarse reading,
+# consistent with this figure: benchmarks/results/h200-2026-12-07/api-server-cpu.md).
 # This repo's 2-core machine spends 41-99 µs (docs/BENCHMARKS.md, "The API server's ceiling"): hosts differ.
 API_TOKEN_S = 193.8e-6
 TP_STEP_MS = 0.15  # per decode step per extra GPU: all-reduces; an assumption, not measured
