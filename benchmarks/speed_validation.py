@@ -324,7 +324,7 @@ FOLDS += [Fold(f"shape: leave out {n}", (lambda m: lambda r: r.model == m)(m)) f
 
 
 def band_key(r: Row) -> tuple[str, str, str, str]:
-    """speed.BANDS' key: a band is the held-out error of one kernel at one model shape on one architecture."""
+    """speed_band.BANDS' key: a band is the held-out error of one kernel at one model shape on one architecture."""
     return ARCH[r.gpu], family(r.quant), r.kernel, spec_of(r, SPEC).name.split("/")[-1].removesuffix("-Instruct")
 
 
@@ -429,7 +429,7 @@ def main() -> None:
                   f"| ±{b[0]:.1%} | {b[1]:+.1%} | {sum(v.status == 'miss' for v in vs)} | {len(tt)} "
                   f"| {max(tt, key=abs, default=0):+.1%} |")
     print()
-    print("speed.py BANDS (without the rule): " + ", ".join(f"{k}: {b}" for k, b in bands.items()))
+    print("speed_band.py BANDS (without the rule): " + ", ".join(f"{k}: {b}" for k, b in bands.items()))
     print()
     for name, vs_all in (("With the rule (not out of sample)", verdicts),
                          ("Without the rule (out of sample)", verdicts_fresh)):

@@ -10,7 +10,8 @@ from llmodal.plan.model_spec import ModelSpec
 from dataclasses import replace
 
 from llmodal.plan.catalog import lookup
-from llmodal.plan.speed import BANDS, MEASURED, Engine, KernelFit, band, kernel, predict
+from llmodal.plan.speed import MEASURED, Engine, KernelFit, kernel, predict
+from llmodal.plan.speed_band import BANDS, band
 from llmodal.plan.speed_fit import Fold, Outcome, Row, cross_validate, summarize
 from llmodal.plan.speed_sim import Load, simulate
 

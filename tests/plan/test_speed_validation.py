@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from llmodal.plan import speed
+from llmodal.plan import speed, speed_band
 from llmodal.plan.speed_fit import Row
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -97,9 +97,9 @@ def test_speed_py_carries_what_the_validation_printed():
     for k in ("machete", "marlin", "fp8-w8a8"):
         f = speed.FITS[k]
         assert f"{k}: E_COMP {f.e_comp:.3f}, FLOOR {f.floor_ms:.2f} ms" in first
-    line = next(x for x in text.splitlines() if x.startswith("speed.py BANDS"))
-    assert len(re.findall(r"\): \([-\d.]+, ", line)) == len(speed.BANDS)  # every band printed is carried, none more
-    for key, (p90, worst, runs) in speed.BANDS.items():
+    line = next(x for x in text.splitlines() if x.startswith("speed_band.py BANDS"))
+    assert len(re.findall(r"\): \([-\d.]+, ", line)) == len(speed_band.BANDS)  # every band printed is carried, none more
+    for key, (p90, worst, runs) in speed_band.BANDS.items():
         m = re.search(re.escape(str(key)) + r": \(([-\d.]+), ([-\d.]+), (\d+)\)", line)
         assert m, key
         assert (p90, worst, runs) == (pytest.approx(float(m[1])), pytest.approx(float(m[2])), int(m[3]))
@@ -205,15 +205,15 @@ def test_a_pipeline_runs_rows_carry_the_limits_its_servers_were_started_with(run
 
 
 def test_each_kernels_band_holds_only_inside_what_its_own_throughput_runs_had():
-    """speed.SHAPE_SCOPE per (shape, kernel) is each band's rows' own extent: a band is a kernel's, so a batch
+    """speed_band.SHAPE_SCOPE per (shape, kernel) is each band's rows' own extent: a band is a kernel's, so a batch
     cap or a mix that only another kernel of the same shape ran is no measurement of this one."""
     by_key: dict = {}
     for r in sv.rows():
         if r.kind == "tput":
             by_key.setdefault(sv.band_key(r), []).append(r)
-    assert set(by_key) == set(speed.BANDS)
+    assert set(by_key) == set(speed_band.BANDS)
     for (_, _, k, shape), rs in by_key.items():
-        s = speed.SHAPE_SCOPE[shape, k]
+        s = speed_band.SHAPE_SCOPE[shape, k]
         span = lambda f: (min(map(f, rs)), max(map(f, rs)))  # noqa: E731
         assert (s.prompts, s.outputs) == (span(lambda r: r.n_in), span(lambda r: r.n_out)), (shape, k)
         for name in ("max_num_seqs", "max_num_batched_tokens"):

@@ -14,7 +14,8 @@ from llmodal.plan.lora_memory import LoraSlots
 from llmodal.plan.lora_speed import MEASURED_ON, SOURCE, LoraSpeed, predict_lora
 from llmodal.plan.planner import EngineShape, Plan, make_plan
 from llmodal.plan.profiles import Batching
-from llmodal.plan.speed import Engine, Speed, band, kernel, predict, tp_measured
+from llmodal.plan.speed import Engine, Speed, kernel, predict, tp_measured
+from llmodal.plan.speed_band import band
 
 COMPARE_GPUS = ("A100-80GB", "L40S", "H100", "H200", "B200")
 COMPARE_BUILDS = ("bf16", "fp8", "awq", "gptq")

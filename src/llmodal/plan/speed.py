@@ -31,8 +31,8 @@ events — API_TOKEN_S each, one after another: where the engine outruns it (an 
 70B on a B200 or at TP > 1), it is the ceiling (``Speed.api_bound`` says by how much).
 
 Constants are fitted by ``benchmarks/speed_validation.py`` to every stored run; the error band beside each
-prediction is that script's held-out error for the (architecture, format, kernel): docs/BENCHMARKS.md,
-"Planner speed model".
+prediction is that script's held-out error for the (architecture, format, kernel, model shape), and
+``speed_band`` says where it holds: docs/BENCHMARKS.md, "Planner speed model".
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ class KernelFit:
     e_comp: float  # fraction of the kernel's tensor-core peak a compute-bound step reaches
     floor_ms: float = 0.0  # a 4-bit kernel's weight pass at small batch (dequantisation), Hopper, for MEASURED's
     # linear weights on one GPU; a step scales it by the linear weights its GPU holds (Engine.floor_seconds)
-    measured_on: tuple[str, ...] = ()  # GPUs whose runs fitted these constants (the 70B's; bands: HELD_OUT_AT)
+    measured_on: tuple[str, ...] = ()  # GPUs whose runs fitted these constants (the 70B's; bands: speed_band)
     like: str = ""  # unfitted: constants borrowed from this kernel
     first_seen: str = ""  # where runs judged an unfitted kernel's borrowed constants (never refitted on them)
 
@@ -77,88 +77,16 @@ FITS |= {
     "int8-w8a8": KernelFit(e_comp=FITS["fp8-w8a8"].e_comp, like="fp8-w8a8"),
     "fp8-marlin": KernelFit(e_comp=FITS["marlin"].e_comp, floor_ms=FITS["marlin"].floor_ms, like="marlin"),
 }
-# Held-out throughput error per (architecture, format family, kernel, model shape), from the same script's summary: the
-# |error| 90 % of the held-out runs stay within, the worst one, and how many runs (each held out when its
-# profile was left out of the fit, and when its GPU was, where the kernel ran on both GPUs). These are the
-# results *without* the repeated-prompts rule, the out-of-sample ones: the rule was written after a held-out
-# miss had been seen (docs/BENCHMARKS.md, "Planner speed model"). A band holds only where HELD_OUT_AT
-# has runs of the kernel (GPU and model shape), at the measured TP: band() gives none elsewhere.
-BANDS: dict[tuple[str, str, str, str], tuple[float, float, int]] = {
-    ("Hopper", "4-bit", "machete", "Llama-3.1-70B"): (0.166, -0.402, 45),
-    ("Hopper", "4-bit", "marlin", "Llama-3.1-70B"): (0.167, -0.170, 11),
-    ("Hopper", "bf16", "dense-16bit", "Llama-3.1-8B"): (0.086, -0.086, 8),
-    ("Hopper", "bf16", "dense-16bit", "Llama-3.2-3B"): (0.118, 0.118, 3),
-    ("Hopper", "fp8", "fp8-w8a8", "Llama-3.1-70B"): (0.137, -0.147, 35),
-    ("Hopper", "fp8", "fp8-w8a8", "Llama-3.1-8B"): (0.106, 0.106, 3),
-}
 # The one model shape every stored run served (Llama-3.1-70B; 3.3 has the same shape), and at which TP. A
 # prediction for any other shape or TP carries FLOOR, E_COMP and the TP term outside what was measured.
 MEASURED = ModelSpec("Llama-3.1-70B", layers=80, hidden=8192, heads=64, kv_heads=8, head_dim=128,
                      intermediate=28672, vocab=128256)
 MEASURED_TP = (1,)
-# The other shapes the H100 ran on 2026-12-07 (benchmarks/results/h100-2026-12-07*), and where each kernel's runs
-# were held out, as (GPU, shape): a band holds only there (band()).
+# The other shapes the H100 ran on 2026-12-07 (benchmarks/results/h100-2026-12-07*).
 L8 = ModelSpec("Llama-3.1-8B", layers=32, hidden=4096, heads=32, kv_heads=8, head_dim=128, intermediate=14336,
                vocab=128256)
 L3 = ModelSpec("Llama-3.2-3B", layers=28, hidden=3072, heads=24, kv_heads=8, head_dim=128, intermediate=8192,
                vocab=128256, tied_embeddings=True)
-HELD_OUT_AT: dict[str, tuple[tuple[str, ModelSpec], ...]] = {
-    "machete": (("H100", MEASURED), ("H200", MEASURED)),
-    "marlin": (("H100", MEASURED), ("H200", MEASURED)),
-    "fp8-w8a8": (("H200", MEASURED), ("H100", L8)),
-    "dense-16bit": (("H100", L8), ("H100", L3)),
-}
-
-
-@dataclass(frozen=True)
-class Scope:
-    """What a shape's throughput runs had; its band holds only there, and says so (band())."""
-
-    profile: str | None  # the one profile its runs had; None: every profile (its runs were held out by profile)
-    prompts: tuple[int, int]  # prompt tokens, from-to
-    outputs: tuple[int, int]  # output tokens, from-to
-    max_num_seqs: tuple[int, int] | None = None  # batch caps its runs had (None: the profile's own only)
-    max_num_batched_tokens: tuple[int, int] | None = None  # step budgets its runs had (likewise)
-
-    def text(self) -> str:
-        (a, b), (c, d) = self.prompts, self.outputs
-        tokens = f"{a:,}:{c} tokens" if (a, c) == (b, d) else f"prompts of {a:,}-{b:,} tokens, outputs of {c:,}-{d:,}"
-        if self.profile:
-            return f"{self.profile} profile, {tokens} only"
-        span = lambda r: f"{r[0]:,}" if r[0] == r[1] else f"{r[0]:,}-{r[1]:,}"  # noqa: E731
-        limits = [f"{span(r)} {what}" for r, what in ((self.max_num_seqs, "sequences"),
-                                                      (self.max_num_batched_tokens, "tokens a step")) if r]
-        return tokens + (f", batch caps of {' and '.join(limits)}" if limits else "")
-
-    def differs(self, profile: str | None, mix: tuple[int, int] | None, batching: tuple[tuple[str, int], ...]):
-        """What of this prediction's setup its runs did not have (``None``: not known, not judged)."""
-        out = [f"{profile} profile"] if profile is not None and self.profile and profile != self.profile else []
-        for name, value in batching:
-            ran = getattr(self, name)
-            if ran is None or not ran[0] <= value <= ran[1]:
-                out.append(f"{name} {value}")
-        if mix is not None and not (self.prompts[0] <= mix[0] <= self.prompts[1]
-                                    and self.outputs[0] <= mix[1] <= self.outputs[1]):
-            out.append(f"{mix[0]:,}:{mix[1]} tokens")
-        return out
-
-
-# Per model shape and kernel, since a band is per kernel (tests/plan/test_speed_validation.py checks each against its
-# own throughput rows): the 70B's runs were held out by profile, but Machete's all had vLLM's 1,024 sequences and
-# 8,192-token steps (1,024:256 and the 6,000:1,024 fills), Marlin's the latency profile's 32 / 2,048 and vLLM's
-# (1,024:256 only), FP8's the H200 throughput profile's 512 / 512 and vLLM's (1,024:256 only); the smaller shapes
-# ran `balanced` at 1,024:256 only, with vLLM's own limits.
-SHAPE_SCOPE: dict[tuple[str, str], Scope] = {
-    (MEASURED.name, "machete"): Scope(None, (1024, 6000), (256, 1024), max_num_seqs=(1024, 1024),
-                                      max_num_batched_tokens=(8192, 8192)),
-    (MEASURED.name, "marlin"): Scope(None, (1024, 1024), (256, 256), max_num_seqs=(32, 1024),
-                                     max_num_batched_tokens=(2048, 8192)),
-    (MEASURED.name, "fp8-w8a8"): Scope(None, (1024, 1024), (256, 256), max_num_seqs=(512, 1024),
-                                       max_num_batched_tokens=(512, 8192)),
-    (L8.name, "dense-16bit"): Scope("balanced", (1024, 1024), (256, 256)),
-    (L8.name, "fp8-w8a8"): Scope("balanced", (1024, 1024), (256, 256)),
-    (L3.name, "dense-16bit"): Scope("balanced", (1024, 1024), (256, 256)),
-}
 # vLLM's delivery path, per output token it streams (from the engine core's outputs through the one API-server
 # process, whose output handler and streams share one event loop): fitted to the 8B and 3B runs
 # (speed_validation.py, held out by model shape), on the lent H100 host. It binds where the engine outruns it:
@@ -280,54 +208,6 @@ class Band:
     def to_dict(self) -> dict:
         return {"kernel": self.kernel, "error": self.error, "worst": self.worst, "held_out_runs": self.runs,
                 "shape": self.shape or None, "extrapolated": self.extrapolated or None, "note": self.note or None}
-
-
-def band(gpu: GPU, quant: str, disabled_kernels: str | None = None, spec: ModelSpec | None = None,
-         tp: int = 1, *, profile: str | None = None, mix: tuple[int, int] | None = None,
-         batching: tuple[tuple[str, int], ...] = ()) -> Band:
-    """The held-out band for this kernel on this GPU — only where runs of this kernel on this GPU, of this
-    model shape at this TP, were held out (HELD_OUT_AT), and for a shape in SHAPE_SCOPE only under the profile
-    and mix its runs had (``batching``: (max_num_seqs / max_num_batched_tokens, value) the plan sets); anywhere else no
-    band, and why
-    it is an extrapolation. ``profile``/``mix`` None: not known, not judged."""
-    k = kernel(gpu, quant, disabled_kernels, spec.group_size if spec else 128)
-    f = FITS[k]
-    where = HELD_OUT_AT.get(k, ())
-    here = tuple(m for g, m in where if g == gpu.name)
-    # the shape whose held-out runs give the band (no spec: the guide's 70B where it ran, else the one that did)
-    shape = next((m for m in sorted(here, key=lambda m: m is not MEASURED) if spec is None or same_shape(spec, m)),
-                 None)
-    err, worst, runs = BANDS.get((ARCH.get(gpu.name, ""), family(quant), k, shape.name if shape else ""),
-                                 (None, None, 0))
-    borrowed = (f"{k} was never fitted; constants borrowed from {f.like}"
-                + (f" (first seen: {f.first_seen}, benchmarks/results/speed-validation.md)" if f.first_seen
-                   else "; never measured")) if f.like else ""
-    why = []
-    if not where:
-        why.append(f"extrapolated: {borrowed}" if borrowed else "extrapolated: never measured")
-        borrowed = ""
-    elif not here:
-        gpus = ", ".join(sorted({g for g, _ in where}))
-        why.append(f"extrapolated: no measurement of this kernel on this GPU (measured on {gpus})")
-    if here and not measured_shape(spec, tp, here):
-        why.append(f"extrapolated: no measurement of this model size / tensor-parallel degree (measured with "
-                   f"{k} on the {gpu.name}: {', '.join(m.name for m in here)} shape at TP "
-                   f"{', '.join(map(str, MEASURED_TP))}; "
-                   + ("4-bit floor scaled by the weights each GPU dequantises; " if k in ("machete", "marlin",
-                      "fp8-marlin") else "")
-                   + ("all-reduce term assumed" if tp > 1 else "constants carried unchanged") + ")")
-    scope = ""
-    if shape and not why and (shape.name, k) in SHAPE_SCOPE:
-        ran = SHAPE_SCOPE[shape.name, k]
-        if differs := ran.differs(profile, mix, batching):
-            why.append(f"extrapolated: the {shape.name} shape's {k} throughput runs were {ran.text()} "
-                       f"(here: {', '.join(differs)})")
-        scope = f"{k} runs of this shape: {ran.text()}"
-    if why:
-        err, worst, runs = None, None, 0  # the band was measured elsewhere: it does not carry over
-        scope = ""
-    return Band(k, err, worst, runs, "; ".join(why), "; ".join(x for x in (borrowed, scope) if x),
-                shape.name if shape and not why else "")
 
 
 @dataclass(frozen=True)
