@@ -9,6 +9,8 @@ there) against the engine's own timestamps (`request_queue_time` + `request_pref
 `request_decode_time`: queued in the engine core, first scheduled, first token, last token). What the API server
 adds beyond the engine's part is time the request waited in the API server, before the engine had it or after
 the engine had produced its tokens; `inter_token_latency` and `time_per_output_token` are engine timestamps too.
+The last two columns: the API server's time to first token against the engine's prefill (first scheduled to
+first token), which at one stream is the prompt's one prefill step.
 """
 
 from __future__ import annotations
@@ -39,19 +41,22 @@ def main(run: Path) -> None:
     print("Command: `.venv/bin/python benchmarks/engine_vs_api.py " + str(run.relative_to(Path.cwd()) if
           run.is_relative_to(Path.cwd()) else run) + "` (this file is its output).\n")
     print("| poll (UTC) | model served | requests finished | API server e2e, mean ms | engine: queue + prefill + "
-          "decode, mean ms | API server beyond the engine, ms | engine inter-token latency, mean ms |")
-    print("|---|---|---|---|---|---|---|")
+          "decode, mean ms | API server beyond the engine, ms | engine inter-token latency, mean ms | API server TTFT, "
+          "mean ms | engine prefill, mean ms |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for (_, a, _), (t1, b, model) in zip(polls, polls[1:]):
         d = {k: b.get(k, 0.0) - a.get(k, 0.0) for k in b}
         n = d.get("e2e_request_latency_seconds_count", 0)
         if n <= 0:
             continue  # nothing finished, or a new server's counters started again
         mean = lambda k: d.get(k + "_sum", 0.0) / max(d.get(k + "_count", 0.0), 1) * 1000  # noqa: E731
+        first = lambda k: f"{mean(k):,.1f}" if d.get(k + "_count", 0) > 0 else "–"  # no first token in the poll  # noqa: E731
         e2e = mean("e2e_request_latency_seconds")
         engine = sum(mean(k) for k in ENGINE)
         when = datetime.fromtimestamp(t1, timezone.utc).strftime("%H:%M:%S")
         print(f"| {when} | {model} | {int(n)} | {e2e:,.0f} | {engine:,.0f} | {e2e - engine:,.0f} "
-              f"| {mean('inter_token_latency_seconds'):.2f} |")
+              f"| {mean('inter_token_latency_seconds'):.2f} | {first('time_to_first_token_seconds')} "
+              f"| {first('request_prefill_time_seconds')} |")
 
 
 if __name__ == "__main__":

@@ -162,6 +162,10 @@ def _first_seen_run(d: Path, spec: tuple) -> list[Row]:
                      quant, profile, c, kv[row], kv_bytes=flags.kv_dtype_bytes, weights_gib=gib, model=model,
                      first_seen=stored[row]["predicted"][str(c)]["out_tok_s"], **limits)
                 for c in levels]
+        if 1 in levels:  # the single stream's mean TTFT, beside its throughput (one warm-up request before it)
+            out.append(_row(d / f"{row}-c1.json", f"{label}, vLLM 0.32, llmodal bench, c=1 TTFT ({row}-c1{note})", gpu,
+                            quant, profile, 1, kv[row], kind="ttft", kv_bytes=flags.kv_dtype_bytes, weights_gib=gib,
+                            model=model, first_seen=stored[row]["predicted"]["1"]["ttft_ms"], **limits))
     return out
 
 
@@ -334,7 +338,7 @@ def _fit(train):
 
 def _predict(r: Row, params) -> float | None:
     k = r.kernel
-    if params.token_s is None and binds_api(r):
+    if params.token_s is None and r.model:
         return None  # no run outside the fold fixed the API server's term, which binds this shape's runs
     return predict_row(r, SPEC, params) if k in params.fits or FITS[k].like in params.fits else None
 

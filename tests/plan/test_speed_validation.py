@@ -126,16 +126,18 @@ def test_the_vllm_026_session_credits_the_prompts_each_call_re_sent():
 def test_an_unfitted_kernels_first_seen_note_is_the_validations_rows():
     """speed.py's note for a kernel judged but never fitted (dense-16bit) says how many first-seen rows the
     validation holds for it and their range of error, as the table's first-seen column has them."""
-    errors = []
+    errors = {"tok/s": [], "ms TTFT": []}
     for line in (RESULTS / "speed-validation.md").read_text().splitlines():
         cells = [c.strip() for c in line.split("|")]
         if len(cells) > 3 and cells[2] == "dense-16bit":
             m = re.search(r"\(([-+]\d+\.\d)%\)$", cells[-3])  # the first-seen column: "142.5 (-8.7%)"
             assert m, line
-            errors.append(float(m[1]))
+            errors["tok/s" if cells[3].endswith("tok/s") else "ms TTFT"].append(float(m[1]))
+    tput, ttft = errors["tok/s"], errors["ms TTFT"]
     note = speed.FITS["dense-16bit"].first_seen
-    assert errors and note.startswith(f"{len(errors)} runs ")
-    assert note.endswith(f"{min(errors):+.1f}% to {max(errors):+.1f}%"), (note, errors)
+    assert tput and ttft and note.startswith(f"{len(tput)} throughput runs ")
+    assert f"{min(tput):+.1f}% to {max(tput):+.1f}%; " in note, (note, tput)
+    assert note.endswith(f"{len(ttft)} single-stream TTFTs {max(ttft):+.1f}% to {min(ttft):+.1f}%"), (note, ttft)
 
 
 def test_the_api_server_ceiling_paragraph_quotes_the_whole_range_of_its_table():
@@ -148,7 +150,7 @@ def test_the_api_server_ceiling_paragraph_quotes_the_whole_range_of_its_table():
     beyond, engine = [], []
     for line in table.splitlines():
         cells = [c.strip() for c in line.strip("|").split("|")]
-        if len(cells) == 7 and cells[2].isdigit() and cells[1] != "/tmp/m70" and int(cells[2]) >= 64:
+        if len(cells) == 9 and cells[2].isdigit() and cells[1] != "/tmp/m70" and int(cells[2]) >= 64:
             engine.append(float(cells[4].replace(",", "")))
             beyond.append(float(cells[5].replace(",", "")))
     assert len(beyond) >= 6

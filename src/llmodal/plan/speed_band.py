@@ -20,12 +20,12 @@ from llmodal.plan.speed import (ARCH, FITS, L3, L8, MEASURED, MEASURED_TP, Band,
 # miss had been seen (docs/BENCHMARKS.md, "Planner speed model"). A band holds only where HELD_OUT_AT
 # has runs of the kernel (GPU and model shape), at the measured TP: band() gives none elsewhere.
 BANDS: dict[tuple[str, str, str, str], tuple[float, float, int]] = {
-    ("Hopper", "4-bit", "machete", "Llama-3.1-70B"): (0.166, -0.402, 45),
-    ("Hopper", "4-bit", "marlin", "Llama-3.1-70B"): (0.167, -0.170, 11),
+    ("Hopper", "4-bit", "machete", "Llama-3.1-70B"): (0.169, -0.406, 45),
+    ("Hopper", "4-bit", "marlin", "Llama-3.1-70B"): (0.152, -0.156, 11),
     ("Hopper", "bf16", "dense-16bit", "Llama-3.1-8B"): (0.086, -0.086, 8),
-    ("Hopper", "bf16", "dense-16bit", "Llama-3.2-3B"): (0.118, 0.118, 3),
-    ("Hopper", "fp8", "fp8-w8a8", "Llama-3.1-70B"): (0.137, -0.147, 35),
-    ("Hopper", "fp8", "fp8-w8a8", "Llama-3.1-8B"): (0.106, 0.106, 3),
+    ("Hopper", "bf16", "dense-16bit", "Llama-3.2-3B"): (0.120, 0.120, 3),
+    ("Hopper", "fp8", "fp8-w8a8", "Llama-3.1-70B"): (0.138, -0.147, 35),
+    ("Hopper", "fp8", "fp8-w8a8", "Llama-3.1-8B"): (0.108, 0.108, 3),
 }
 # Where each kernel's runs were held out, as (GPU, model shape): a band holds only there (band()).
 HELD_OUT_AT: dict[str, tuple[tuple[str, ModelSpec], ...]] = {

@@ -134,7 +134,7 @@ def fit(rows: list[Row], spec: ModelSpec, start: Params = START, sweeps: int = 3
     """E_MEM and each kernel's E_COMP and FLOOR (4-bit kernels, from that kernel's rows only) from the 70B's
     rows, the shape every fitted kernel ran at; the API server's time per token from every row, where some row
     can fix it (``binds_api``), else None.
-    The smaller shapes' rows (8B, 3B) fit the API server's term only: their engines are bound by it or by
+    The smaller shapes' throughput rows (8B, 3B) fit the API server's term only: their engines are bound by it or by
     bandwidth, so they would leave a kernel's compute efficiency unfixed (and an FP8 8B run beside the 70B's
     would move FP8's constants for the 70B). Rows of a kernel whose constants are borrowed (speed.py's
     ``like``: BF16 today) never fit a kernel's constants either: the planner meets them with the borrowed ones."""
@@ -156,7 +156,10 @@ def fit(rows: list[Row], spec: ModelSpec, start: Params = START, sweeps: int = 3
                 p = with_(floor_ms=_golden(lambda x: loss(mine, spec, with_(floor_ms=x)), 5.0, 40.0))
         p = replace(p, e_mem=_golden(lambda x: loss(rows, spec, replace(p, e_mem=x)), 0.3, 1.0))
         if api:
-            seen = [r for r in every if r.kernel in kernels or FITS[r.kernel].like in kernels]
+            # not the smaller shapes' TTFT rows: their single prefill step is 2-4 times what FLOPs give (vLLM's own
+            # request_prefill_time, docs/BENCHMARKS.md), an error no constant here models; they are judged only
+            seen = [r for r in every if (r.kernel in kernels or FITS[r.kernel].like in kernels)
+                    and (binds_api(r) or not r.model)]
             p = replace(p, token_s=_golden(lambda x: loss(seen, spec, replace(p, token_s=x)), 0.0, 600e-6))
     return p
 
