@@ -9,11 +9,11 @@ benchmarks/results/speed-facts.json (each row names its note). Folds: leave one 
 predict the H200, and the reverse), leave one profile out, and leave one model shape out (70B, 8B, 3B). In a
 fold the constants are fitted to the rows outside it and the rows inside are predicted; a kernel with no row
 outside the fold is not predicted there (FP8 and Marlin ran at the 70B on one GPU each: held out by profile),
-nor is a smaller shape's row where no row outside the fold fixed the API server's term (speed_fit.binds_api:
-the 8B and 3B rows ran on the H100 in one profile, so they are held out by model shape). The band for each (architecture, format,
+nor is a smaller shape's row where no row outside the fold fixed the API server's term (speed_fit.binds_api
+rows: the 8B and 3B runs, on the H100 in one profile, so they are held out by model shape). The band for each (architecture, format,
 kernel) is the |error| 90 % of its held-out throughput rows stay within, printed with the worst; the whole
-cross-validation runs twice, with and without the repeated-prompts rule (`_repeated`), and speed.py carries
-the bands without it, the out-of-sample ones. speed.py's constants are the fit to every row (with the rule).
+cross-validation runs twice, with and without the repeated-prompts rule (`_repeated`), and speed_band.py
+carries the bands without it, the out-of-sample ones. speed.py's constants are the fit to every row (with the rule).
 Every other file under benchmarks/results/ and every run of the shared notes that is no row is listed, with
 what it is (NOT_RUNS, speed-facts.json's note_runs).
 """
@@ -35,7 +35,7 @@ from llmodal.plan.catalog import lookup  # noqa: E402
 from llmodal.plan.gpus import get_gpu  # noqa: E402
 from llmodal.plan.profiles import apply  # noqa: E402
 from llmodal.plan.speed import ARCH, FITS, family  # noqa: E402
-from llmodal.plan.speed_fit import (DEFAULT, Fold, Row, binds_api, cross_validate, fit, predict_row,  # noqa: E402
+from llmodal.plan.speed_fit import (DEFAULT, Fold, Row, cross_validate, fit, predict_row,  # noqa: E402
                                     spec_of, summarize)
 
 SPEC = lookup("meta-llama/Llama-3.1-70B-Instruct", None)
@@ -158,14 +158,14 @@ def _first_seen_run(d: Path, spec: tuple) -> list[Row]:
         limits = {k: v for k, v in (("max_num_seqs", flags.max_num_seqs),
                                     ("max_num_batched_tokens", flags.max_num_batched_tokens),
                                     ("disabled_kernels", flags.disabled_kernels)) if v}
+        same = dict(kv_bytes=flags.kv_dtype_bytes, weights_gib=gib, model=model, **limits)
         out += [_row(d / f"{row}-c{c}.json", f"{label}, vLLM 0.32, llmodal bench, c={c} ({row}-c{c}{note})", gpu,
-                     quant, profile, c, kv[row], kv_bytes=flags.kv_dtype_bytes, weights_gib=gib, model=model,
-                     first_seen=stored[row]["predicted"][str(c)]["out_tok_s"], **limits)
+                     quant, profile, c, kv[row], first_seen=stored[row]["predicted"][str(c)]["out_tok_s"], **same)
                 for c in levels]
         if 1 in levels:  # the single stream's mean TTFT, beside its throughput (one warm-up request before it)
             out.append(_row(d / f"{row}-c1.json", f"{label}, vLLM 0.32, llmodal bench, c=1 TTFT ({row}-c1{note})", gpu,
-                            quant, profile, 1, kv[row], kind="ttft", kv_bytes=flags.kv_dtype_bytes, weights_gib=gib,
-                            model=model, first_seen=stored[row]["predicted"]["1"]["ttft_ms"], **limits))
+                            quant, profile, 1, kv[row], kind="ttft", first_seen=stored[row]["predicted"]["1"]["ttft_ms"],
+                            **same))
     return out
 
 
@@ -399,7 +399,7 @@ def main() -> None:
             o = next((o for o in outcomes if o.row.label == r.label and o.held_out and o.fold.startswith(kind)), None)
             why = (f"no {r.kernel} run on the other GPU" if kind == "fit H" else
                    f"no {r.kernel} run outside it" if kind == "shape:" else f"no {r.kernel} run in another profile")
-            if o is not None and o.predicted is None and binds_api(r):
+            if o is not None and o.predicted is None and r.model:
                 why = "no run outside it fixed the API server's term (the 8B and 3B runs)"
             cells.append("–" if o is None else f"{o.predicted:,.1f} ({o.error:+.1%})" if o.predicted is not None
                          else f"not predicted: {why}")
