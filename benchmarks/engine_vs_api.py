@@ -50,7 +50,8 @@ def main(run: Path) -> None:
         if n <= 0:
             continue  # nothing finished, or a new server's counters started again
         mean = lambda k: d.get(k + "_sum", 0.0) / max(d.get(k + "_count", 0.0), 1) * 1000  # noqa: E731
-        first = lambda k: f"{mean(k):,.1f}" if d.get(k + "_count", 0) > 0 else "–"  # no first token in the poll  # noqa: E731
+        # "–": no first token in this poll
+        first = lambda k: f"{mean(k):,.1f}" if d.get(k + "_count", 0) > 0 else "–"  # noqa: E731
         e2e = mean("e2e_request_latency_seconds")
         engine = sum(mean(k) for k in ENGINE)
         when = datetime.fromtimestamp(t1, timezone.utc).strftime("%H:%M:%S")

@@ -1,8 +1,8 @@
 #!/bin/bash
 # Here (with network to the package index): download the wheels of the vLLM 0.32.0 list and pack them into
 # the repo's ignored folders .stage01, .stage02, … each as large as a device call leaves room for (it carries
-# ≤ 64 MiB, the tracked working tree included: 63 MiB less the tree, measured now), in the format stage.sh reads: whole wheels, big ones split into
-# NAME.whl.part.NN, and SHA256SUMS of the whole wheels.
+# ≤ 64 MiB, the tracked working tree included: 63 MiB less the tree, measured now), in the format stage.sh
+# reads: whole wheels, big ones split into NAME.whl.part.NN, and SHA256SUMS of the whole wheels.
 #   bash benchmarks/gpu/pack_stage.sh [WHEEL_LIST] [DOWNLOAD_DIR]
 # Then on the device, one call a folder, back to back: `bash benchmarks/gpu/stage.sh .stageNN` with carry
 # [".stageNN"]; the last folder's call can go on with `run_any.sh start`.
