@@ -246,6 +246,12 @@ def test_plan_says_how_far_off_a_small_shapes_single_stream_ttft_was():
         out = CliRunner().invoke(app, ["plan", "--env-file", "", "--model", "meta-llama/Llama-3.1-8B-Instruct", "--gpu",
                                        "H100", "--quantization", quant], env={"COLUMNS": "400"}).output
         assert f"single-stream TTFT {lo:+.0%} to {hi:+.0%} on the stored runs" in out, out
+        doc = json.loads(CliRunner().invoke(app, ["plan", "--env-file", "", "--model", "meta-llama/Llama-3.1-8B-Instruct",
+                                                  "--gpu", "H100", "--quantization", quant, "--json"]).output)
+        assert f"single-stream TTFT {lo:+.0%} to {hi:+.0%}" in doc["speed"]["ttft_note"]  # --json says it too
     out = CliRunner().invoke(app, ["plan", "--env-file", "", "--gpu", "H100", "--quantization", "awq"],
                              env={"COLUMNS": "400", "VLLM_MODEL": "meta-llama/Llama-3.1-70B-Instruct"}).output
     assert "predicted speed" in out and "single-stream TTFT" not in out, out
+    doc = json.loads(CliRunner().invoke(app, ["plan", "--env-file", "", "--gpu", "H100", "--quantization", "awq", "--json"],
+                                        env={"VLLM_MODEL": "meta-llama/Llama-3.1-70B-Instruct"}).output)
+    assert doc["speed"]["ttft_note"] is None
