@@ -42,6 +42,11 @@ CHECKPOINT_ONLY = (*FOUR_BIT, "int8")  # likewise: vLLM 0.32 makes no INT8 weigh
 SIXTEEN_BIT = ("bf16", "fp16")  # what vLLM quantizes on the fly from (--quantization fp8): no other checkpoint
 
 
+def on_the_fly(spec: ModelSpec, quant: str) -> bool:
+    """vLLM can make this build from the checkpoint as it is (FP8 from 16-bit weights); else it needs a checkpoint."""
+    return quant not in CHECKPOINT_ONLY and spec.quant in SIXTEEN_BIT
+
+
 @dataclass(frozen=True)
 class EngineShape:
     """vLLM's default batch limits for the OpenAI server, which size the profiling pass."""
@@ -247,11 +252,9 @@ def suggestions(spec: ModelSpec, gpu: GPU, base: Plan, **kw) -> list[Suggestion]
     same = dict(kw, gpu_count=base.gpu_count, tensor_parallel_size=base.tensor_parallel_size,
                 max_model_len=base.max_model_len, served_name=base.model)
     for quant in ("awq", "gptq", "w4a16", "fp8"):
-        if quant == spec.quant or (quant in CHECKPOINT_ONLY and quant not in spec.checkpoints):
-            continue
         ckpt = spec.checkpoints.get(quant)
-        if ckpt is None and spec.quant not in SIXTEEN_BIT:
-            continue  # on the fly quantizes 16-bit weights only: vLLM refuses it on an AWQ/GPTQ/FP8 checkpoint
+        if quant == spec.quant or (ckpt is None and not on_the_fly(spec, quant)):
+            continue
         p = make_plan(spec, gpu, quantization=quant, checkpoint=ckpt, **same)
         label = f"{quant.upper()} checkpoint {ckpt}" if ckpt else f"{quant.upper()} on the fly (--quantization {quant})"
         out.append(Suggestion(label, p))
@@ -293,13 +296,13 @@ def choose(spec: ModelSpec, gpu: GPU, quantization: str, *, min_sequences: float
     if quantization in ("auto", "none"):
         base = make_plan(spec, gpu, **kw)
     else:
-        if quantization in CHECKPOINT_ONLY and spec.quant != quantization and quantization not in spec.checkpoints:
+        ckpt = spec.checkpoints.get(quantization) if quantization != spec.quant else None
+        if quantization != spec.quant and ckpt is None and quantization in CHECKPOINT_ONLY:
             known = ", ".join(spec.checkpoints) or "none"
             raise PlanError(f"VLLM_QUANTIZATION={quantization!r}: no {quantization.upper()} checkpoint is known for "
                             f"{spec.name} (known: {known}); point VLLM_MODEL at an existing "
                             f"{quantization.upper()} checkpoint instead")
-        ckpt = spec.checkpoints.get(quantization) if quantization != spec.quant else None
-        if quantization != spec.quant and ckpt is None and spec.quant not in SIXTEEN_BIT:
+        if quantization != spec.quant and ckpt is None and not on_the_fly(spec, quantization):
             raise PlanError(f"VLLM_QUANTIZATION={quantization!r}: {spec.name} is already "
                             f"{spec.quant.upper()}-quantized, and vLLM quantizes on the fly from 16-bit weights only; "
                             f"use VLLM_QUANTIZATION=none (or auto) to serve it as it is, or point VLLM_MODEL at an "
