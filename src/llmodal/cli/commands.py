@@ -142,7 +142,7 @@ def plan(
     from llmodal.plan.compare import compare as compare_all
     from llmodal.plan.compare import default_mix, lora_doc, lora_speed_of, parse_mix, speed_of
     from llmodal.plan.profiles import Batching
-    from llmodal.plan.speed import MEASURED, SMALL_SHAPE_TTFT_ERRORS, TTFT_AT_LOAD_ERRORS, same_shape
+    from llmodal.plan.speed import TTFT_AT_LOAD_ERRORS, ttft_note
 
     try:
         settings = load_settings(env_file, model=model, gpu=gpu, gpu_count=gpus, max_model_len=max_model_len,
@@ -184,15 +184,11 @@ def plan(
         cap = _capacity(bench, rps, res.chosen.price_per_hour, settings.model) if rps else None
     except LlmodalError as e:
         fail(e)
-    ttft_note = ""
-    if speed and not same_shape(res.spec, MEASURED):  # the 70B's single-stream TTFT rows are within; smaller miss
-        lo, hi = SMALL_SHAPE_TTFT_ERRORS
-        ttft_note = (f"TTFT not validated at this shape: the 8B/3B runs measured longer (predicted single-stream "
-                     f"TTFT {lo:+.0%} to {hi:+.0%} on the stored runs)")
+    small_ttft = ttft_note(res.spec) if speed else ""
     if as_json:
         speed_doc = speed.to_dict() if speed else None
         if speed_doc is not None:
-            speed_doc["ttft_note"] = ttft_note or None
+            speed_doc["ttft_note"] = small_ttft or None
         if speed_doc is not None and lora_speed:
             speed_doc["with_lora"] = lora_speed.to_dict()
         out = {"plan": res.chosen.to_dict(), "speed": speed_doc, "lora": lora_doc(res.chosen.lora),
@@ -221,8 +217,8 @@ def plan(
                 console.print(f"  {mix_note}", markup=False)
             if speed.band:
                 console.print(f"  error band: {speed.band.text()}", markup=False)
-            if ttft_note:
-                console.print(f"  {ttft_note}", markup=False)
+            if small_ttft:
+                console.print(f"  {small_ttft}", markup=False)
             if speed.api_text():
                 console.print(f"  {speed.api_text()}", markup=False)
             if lora_speed:

@@ -105,6 +105,17 @@ TTFT_AT_LOAD_ERRORS = (-0.309, 0.329)
 # this much longer than predicted (speed-validation.md's worst held-out column; their engine's one prefill step
 # is 30-40 ms, which no FLOPs term here gives: docs/BENCHMARKS.md, "The small shapes' single-stream TTFT").
 SMALL_SHAPE_TTFT_ERRORS = (-0.754, -0.330)
+
+
+def ttft_note(spec: ModelSpec) -> str:
+    """What plan says beside a single-stream TTFT at a shape whose TTFT rows miss (any but the 70B's); else ""."""
+    if same_shape(spec, MEASURED):
+        return ""
+    lo, hi = SMALL_SHAPE_TTFT_ERRORS
+    return (f"TTFT not validated at this shape: the 8B/3B runs measured longer (predicted single-stream TTFT "
+            f"{lo:+.0%} to {hi:+.0%} on the stored runs)")
+
+
 API_NOTE_FROM = 0.03  # the API server's share of the engine's throughput from which plan names it
 
 
