@@ -141,7 +141,12 @@ def fit(rows: list[Row], spec: ModelSpec, start: Params = START, sweeps: int = 3
     every = rows
     rows = [r for r in rows if not FITS[r.kernel].like and not r.model]
     kernels = sorted({r.kernel for r in rows})
-    api = any(binds_api(r) for r in every if r.kernel in kernels or FITS[r.kernel].like in kernels)
+    # the API server's term: fitted where some row can fix it (binds_api), on those rows and the 70B's, not on the
+    # smaller shapes' TTFT rows (their single prefill step is 2-4 times what FLOPs give, vLLM's own
+    # request_prefill_time, docs/BENCHMARKS.md: an error no constant here models; they are judged only)
+    seen = [r for r in every
+            if (r.kernel in kernels or FITS[r.kernel].like in kernels) and (binds_api(r) or not r.model)]
+    api = any(binds_api(r) for r in seen)
     p = Params(start.e_mem, {k: start.fits[k] for k in kernels}, 0.0 if api else None)
     for _ in range(sweeps):
         for k in kernels:
@@ -156,10 +161,6 @@ def fit(rows: list[Row], spec: ModelSpec, start: Params = START, sweeps: int = 3
                 p = with_(floor_ms=_golden(lambda x: loss(mine, spec, with_(floor_ms=x)), 5.0, 40.0))
         p = replace(p, e_mem=_golden(lambda x: loss(rows, spec, replace(p, e_mem=x)), 0.3, 1.0))
         if api:
-            # not the smaller shapes' TTFT rows: their single prefill step is 2-4 times what FLOPs give (vLLM's own
-            # request_prefill_time, docs/BENCHMARKS.md), an error no constant here models; they are judged only
-            seen = [r for r in every if (r.kernel in kernels or FITS[r.kernel].like in kernels)
-                    and (binds_api(r) or not r.model)]
             p = replace(p, token_s=_golden(lambda x: loss(seen, spec, replace(p, token_s=x)), 0.0, 600e-6))
     return p
 
