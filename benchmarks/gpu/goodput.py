@@ -155,7 +155,7 @@ def _served() -> str:
 
 def llmodal_bench(out: Path, tag: str, *, c: int | None = None, rates: str | None = None, n: int,
                   slo: str | None = None, temperature: float | None = None, seed: int | None = None,
-                  models: str | None = None) -> dict:
+                  models: str | None = None, mix: tuple[int, int] = (1024, 256)) -> dict:
     # One uncounted request first, as vLLM's bench sends its test prompt: in 2026-12-02c llmodal ran
     # first on a just-restarted server with none, and its first two c = 1 requests took 181–183 ms
     # against 122–124 ms for the next two.
@@ -164,7 +164,7 @@ def llmodal_bench(out: Path, tag: str, *, c: int | None = None, rates: str | Non
     which = ["--models", models] if models and "," in models else ["--model", models or _served()]
     argv = [sys.executable, "-m", "llmodal.cli", "bench", "--env-file", "", "--base-url", BASE + "/v1",
             "--api-key", KEY, *which, "--api", "completions", "--tokenizer", MODEL,
-            "--input-len", "1024", "--output-len", "256", "--num-prompts", str(n), "--warmup", "1",
+            "--input-len", str(mix[0]), "--output-len", str(mix[1]), "--num-prompts", str(n), "--warmup", "1",
             "--price-per-hour", str(PRICE), "--out", str(path),
             "--seed", str(zlib.crc32(tag.encode()) if seed is None else seed)]
     argv += ["--request-rate", rates] if rates else ["--concurrency", str(c)]

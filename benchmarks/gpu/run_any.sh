@@ -45,8 +45,8 @@ case "$1" in
     cat "$R/gpu.txt"
     name=$(head -1 "$R/gpu.txt")
     case "$name" in
-      *H200*) card=H200; price=4.54; rows=${RA_ROWS:-"awq-balanced bf16-3b-api2 goodput bf16-8b lora-8b warm"} ;;
-      *H100*) card=H100; price=3.9492; rows=${RA_ROWS:-"fp8-throughput bf16-3b-api2 awq-throughput awq-latency lora-8b warm"} ;;
+      *H200*) card=H200; price=4.54; rows=${RA_ROWS:-"prefill-8b prefill-3b awq-again awq-balanced bf16-3b-api2 warm"} ;;
+      *H100*) card=H100; price=3.9492; rows=${RA_ROWS:-"prefill-8b prefill-3b awq-again fp8-throughput bf16-3b-api2 warm"} ;;
       *) echo "card not on the list: $name (H100 and H200 rows only)"; exit 2 ;;
     esac
     # the pipeline's own seconds: RA_BUDGET_S, else the device time left when this call began (RA_GPU_LEFT_S)
@@ -95,6 +95,30 @@ case "$1" in
         done
         python3 $here/held_out.py table $R > $R/table.md 2>> $R/pipeline.log
       )
+      # prefill-8b / -3b: one server, single streams at prompt lengths 256 … 8,000 (16 tokens out; one step at
+      # the balanced profile's 8,192-token budget): how a single prefill step's time grows with its tokens at
+      # the small shapes, whose c = 1 TTFT the FLOPs term misses (30-40 ms measured at 1,024 tokens)
+      prefill_row() {
+        late \$4 \$1 && return; mk \$2 \$3
+        for p in 1024 256 4096 2048 8000; do py $here/held_out.py predict $R \$1-p\$p --model \$2 --profile balanced --levels 1 --mix \$p:16; done
+        GP_MODEL=\$2 py $here/goodput.py serve $R \$1 --profile balanced || return
+        for p in 1024 256 4096 2048 8000; do GP_MODEL=\$2 py $here/held_out.py measure $R \$1-p\$p --deadline \$end; done
+        python3 $here/held_out.py table $R > $R/table.md 2>> $R/pipeline.log
+      }
+      # awq-again: the repeated-prompts rule judged first seen. Throughput profile (KV 213k tokens on an H100):
+      # c = 64 fresh (128 prompts), then c = 128 re-sending those 128 first (as the 2026-11 sessions' calls did,
+      # whose rows miss by up to -41 % without the rule), its prediction the rule's, stored before; then c = 128
+      # fresh, the same server's figure without cache hits.
+      again_row() {
+        late 360 \$1 && return; mk /tmp/m70 ''
+        py $here/held_out.py predict $R \$1 --model /tmp/m70 --profile throughput --levels 64,128
+        py $here/held_out.py predict $R \$1-again --model /tmp/m70 --profile throughput --levels 128 --again 128
+        GP_MODEL=/tmp/m70 py $here/goodput.py serve $R \$1 --profile throughput || return
+        GP_MODEL=/tmp/m70 py $here/held_out.py measure $R \$1 --deadline \$end --levels 64
+        GP_MODEL=/tmp/m70 py $here/held_out.py measure $R \$1-again --deadline \$end --seed-of \$1-c64
+        GP_MODEL=/tmp/m70 py $here/held_out.py measure $R \$1 --deadline \$end --levels 128
+        python3 $here/held_out.py table $R > $R/table.md 2>> $R/pipeline.log
+      }
       # a warm restart of a row served before (compile cache present): its start timeline only
       warm() { grep -q \"\\\"\$1\\\"\" $R/serve.json 2>/dev/null || return; late 130 \$1-warm && return
                GP_MODEL=\$2 py $here/goodput.py serve $R \$1-warm --profile \$3 --extra \"\${4:-}\"; }
@@ -110,6 +134,9 @@ case "$1" in
           bf16-3b-api2)   row \$r /tmp/m3 --3b balanced 1,64,128 200 '--api-server-count 2' ;;
           fp8-8b)         row \$r /tmp/m8fp8 '--8b --fp8' balanced 1,64,128 200 ;;
           lora-8b)        lora_row \$r ;;
+          prefill-8b)     prefill_row \$r /tmp/m8 --8b 200 ;;
+          prefill-3b)     prefill_row \$r /tmp/m3 --3b 180 ;;
+          awq-again)      again_row \$r ;;
           goodput)        late 600 goodput && continue; mk /tmp/m70fp8 --fp8
                           py $here/held_out.py predict $R gp-t10 --model /tmp/m70fp8 --profile throughput --levels 128
                           GP_MODEL=/tmp/m70fp8 py $here/goodput.py serve $R gp-t10 --profile throughput --extra '--no-enable-prefix-caching' &&
