@@ -137,16 +137,17 @@ def serve(out: Path, tag: str) -> None:
     print(json.dumps(rec, indent=2), flush=True)
 
 
-def server_ttft() -> tuple[float, float, float, float]:
-    """(sum, count) of the server's own time-to-first-token histogram, and its prefix cache's
-    (hit tokens, queried tokens)."""
+def server_ttft() -> tuple[float, ...]:
+    """(sum, count) of the server's own time-to-first-token histogram, its prefix cache's (hit tokens, queried
+    tokens), and (sum, count) of the engine's prefill-time histogram (scheduled to first token)."""
     try:
         text = httpx.get(f"{BASE}/metrics", timeout=30).text
     except httpx.HTTPError:
-        return 0.0, 0.0, 0.0, 0.0
+        return (0.0,) * 6
     get = lambda name: sum(float(m) for m in re.findall(rf"^{name}(?:{{[^}}]*}})? ([0-9.e+-]+)$", text, re.M))  # noqa: E731
     return (get("vllm:time_to_first_token_seconds_sum"), get("vllm:time_to_first_token_seconds_count"),
-            get("vllm:prefix_cache_hits_total"), get("vllm:prefix_cache_queries_total"))
+            get("vllm:prefix_cache_hits_total"), get("vllm:prefix_cache_queries_total"),
+            get("vllm:request_prefill_time_seconds_sum"), get("vllm:request_prefill_time_seconds_count"))
 
 
 def _served() -> str:
@@ -182,7 +183,10 @@ def llmodal_bench(out: Path, tag: str, *, c: int | None = None, rates: str | Non
             "ttft_p50_ms": (lv.get("ttft_ms") or {}).get("p50"), "ttft_p99_ms": (lv.get("ttft_ms") or {}).get("p99"),
             "itl_p50_ms": (lv.get("itl_ms") or {}).get("p50"), "itl_p99_ms": (lv.get("itl_ms") or {}).get("p99"),
             "output_tokens": lv.get("output_tokens"), "prompt_tokens": lv.get("prompt_tokens"),
-            "server_ttft_mean_ms": _server_mean(before, after), **_cache(before, after), "slo": doc.get("slo")}
+            "server_ttft_mean_ms": _server_mean(before, after), **_cache(before, after), "slo": doc.get("slo"),
+            # the warm-up request is inside both differences (it is sent by the same bench call)
+            "engine_prefill_mean_ms": _server_mean(before[4:], after[4:]),
+            "server_requests_counted": after[1] - before[1]}
 
 
 def _server_mean(before, after) -> float | None:
