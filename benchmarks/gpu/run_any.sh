@@ -13,15 +13,15 @@
 # Rows: each records `llmodal plan`'s prediction first (held_out.py predict), then starts the plan's server
 # cold through llmodal's own prepare (goodput.py serve: launch → /health and the start's timeline from
 # vLLM's log, serve.json), then measures its levels (held_out.py measure → rows.json, one bench file a level).
-#   Defaults: what no run has measured yet, first (results/h100-2026-12-07*, h200-2026-12-07 have the rest).
-#   H100: fp8-throughput (the 70B FP8 build: at 8,192 tokens only the throughput profile's FP8 KV leaves room,
-#   28,554 tokens = 22 streams; FP8 at the 70B ran on the H200 only), bf16-3b-api2 (the 3B with vLLM's
-#   --api-server-count 2: does scaling out the API server lift the delivery bound?), awq-throughput and
-#   awq-latency with fresh prompts (the 2026-11 rows re-sent prompts), lora-8b, warm restarts (start timelines
-#   with a compile cache). By RA_ROWS: awq-balanced, bf16-8b, bf16-3b, fp8-8b (the 8B in FP8).
-#   H200: awq-balanced with fresh prompts (the shared note's c = 128 was the last H200 AWQ miss), bf16-3b-api2,
-#   the goodput sweep at the SLO (goodput_run.sh's server: FP8, throughput, prefix cache off), bf16-8b, lora-8b,
-#   warm restarts. A 70B row serves the AWQ checkpoint as it is (the planner never re-quantizes it).
+#   Defaults (both cards): prefill-8b and prefill-3b (single streams at 256 … 8,000 prompt tokens: the small
+#   shapes' prefill step, whose c = 1 TTFT the FLOPs term misses), awq-again (the repeated-prompts rule judged
+#   first seen), then H100: fp8-throughput (the 70B FP8 build: at 8,192 tokens only the throughput profile's FP8
+#   KV leaves room, 28,554 tokens = 22 streams; FP8 at the 70B ran on the H200 only), bf16-3b-api2 (the 3B with
+#   vLLM's --api-server-count 2: does scaling out the API server lift the delivery bound?), warm restarts (start
+#   timelines with a compile cache); H200: awq-balanced with fresh prompts, bf16-3b-api2, warm. By RA_ROWS:
+#   awq-throughput, awq-latency, bf16-8b, bf16-3b, fp8-8b (the 8B in FP8), lora-8b, goodput (the sweep at the
+#   SLO: goodput_run.sh's server: FP8, throughput, prefix cache off). A 70B row serves the AWQ checkpoint as it
+#   is (the planner never re-quantizes it).
 #   lora-8b (both cards, right after bf16-8b, its baseline: same model, profile, mix and levels 1 and 64):
 #   4 random rank-16 adapters on all seven linear modules (make_model.py --lora), given as a user gives them
 #   (VLLM_LORA_MODULES, VLLM_MAX_LORAS, VLLM_MAX_LORA_RANK: the planner charges them, the flag table passes
