@@ -201,6 +201,19 @@ def test_the_api_server_streams_each_steps_tokens_one_after_another():
     assert (r.steps, r.out_tok_s) == (4, pytest.approx(4 / 6))
 
 
+def test_the_first_tokens_fixed_cost_delays_each_request_not_the_engine():
+    # first_s 0.5 s: one user, 2 requests of a 1-token prompt and 2 tokens out, 1 s steps. The first request reaches
+    # the engine at 0.5 (steps end 1.5, 2.5), the second is sent at 2.5 and arrives at 3.0 (steps end 4, 5): TTFT
+    # 0.5 + 1 = 1.5 s each, 4 tokens in 5 s; two users arrive together: one prefill step for both, the engine's
+    # work unchanged (the same steps), every TTFT 0.5 s longer.
+    limits = dict(max_num_seqs=8, max_num_batched_tokens=64, kv_tokens=100)
+    r = simulate(Load(1, 2, 1, 2), const(1.0), first_s=0.5, **limits)
+    assert (r.steps, r.ttft_s, r.out_tok_s) == (4, pytest.approx(1.5), pytest.approx(4 / 5))
+    base = simulate(Load(1, 2, 2, 2), const(1.0), **limits)
+    late = simulate(Load(1, 2, 2, 2), const(1.0), first_s=0.5, **limits)
+    assert (late.steps, late.ttft_s) == (base.steps, pytest.approx(base.ttft_s + 0.5))
+
+
 def test_max_num_seqs_caps_the_batch_and_queues_the_rest():
     # 4 users, 2 sequences at a time, 1-token prompts, 2 tokens out: steps 1-2 serve two requests, steps 3-4
     # the other two (queued since t=0): 8 tokens in 4 s; TTFT 1 s for the first two, 3 s for the others.

@@ -162,17 +162,24 @@ def test_the_api_server_ceiling_paragraph_quotes_the_whole_range_of_its_table():
 
 
 def test_the_goals_count_is_the_tables():
-    # docs/BENCHMARKS.md "Goals (issue 35)": the out-of-sample throughput rows within ±15 %, per model shape, as
-    # speed-validation.md's column "worst held-out without the repeated-prompts rule" has them
-    rows = [line.split(" | ") for line in (RESULTS / "speed-validation.md").read_text().splitlines()
-            if line.startswith("| ") and " tok/s | " in line]
+    # docs/BENCHMARKS.md "Goals (issue 35)": the held-out throughput rows within ±15 %, per model shape, as
+    # speed-validation.md's column "worst held-out" (with the repeated-prompts rule: the bands' result) has them,
+    # and the rows within ±25 % with what is outside
+    lines = (RESULTS / "speed-validation.md").read_text().splitlines()
+    rows = [line.split(" | ") for line in lines if line.startswith("| ") and " tok/s | " in line]
     small = [r for r in rows if re.search(r"\b(8B|3B)\b", r[0])]
     big = [r for r in rows if r not in small]
-    within = lambda rs: sum(abs(float(r[9].rstrip("%"))) <= 15 for r in rs)  # noqa: E731
+    within = lambda rs: sum(abs(float(r[7].rstrip("%"))) <= 15 for r in rs)  # noqa: E731
     goals = " ".join((ROOT / "docs/BENCHMARKS.md").read_text().split("### Goals (issue 35)")[1].split())
-    assert f"missed, {within(rows)} of {len(rows)}" in goals
+    word = "met" if within(rows) == len(rows) else "missed"
+    assert f"every profile: {word}, {within(rows)} of {len(rows)}" in goals
     assert f"({within(big)} of the {len(big)} 70B rows; all {len(small)} rows of the 8B and 3B shapes" in goals
     assert within(small) == len(small)
+    every = [line.split(" | ") for line in lines if line.startswith("| ") and (" tok/s | " in line or " ms TTFT | " in line)]
+    inside = sum(abs(float(r[7].rstrip("%"))) <= 25 for r in every)
+    outside = [r for r in every if abs(float(r[7].rstrip("%"))) > 25]
+    assert f"Every row within ±25 %: {inside} of {len(every)}" in goals
+    assert all(r[8].startswith("outside: ") for r in outside), [r[0] for r in outside if not r[8].startswith("outside")]
 
 
 def test_the_docs_copy_of_the_validation_is_the_last_runs_output():
@@ -226,9 +233,9 @@ def test_each_kernels_band_holds_only_inside_what_its_own_throughput_runs_had():
 
 
 def test_plan_says_how_far_off_a_small_shapes_single_stream_ttft_was():
-    """speed-validation.md counts the 8B and 3B single-stream TTFTs as misses (-33 to -75 %): `plan` printing
-    "TTFT 14 ms" for the 8B FP8 on an H100 must say that range beside it, read from the table's worst held-out
-    column; at the 70B, whose TTFT rows are within, it says nothing of the kind."""
+    """The 8B and 3B single-stream TTFTs spread wider than a band (one host's CPU: -45 %, the first-token term's
+    over-prediction: +25 %): `plan` printing "TTFT 29 ms" for the 8B FP8 on an H100 must say that range beside it,
+    read from the table's worst held-out column; at the 70B, whose TTFT rows are within ±17 %, it says nothing."""
     from typer.testing import CliRunner
 
     from llmodal.cli import app
@@ -238,7 +245,7 @@ def test_plan_says_how_far_off_a_small_shapes_single_stream_ttft_was():
         cells = [c.strip() for c in line.split("|")]
         if len(cells) > 9 and cells[3].endswith("ms TTFT") and re.search(r" [38]B ", cells[1]):
             errs.append(float(cells[8].rstrip("%")) / 100)
-    assert len(errs) == 5
+    assert len(errs) == 15  # the pipeline runs' c = 1 levels and 2026-12-07c's prompt lengths
     assert (min(errs), max(errs)) == (pytest.approx(speed.SMALL_SHAPE_TTFT_ERRORS[0], abs=0.005),
                                       pytest.approx(speed.SMALL_SHAPE_TTFT_ERRORS[1], abs=0.005))
     lo, hi = speed.SMALL_SHAPE_TTFT_ERRORS
@@ -255,3 +262,21 @@ def test_plan_says_how_far_off_a_small_shapes_single_stream_ttft_was():
     doc = json.loads(CliRunner().invoke(app, ["plan", "--env-file", "", "--gpu", "H100", "--quantization", "awq", "--json"],
                                         env={"VLLM_MODEL": "meta-llama/Llama-3.1-70B-Instruct"}).output)
     assert doc["speed"]["ttft_note"] is None
+
+
+def test_the_repeated_prompts_rule_was_judged_before_the_level_it_predicts_ran():
+    # awq-again-again (2026-12-07c) is the rule's first-seen judgement: its prediction must have been stored before
+    # that level's bench started, the level must have re-sent the level before's prompts (the same bench seed, the
+    # server counting prefix-cache hits), and the validation must print the error against that stored figure
+    d = RESULTS / "h100-2026-12-07c"
+    rec = json.loads((d / "rows.json").read_text())["awq-again-again"]
+    bench = json.loads((d / "awq-again-again-c128.json").read_text())["meta"]
+    before = json.loads((d / "awq-again-c64.json").read_text())["meta"]
+    assert rec["predicted_at"].replace("Z", "") < bench["started_at"][:19]
+    assert bench["seed"] == before["seed"] and rec["measured"]["128"]["prefix_cache_hit_share"] > 0.4
+    rule, m = rec["predicted"]["128"]["rule"], rec["measured"]["128"]
+    line = next(x for x in (RESULTS / "speed-validation.md").read_text().splitlines()
+                if x.startswith("| awq-again-again-c128 (h100-2026-12-07c)"))
+    assert f"| {rule['out_tok_s']:,.1f} |" in line and f"| {rule['out_tok_s'] / m['out_tok_s'] - 1:+.1%} |" in line
+    row = next(r for r in sv.rows() if "awq-again-again-c128" in r.label)
+    assert row.cached_requests == rule["credited_hits"] == 128 and row.first_seen == rule["out_tok_s"]

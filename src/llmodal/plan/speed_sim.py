@@ -17,6 +17,10 @@ runs of plain decode steps in closed form). The first token comes with the step 
 prompt. The result is what a benchmark reports: output tokens over the run's wall time, and the mean TTFT.
 Ramp, drain, queueing behind ``max_num_seqs``, chunked prefill and preemption are all in it.
 
+``first_s``: what a request's first token costs beyond the engine's steps, whatever the prompt (the API
+server's handling of the request before the engine sees it, the engine's fixed cost of a prefill step, the first
+token's way back): the request reaches the engine that much after it is sent, and its TTFT includes it.
+
 ``token_s``: the delivery path's time per output token, one after another (the engine core hands each step's
 outputs to vLLM's one API-server process, which turns them into streamed text on one event loop). A step's
 tokens reach the client once that path has worked through them and every token of the steps before; a request
@@ -52,14 +56,16 @@ class Result:
 
 
 def simulate(load: Load, step_time: Callable[[int, int, int], float], *, max_num_seqs: int,
-             max_num_batched_tokens: int, kv_tokens: int, fast: bool = True, token_s: float = 0.0) -> Result:
+             max_num_batched_tokens: int, kv_tokens: int, fast: bool = True, token_s: float = 0.0,
+             first_s: float = 0.0) -> Result:
     n_in, n_out = load.n_in, load.n_out
 
     def request(i: int, now: float) -> list:
         hit = load.cached_in if i < load.cached_requests else 0
-        # [prompt tokens left, tokens in the KV cache, arrival, step of the first token]; decoding adds
-        # [4]: the output tokens owed after that first one
-        return [n_in - hit, hit, now, 0]
+        # [prompt tokens left, tokens in the KV cache, arrival at the engine, step of the first token]; decoding
+        # adds [4]: the output tokens owed after that first one. A request sent at `now` reaches the engine
+        # first_s later (the API server's handling before it; its TTFT counts from `now`).
+        return [n_in - hit, hit, now + first_s, 0]
 
     waiting: deque[list] = deque(request(i, 0.0) for i in range(min(load.clients, load.requests)))
     sent, done, clock, step, preempted, max_batch = len(waiting), 0, 0.0, 0, 0, 0
@@ -152,7 +158,7 @@ def simulate(load: Load, step_time: Callable[[int, int, int], float], *, max_num
             if r[0] == 0:  # the prompt's last chunk samples the first token
                 prefilling.remove(r)
                 if len(r) == 4:
-                    ttft_sum += api - r[2]
+                    ttft_sum += api - r[2] + first_s
                     r.append(n_out - 1)  # output tokens still owed
                 r[3] = step
                 if r[4] <= 0:
