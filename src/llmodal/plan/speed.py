@@ -119,8 +119,8 @@ def ttft_note(spec: ModelSpec) -> str:
     if same_shape(spec, MEASURED):
         return ""
     lo, hi = SMALL_SHAPE_TTFT_ERRORS
-    return (f"TTFT at this shape depends on the host's CPU: the 8B/3B runs, held out, measured predicted "
-            f"single-stream TTFT {lo:+.0%} to {hi:+.0%} on the stored runs")
+    return (f"TTFT at this shape depends on the host's CPU (held out against the 8B/3B runs: predicted "
+            f"single-stream TTFT {lo:+.0%} to {hi:+.0%} on the stored runs)")
 
 
 API_NOTE_FROM = 0.03  # the API server's share of the engine's throughput from which plan names it
