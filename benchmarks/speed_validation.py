@@ -13,7 +13,8 @@ nor is a smaller shape's row where no row outside the fold fixed the API server'
 rows: the 8B and 3B runs, on the H100 in one profile, so they are held out by model shape). The band for each (architecture, format,
 kernel) is the |error| 90 % of its held-out throughput rows stay within, printed with the worst; the whole
 cross-validation runs twice, with and without the repeated-prompts rule (`_repeated`), and speed_band.py
-carries the bands without it, the out-of-sample ones. speed.py's constants are the fit to every row (with the rule).
+carries the bands with it (the rule judged first seen on 2026-12-07c's awq-again-again); the result without it is
+printed beside. speed.py's constants are the fit to every row (with the rule).
 Every other file under benchmarks/results/ and every run of the shared notes that is no row is listed, with
 what it is (NOT_RUNS, speed-facts.json's note_runs).
 """

@@ -33,6 +33,16 @@ def test_every_file_under_results_is_a_row_or_named_with_what_it_is():
                     or (why.startswith("LoRA's cost: compared in ") and "-8b-" in path)), path  # adapters' rows
 
 
+def test_the_printed_lists_of_files_that_are_no_row_are_the_scripts():
+    # speed-validation.md and the docs' copy list every file that is no row, as not_compared() finds them now: a
+    # run's files added after the last regeneration must not be missing from either
+    want = [f"- `{path}`: {why}" for path, why in sv.not_compared()]
+    for text in ((RESULTS / "speed-validation.md").read_text(), (ROOT / "docs/BENCHMARKS.md").read_text()):
+        part = text.split("Files under benchmarks/results/ that are no row:\n")[1].splitlines()
+        end = next((i for i, line in enumerate(part) if not line.startswith("- `")), len(part))
+        assert part[:end] == want
+
+
 def test_every_run_the_shared_notes_list_is_a_row_or_said_not_to_be():
     facts = json.loads((RESULTS / "speed-facts.json").read_text())
     labels = {r.label for r in sv.rows()}
@@ -94,6 +104,7 @@ def test_speed_py_carries_what_the_validation_printed():
     first = text.splitlines()[0]
     assert f"E_MEM {speed.E_MEM:.3f}" in first
     assert f"API server {speed.API_TOKEN_S * 1e6:.1f} µs per streamed token" in first
+    assert f"first token {speed.FIRST_TOKEN_S * 1e3:.1f} ms" in first
     for k in ("machete", "marlin", "fp8-w8a8"):
         f = speed.FITS[k]
         assert f"{k}: E_COMP {f.e_comp:.3f}, FLOOR {f.floor_ms:.2f} ms" in first
