@@ -24,7 +24,9 @@ sys.path.insert(0, str(ROOT / "src"))
 from llmodal.plan.catalog import lookup  # noqa: E402
 from llmodal.plan.gpus import get_gpu  # noqa: E402
 
-SHAPES = {"prefill-8b": "meta-llama/Llama-3.1-8B-Instruct", "prefill-3b": "meta-llama/Llama-3.2-3B-Instruct"}
+# row → (catalog model, build): an FP8 (W8A8) build's GEMMs run at the FP8 peak
+SHAPES = {"prefill-8b": ("meta-llama/Llama-3.1-8B-Instruct", "BF16"), "prefill-3b": ("meta-llama/Llama-3.2-3B-Instruct", "BF16"),
+          "prefill-8b-fp8": ("meta-llama/Llama-3.1-8B-Instruct", "FP8")}
 
 
 def line(xs: list[float], ys: list[float]) -> tuple[float, float]:
@@ -43,7 +45,7 @@ def main(d: Path) -> None:
     print(f"# The small shapes' prefill step against prompt length ({d.name})\n")
     print(f"Command: `.venv/bin/python benchmarks/prefill_step.py {d.relative_to(ROOT)}` (this file is its output).\n")
     fits = []
-    for base, model in SHAPES.items():
+    for base, (model, build) in SHAPES.items():
         mine = sorted(((rec["mix"][0], rec) for row, rec in rows.items()
                        if row.rsplit("-p", 1)[0] == base and rec["measured"].get("1", {}).get("ttft_mean_ms")),
                       key=lambda t: t[0])
@@ -51,10 +53,11 @@ def main(d: Path) -> None:
             continue
         spec = lookup(model, None)
         gpu = get_gpu(mine[0][1]["gpu"])
-        flops_ms = 2 * spec.params / (gpu.bf16_tflops * 1e12) * 1000  # per prompt token, at the dense peak
-        print(f"## {model.split('/')[1]} shape, BF16, {gpu.name}\n")
+        peak = gpu.fp8_tflops if build == "FP8" else gpu.bf16_tflops
+        flops_ms = 2 * spec.params / (peak * 1e12) * 1000  # per prompt token, at the dense peak
+        print(f"## {model.split('/')[1]} shape, {build}, {gpu.name}\n")
         print("| prompt tokens | client TTFT mean ms | server TTFT mean ms | engine prefill mean ms | plan predicted "
-              "TTFT ms | GEMM FLOPs at the BF16 peak, ms | client TTFT beyond the engine's prefill, ms | file |")
+              "TTFT ms | GEMM FLOPs at the build's dense peak, ms | client TTFT beyond the engine's prefill, ms | file |")
         print("|---|---|---|---|---|---|---|---|")
         xs, ys = [], []
         for n, rec in mine:
@@ -70,7 +73,7 @@ def main(d: Path) -> None:
             a, b = line(xs, ys)
             fits.append((spec.name, a, b, flops_ms))
             print(f"\nEngine prefill ≈ **{a:.1f} ms + {b * 1000:.2f} µs × tokens** (least squares over {len(xs)} "
-                  f"lengths); the GEMMs at the dense peak take {flops_ms * 1000:.2f} µs a token: the slope is "
+                  f"lengths); the GEMMs at the build's dense peak take {flops_ms * 1000:.2f} µs a token: the slope is "
                   f"{flops_ms / b:.0%} of the peak (prompt attention, quadratic in the length, is in it).\n")
     if not fits:
         print("No prefill rows with the engine's prefill time in this run.")

@@ -145,7 +145,7 @@ def gpu_run_2026_12_07() -> list[Row]:
         ("lora-8b", "H100 BF16 8B balanced", "bf16", l8, 15.0, (1, 64), ", base model, --enable-lora on")))
 
 
-def _first_seen_run(d: Path, spec: tuple, ttft_cause: str = "") -> list[Row]:
+def _first_seen_run(d: Path, spec: tuple, ttft_causes: dict[str, str] | None = None) -> list[Row]:
     """A pipeline run's rows (benchmarks/gpu/run_any.sh): each level's bench file, the KV tokens its server logged
     (serve.json) and the prediction `llmodal plan` stored before the server started (rows.json, with the GPU and
     profile it was made for; the profile's batch limits, KV dtype and kernel are llmodal's own, profiles.apply).
@@ -167,7 +167,7 @@ def _first_seen_run(d: Path, spec: tuple, ttft_cause: str = "") -> list[Row]:
         if 1 in levels:  # the single stream's mean TTFT, beside its throughput (one warm-up request before it)
             out.append(_row(d / f"{row}-c1.json", f"{label}, vLLM 0.32, llmodal bench, c=1 TTFT ({row}-c1{note})", gpu,
                             quant, profile, 1, kv[row], kind="ttft", first_seen=stored[row]["predicted"]["1"]["ttft_ms"],
-                            cause=ttft_cause if model else "", **same))
+                            cause=(ttft_causes or {}).get(row, ""), **same))
     return out
 
 
@@ -217,7 +217,8 @@ def gpu_run_2026_12_07b() -> list[Row]:
         ("bf16-8b", "H100 BF16 8B balanced", "bf16", l8, 15.0, levels, note),
         ("bf16-3b", "H100 BF16 3B balanced", "bf16", "meta-llama/Llama-3.2-3B-Instruct", 6.77, levels, note),
         ("fp8-8b", "H100 FP8 8B balanced", "fp8", l8, 8.51, levels, note),
-        ("awq-balanced", "H100 AWQ balanced", "awq", "", None, levels, note)), ttft_cause=HOST_07B)
+        ("awq-balanced", "H100 AWQ balanced", "awq", "", None, levels, note)),
+        ttft_causes={"bf16-8b": HOST_07B, "bf16-3b": HOST_07B})  # re-measured on 07c's host; the FP8 8B was not
 
 
 # This run's host, measured against 2026-12-07c's (another lent H100): the cause of its small shapes' slow first token
@@ -246,20 +247,24 @@ def _prefill_and_again_run(d: Path, note: str) -> list[Row]:
     stored = json.loads((d / "rows.json").read_text())
     kv = {k: v["engine_kv_tokens"] for k, v in json.loads((d / "serve.json").read_text()).items()}
     out = []
-    shapes = {"prefill-8b": ("BF16 8B", "meta-llama/Llama-3.1-8B-Instruct", 15.0),
-              "prefill-3b": ("BF16 3B", "meta-llama/Llama-3.2-3B-Instruct", 6.77)}
+    shapes = {"prefill-8b": ("BF16 8B", "bf16", "meta-llama/Llama-3.1-8B-Instruct", 15.0),
+              "prefill-3b": ("BF16 3B", "bf16", "meta-llama/Llama-3.2-3B-Instruct", 6.77),
+              "prefill-8b-fp8": ("FP8 8B", "fp8", "meta-llama/Llama-3.1-8B-Instruct", 8.51)}
     for row, rec in stored.items():
         base = row.rsplit("-p", 1)[0]
         m = rec["measured"].get("1", {})
         if base not in shapes or base not in kv or not m.get("ttft_mean_ms"):
             continue
-        what, model, gib = shapes[base]
+        what, quant, model, gib = shapes[base]
         n_in, n_out = rec["mix"]
-        flags = apply(rec["profile"], get_gpu(rec["gpu"]), "bf16")
-        out.append(_row(d / f"{row}-c1.json", f"{rec['gpu']} {what} {rec['profile']}, vLLM 0.32, llmodal bench, "
-                        f"{n_in:,}-token prompt TTFT ({row}-c1{note})", rec["gpu"], "bf16", rec["profile"], 1, kv[base],
-                        kind="ttft", n_in=n_in, n_out=n_out, kv_bytes=flags.kv_dtype_bytes, weights_gib=gib,
-                        model=model, first_seen=rec["predicted"]["1"]["ttft_ms"]))
+        flags = apply(rec["profile"], get_gpu(rec["gpu"]), quant)
+        same = dict(n_in=n_in, n_out=n_out, kv_bytes=flags.kv_dtype_bytes, weights_gib=gib, model=model)
+        head = f"{rec['gpu']} {what} {rec['profile']}, vLLM 0.32, llmodal bench"
+        out.append(_row(d / f"{row}-c1.json", f"{head}, {n_in:,}-token prompt TTFT ({row}-c1{note})", rec["gpu"], quant,
+                        rec["profile"], 1, kv[base], kind="ttft", first_seen=rec["predicted"]["1"]["ttft_ms"], **same))
+        # the same single stream's out tok/s (16 tokens a request: mostly its prefill and first token)
+        out.append(_row(d / f"{row}-c1.json", f"{head}, c=1, {n_in:,}:{n_out} tokens ({row}-c1{note})", rec["gpu"],
+                        quant, rec["profile"], 1, kv[base], first_seen=rec["predicted"]["1"]["out_tok_s"], **same))
     if "awq-again" in stored and "awq-again" in kv:
         rec = stored["awq-again"]
         gpu, profile = rec["gpu"], rec["profile"]
@@ -450,8 +455,8 @@ def main() -> None:
     for v in verdicts:
         r = v.row
         fitted = predict_row(r, SPEC, final)
-        held = ("(kernel constants borrowed, never fitted; the API server's term fitted)" if FITS[r.kernel].like
-                else "")
+        fitted_term = "the first-token term" if r.kind == "ttft" else "the API server's term"
+        held = (f"(kernel constants borrowed, never fitted; {fitted_term} fitted)" if FITS[r.kernel].like else "")
         first = "–" if r.first_seen is None else f"{r.first_seen:,.1f} ({r.first_seen / r.measured - 1:+.1%})"
         cells = []
         for kind in ("fit H", "leave out", "shape:"):
@@ -512,7 +517,11 @@ def main() -> None:
               f"First-seen rows (`llmodal plan`'s prediction stored before the run, the judgement before any refit): "
               + ", ".join(f"{v.row.source.split('/')[-1].split('.')[0]} ({v.row.source.split('/')[-2]}) "
                           f"{v.row.first_seen / v.row.measured - 1:+.1%}" for v in vs_all
-                          if v.row.first_seen is not None and v.row.kind == "tput") + ". Throughput rows within ±15 % held out: "
+                          if v.row.first_seen is not None and v.row.kind == "tput")
+              + "; first-seen TTFT rows: " + ", ".join(
+                  f"{v.row.source.split('/')[-1].split('.')[0]} ({v.row.source.split('/')[-2]}) "
+                  f"{v.row.first_seen / v.row.measured - 1:+.1%}" for v in vs_all
+                  if v.row.first_seen is not None and v.row.kind == "ttft") + ". Throughput rows within ±15 % held out: "
               f"{sum(v.status == 'within' for v in tput)}/{len(tput)}; every row within ±25 %: "
               f"{sum(v.worst is not None and abs(v.worst) <= 0.25 for v in vs_all)}/{len(vs_all)}; outside with a "
               f"measured cause: {sum(v.status == 'explained' for v in vs_all)}; misses: "

@@ -13,9 +13,9 @@
 # Rows: each records `llmodal plan`'s prediction first (held_out.py predict), then starts the plan's server
 # cold through llmodal's own prepare (goodput.py serve: launch → /health and the start's timeline from
 # vLLM's log, serve.json), then measures its levels (held_out.py measure → rows.json, one bench file a level).
-#   Defaults (both cards): prefill-8b and prefill-3b (single streams at 256 … 8,000 prompt tokens: the small
-#   shapes' prefill step, whose c = 1 TTFT the FLOPs term misses), awq-again (the repeated-prompts rule judged
-#   first seen), then H100: fp8-throughput (the 70B FP8 build: at 8,192 tokens only the throughput profile's FP8
+#   Defaults (both cards): prefill-8b-fp8 (the FP8 8B's single streams at 256 … 8,000 prompt tokens on another
+#   host than 2026-12-07b's, whose FP8 8B TTFT is the validation's one miss; prefill-8b, prefill-3b and awq-again
+#   ran on 2026-12-07c), then H100: fp8-throughput (the 70B FP8 build: at 8,192 tokens only the throughput profile's FP8
 #   KV leaves room, 28,554 tokens = 22 streams; FP8 at the 70B ran on the H200 only), bf16-3b-api2 (the 3B with
 #   vLLM's --api-server-count 2: does scaling out the API server lift the delivery bound?), warm restarts (start
 #   timelines with a compile cache); H200: awq-balanced with fresh prompts, bf16-3b-api2, warm. By RA_ROWS:
@@ -45,8 +45,8 @@ case "$1" in
     cat "$R/gpu.txt"
     name=$(head -1 "$R/gpu.txt")
     case "$name" in
-      *H200*) card=H200; price=4.54; rows=${RA_ROWS:-"prefill-8b prefill-3b awq-again awq-balanced bf16-3b-api2 warm"} ;;
-      *H100*) card=H100; price=3.9492; rows=${RA_ROWS:-"prefill-8b prefill-3b awq-again fp8-throughput bf16-3b-api2 warm"} ;;
+      *H200*) card=H200; price=4.54; rows=${RA_ROWS:-"prefill-8b-fp8 awq-balanced bf16-3b-api2 warm"} ;;
+      *H100*) card=H100; price=3.9492; rows=${RA_ROWS:-"prefill-8b-fp8 fp8-throughput bf16-3b-api2 warm"} ;;
       *) echo "card not on the list: $name (H100 and H200 rows only)"; exit 2 ;;
     esac
     # the pipeline's own seconds: RA_BUDGET_S, else the device time left when this call began (RA_GPU_LEFT_S)
@@ -136,6 +136,7 @@ case "$1" in
           lora-8b)        lora_row \$r ;;
           prefill-8b)     prefill_row \$r /tmp/m8 --8b 200 ;;
           prefill-3b)     prefill_row \$r /tmp/m3 --3b 180 ;;
+          prefill-8b-fp8) prefill_row \$r /tmp/m8fp8 '--8b --fp8' 200 ;;
           awq-again)      again_row \$r ;;
           goodput)        late 600 goodput && continue; mk /tmp/m70fp8 --fp8
                           py $here/held_out.py predict $R gp-t10 --model /tmp/m70fp8 --profile throughput --levels 128

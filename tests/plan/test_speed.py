@@ -111,7 +111,8 @@ def test_a_band_holds_on_the_gpu_and_shape_where_the_kernels_runs_were_held_out(
         assert "never fitted; constants borrowed from fp8-w8a8 (first seen: " in b.text()
     assert "no measurement of this model size" in band(get_gpu("H100"), "bf16", spec=l70).text()
     # what the small shapes' runs did not vary is said beside their band (the 70B's were held out by profile)
-    assert "balanced profile, 1,024:256 tokens only" in band(get_gpu("H100"), "bf16", spec=l8).text()
+    assert "balanced profile, prompts of 256-8,000 tokens, outputs of 16-256 only" in band(
+        get_gpu("H100"), "bf16", spec=l8).text()
     assert "balanced profile" not in band(get_gpu("H100"), "awq", spec=l70).text()
     # the 70B's runs were held out by profile, at prompts of 1,024-6,000 and outputs of 256-1,024 tokens: a band for
     # any profile inside that, none for a mix outside it (a decode-only chat, a long prompt with a short answer)
@@ -342,11 +343,12 @@ def test_a_request_the_kv_cache_cannot_hold_is_refused():
     ({"LLMODAL_PROFILE": "latency"}, [], "latency profile"),
     ({"LLMODAL_PROFILE": "throughput"}, [], "throughput profile"),
     ({"VLLM_MAX_NUM_SEQS": "8"}, [], "max_num_seqs 8"),
-    ({}, ["--mix", "8000:100"], "8,000:100 tokens"),
+    ({}, ["--mix", "2048:1024"], "2,048:1024 tokens"),
 ])
 def test_a_small_shapes_band_holds_only_for_the_setup_its_runs_had(env, args, here):
-    """The 8B's runs were balanced at 1,024:256 only: a prediction under another profile, batch cap or mix is
-    not what they held out, so plan, --json and --compare give no band there and say what differs."""
+    """The 8B's runs were balanced, prompts of 256-8,000 tokens, outputs of 16-256: a prediction under another
+    profile, batch cap or a mix outside that is not what they held out, so plan, --json and --compare give no band
+    there and say what differs."""
     from typer.testing import CliRunner
 
     from llmodal.cli import app
@@ -361,7 +363,8 @@ def test_a_small_shapes_band_holds_only_for_the_setup_its_runs_had(env, args, he
     assert inside["error"] is not None and inside["shape"] == "Llama-3.1-8B"  # the setup the runs had
     b = json.loads(run("--json", *args, **env))["speed"]["error_band"]
     assert b["error"] is None and b["worst"] is None and b["shape"] is None, b
-    assert here in b["extrapolated"] and "balanced profile, 1,024:256 tokens" in b["extrapolated"], b
+    assert here in b["extrapolated"] and "balanced profile, prompts of 256-8,000 tokens, outputs of 16-256" in \
+        b["extrapolated"], b
     text = " ".join(run(*args, **env).split())
     assert "error band: no error band" in text and here in text and "±9%" not in text
     rows = json.loads(run("--compare", "--json", *args, **env))["rows"]

@@ -72,8 +72,8 @@ FITS |= {
     # Judged once, first seen (the prediction stored before each run), never fitted: speed-validation.md's
     # dense-16bit rows (tests/plan/test_speed_validation.py reads them back).
     "dense-16bit": KernelFit(e_comp=FITS["fp8-w8a8"].e_comp, like="fp8-w8a8",
-                             first_seen="11 throughput runs on an H100 at Llama-3.1-8B's and Llama-3.2-3B's shapes, "
-                                        "2026-12-07: -8.8% to +68.5%; 14 single-stream TTFTs +9.3% to -77.0%"),
+                             first_seen="21 throughput runs on an H100 at Llama-3.1-8B's and Llama-3.2-3B's shapes, "
+                                        "2026-12-07: -8.9% to +68.5%; 14 single-stream TTFTs +9.3% to -77.0%"),
     "int8-w8a8": KernelFit(e_comp=FITS["fp8-w8a8"].e_comp, like="fp8-w8a8"),
     "fp8-marlin": KernelFit(e_comp=FITS["marlin"].e_comp, floor_ms=FITS["marlin"].floor_ms, like="marlin"),
 }
