@@ -107,13 +107,11 @@ def _rule(res, mix: tuple[int, int], c: int, again: int) -> dict:
     from llmodal.plan.speed_sim import Load
 
     engine, lim = _engine(res.chosen, res.spec, mix, c)
+    limits = {k: lim[k] for k in ("max_num_seqs", "max_num_batched_tokens", "kv_tokens")}
     hits = again if again * sum(mix) <= lim["kv_tokens"] else 0
     n = max(4, 2 * c)
-    sim = run(engine, Load(mix[0], mix[1], c, n, cached_in=mix[0] - 16 if hits else 0, cached_requests=hits),
-              max_num_seqs=lim["max_num_seqs"], max_num_batched_tokens=lim["max_num_batched_tokens"],
-              kv_tokens=lim["kv_tokens"])
-    fresh = run(engine, Load(mix[0], mix[1], c, n), max_num_seqs=lim["max_num_seqs"],
-                max_num_batched_tokens=lim["max_num_batched_tokens"], kv_tokens=lim["kv_tokens"])
+    sim = run(engine, Load(mix[0], mix[1], c, n, cached_in=mix[0] - 16 if hits else 0, cached_requests=hits), **limits)
+    fresh = run(engine, Load(mix[0], mix[1], c, n), **limits)
     return {"rule": {"repeated_requests": again, "credited_hits": hits, "requests": n,
                      "out_tok_s": round(sim.out_tok_s, 1), "same_run_fresh_out_tok_s": round(fresh.out_tok_s, 1)}}
 
