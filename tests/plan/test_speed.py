@@ -370,3 +370,12 @@ def test_a_small_shapes_band_holds_only_for_the_setup_its_runs_had(env, args, he
     rows = json.loads(run("--compare", "--json", *args, **env))["rows"]
     h100 = next(r for r in rows if (r["gpu"], r["build"], r["tp"]) == ("H100", "bf16", 1))
     assert h100["error_band"]["error"] is None and h100["could_be_cheapest"] is None
+
+
+def test_a_gptq_build_shows_machetes_band_and_says_no_gptq_checkpoint_ran():
+    # every stored 4-bit run served an AWQ checkpoint; a GPTQ one goes through the same Machete kernel on Hopper,
+    # so it gets that band, said to be the AWQ runs', while the AWQ build's band says nothing of the kind
+    gptq, awq = band(get_gpu("H100"), "gptq"), band(get_gpu("H100"), "awq")
+    assert gptq.kernel == awq.kernel == "machete" and gptq.error == awq.error is not None
+    assert "no GPTQ checkpoint was run: the band is the AWQ runs' through the same machete kernel" in gptq.text()
+    assert "GPTQ" not in awq.text() and "no GPTQ" not in band(get_gpu("A100-80GB"), "gptq").text()  # no band there

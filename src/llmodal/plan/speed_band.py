@@ -132,5 +132,8 @@ def band(gpu: GPU, quant: str, disabled_kernels: str | None = None, spec: ModelS
     if why:
         err, worst, runs = None, None, 0  # the band was measured elsewhere: it does not carry over
         scope = ""
-    return Band(k, err, worst, runs, "; ".join(why), "; ".join(x for x in (borrowed, scope) if x),
+    # every 4-bit run served an AWQ checkpoint: a GPTQ one runs the same kernel, but no run of one exists
+    other = (f"no {quant.upper()} checkpoint was run: the band is the AWQ runs' through the same {k} kernel"
+             if err is not None and family(quant) == "4-bit" and quant != "awq" else "")
+    return Band(k, err, worst, runs, "; ".join(why), "; ".join(x for x in (borrowed, other, scope) if x),
                 shape.name if shape and not why else "")
