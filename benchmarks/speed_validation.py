@@ -36,8 +36,8 @@ from llmodal.plan.catalog import lookup  # noqa: E402
 from llmodal.plan.gpus import get_gpu  # noqa: E402
 from llmodal.plan.profiles import apply  # noqa: E402
 from llmodal.plan.speed import ARCH, FITS, family  # noqa: E402
-from llmodal.plan.speed_fit import (DEFAULT, Fold, Row, cross_validate, fit, predict_row,  # noqa: E402
-                                    spec_of, summarize)
+from llmodal.plan.speed_fit import (DEFAULT, Fold, Row, cross_validate, fit, in_cache,  # noqa: E402
+                                    predict_row, spec_of, summarize)
 
 SPEC = lookup("meta-llama/Llama-3.1-70B-Instruct", None)
 GOAL = {"tput": 0.15, "ttft": 0.25}  # issue 35: throughput rows ±15 %, every row ±25 %
@@ -77,7 +77,7 @@ def rows() -> list[Row]:
         # benchmarks/gpu/run.sh at 05bd077 (the code of this session) ran `vllm bench serve` at c=1 (8 prompts),
         # then at c=32 (128), with its default seed: the c=32 call's first 8 prompts were the c=1 call's.
         again = _load(h26 / "vllm-default-c1.json")["completed"] if c == 32 else 0
-        again = again if again * (1024 + 256) <= 114384 else 0
+        again = in_cache(again, 1024, 256, 114384)
         note = f", its first {again} prompts the call before's" if again else ""
         out.append(_row(h26 / f"vllm-default-c{c}.json", f"H100 AWQ, vLLM 0.26, vllm bench, c={c} (raw{note})",
                         "H100", "awq", H100_026, c, 114384, cached_requests=again))
@@ -130,7 +130,7 @@ def rows() -> list[Row]:
                 out.append(_row(f, f"H200 FP8 {profile}, c=1 TTFT ({d[5:]} round {rnd[1]}{note})", "H200", "fp8",
                                 profile, 1, kv, kind="ttft", kv_bytes=kvb, weights_gib=67.7, **extra))
     out += gpu_run_2026_12_07() + gpu_run_2026_12_07b() + gpu_run_2026_12_07_h200()
-    out += _prefill_and_again_run(R / "h100-2026-12-07c", ", 2026-12-07c")
+    out += gpu_run_2026_12_07c()
     return out
 
 
@@ -145,6 +145,15 @@ def gpu_run_2026_12_07() -> list[Row]:
         ("lora-8b", "H100 BF16 8B balanced", "bf16", l8, 15.0, (1, 64), ", base model, --enable-lora on")))
 
 
+def _setup(gpu: str, profile: str, quant: str) -> dict:
+    """A pipeline row's server as llmodal's profile set it up (profiles.apply): KV dtype, batch limits, kernels."""
+    flags = apply(profile, get_gpu(gpu), quant)
+    limits = {k: v for k, v in (("max_num_seqs", flags.max_num_seqs),
+                                ("max_num_batched_tokens", flags.max_num_batched_tokens),
+                                ("disabled_kernels", flags.disabled_kernels)) if v}
+    return dict(kv_bytes=flags.kv_dtype_bytes, **limits)
+
+
 def _first_seen_run(d: Path, spec: tuple, ttft_causes: dict[str, str] | None = None) -> list[Row]:
     """A pipeline run's rows (benchmarks/gpu/run_any.sh): each level's bench file, the KV tokens its server logged
     (serve.json) and the prediction `llmodal plan` stored before the server started (rows.json, with the GPU and
@@ -156,11 +165,7 @@ def _first_seen_run(d: Path, spec: tuple, ttft_causes: dict[str, str] | None = N
     out = []
     for row, label, quant, model, gib, levels, note in spec:
         gpu, profile = stored[row]["gpu"], stored[row]["profile"]
-        flags = apply(profile, get_gpu(gpu), quant)
-        limits = {k: v for k, v in (("max_num_seqs", flags.max_num_seqs),
-                                    ("max_num_batched_tokens", flags.max_num_batched_tokens),
-                                    ("disabled_kernels", flags.disabled_kernels)) if v}
-        same = dict(kv_bytes=flags.kv_dtype_bytes, weights_gib=gib, model=model, **limits)
+        same = dict(weights_gib=gib, model=model, **_setup(gpu, profile, quant))
         out += [_row(d / f"{row}-c{c}.json", f"{label}, vLLM 0.32, llmodal bench, c={c} ({row}-c{c}{note})", gpu,
                      quant, profile, c, kv[row], first_seen=stored[row]["predicted"][str(c)]["out_tok_s"], **same)
                 for c in levels]
@@ -187,7 +192,7 @@ def _repeated(prof: Path, stem: str, kv: int) -> int:
         return 0
     prev = record[calls[calls.index(f"c{c}") - 1]]
     sent = prev[0]["sent"] if isinstance(prev, list) else prev["completed"]
-    return sent if sent * (1024 + 256) <= kv else 0
+    return in_cache(sent, 1024, 256, kv)
 
 
 def hit_rates(all_rows: list[Row]) -> list[tuple[str, float, float]]:
@@ -238,64 +243,68 @@ def gpu_run_2026_12_07_h200() -> list[Row]:
         ("awq-latency", "H200 AWQ latency", "awq", "", None, levels, note)))
 
 
-def _prefill_and_again_run(d: Path, note: str) -> list[Row]:
-    """A run of run_any.sh's prefill and awq-again rows (from 2026-12-07's third GPU call on): ``prefill-8b-pN``
-    / ``prefill-3b-pN``, one server a shape, single streams at N prompt tokens (16 out), each N's `llmodal plan`
-    TTFT stored before; ``awq-again`` (c = 64 and c = 128, fresh prompts) and ``awq-again-again`` (c = 128 whose
-    first 128 prompts were the c = 64 level's, sent right after it with its bench seed; its stored prediction is
-    the repeated-prompts rule's, made before the run: held_out.py ``--again``)."""
+def gpu_run_2026_12_07c() -> list[Row]:
+    """The lent H100's run of 2026-12-07c: run_any.sh's prefill rows (single streams of the 8B and 3B at 256-8,000
+    prompt tokens, 16 out) and awq-again (the 70B AWQ under `throughput`: c = 64 and c = 128 with fresh prompts, and
+    awq-again-again, a c = 128 level re-sending the c = 64 level's prompts), each prediction stored before."""
+    d, note = R / "h100-2026-12-07c", ", 2026-12-07c"
+    return (_prefill_rows(d, note)
+            + _first_seen_run(d, (("awq-again", "H100 AWQ throughput", "awq", "", None, (64, 128), note),))
+            + _again_rows(d, note))
+
+
+# a prefill row's name, before its "-pN": (what, quant, catalog model, the engine's logged weights GiB)
+PREFILL_SHAPES = {"prefill-8b": ("BF16 8B", "bf16", "meta-llama/Llama-3.1-8B-Instruct", 15.0),
+                  "prefill-3b": ("BF16 3B", "bf16", "meta-llama/Llama-3.2-3B-Instruct", 6.77),
+                  "prefill-8b-fp8": ("FP8 8B", "fp8", "meta-llama/Llama-3.1-8B-Instruct", 8.51)}
+
+
+def _prefill_rows(d: Path, note: str) -> list[Row]:
+    """``prefill-8b-pN`` / ``prefill-3b-pN`` / ``prefill-8b-fp8-pN``: one server a shape, a single stream at N prompt
+    tokens (16 out), each N's `llmodal plan` figures stored before: its TTFT and its out tok/s, two rows."""
     stored = json.loads((d / "rows.json").read_text())
     kv = {k: v["engine_kv_tokens"] for k, v in json.loads((d / "serve.json").read_text()).items()}
     out = []
-    shapes = {"prefill-8b": ("BF16 8B", "bf16", "meta-llama/Llama-3.1-8B-Instruct", 15.0),
-              "prefill-3b": ("BF16 3B", "bf16", "meta-llama/Llama-3.2-3B-Instruct", 6.77),
-              "prefill-8b-fp8": ("FP8 8B", "fp8", "meta-llama/Llama-3.1-8B-Instruct", 8.51)}
     for row, rec in stored.items():
         base = row.rsplit("-p", 1)[0]
-        m = rec["measured"].get("1", {})
-        if base not in shapes or base not in kv or not m.get("ttft_mean_ms"):
+        if base not in PREFILL_SHAPES or base not in kv or not rec["measured"].get("1", {}).get("ttft_mean_ms"):
             continue
-        what, quant, model, gib = shapes[base]
-        n_in, n_out = rec["mix"]
-        flags = apply(rec["profile"], get_gpu(rec["gpu"]), quant)
-        same = dict(n_in=n_in, n_out=n_out, kv_bytes=flags.kv_dtype_bytes, weights_gib=gib, model=model)
-        head = f"{rec['gpu']} {what} {rec['profile']}, vLLM 0.32, llmodal bench"
-        out.append(_row(d / f"{row}-c1.json", f"{head}, {n_in:,}-token prompt TTFT ({row}-c1{note})", rec["gpu"], quant,
-                        rec["profile"], 1, kv[base], kind="ttft", first_seen=rec["predicted"]["1"]["ttft_ms"], **same))
+        what, quant, model, gib = PREFILL_SHAPES[base]
+        (n_in, n_out), gpu, profile = rec["mix"], rec["gpu"], rec["profile"]
+        same = dict(n_in=n_in, n_out=n_out, weights_gib=gib, model=model, **_setup(gpu, profile, quant))
+        head = f"{gpu} {what} {profile}, vLLM 0.32, llmodal bench"
+        out.append(_row(d / f"{row}-c1.json", f"{head}, {n_in:,}-token prompt TTFT ({row}-c1{note})", gpu, quant,
+                        profile, 1, kv[base], kind="ttft", first_seen=rec["predicted"]["1"]["ttft_ms"], **same))
         # the same single stream's out tok/s (16 tokens a request: mostly its prefill and first token)
-        out.append(_row(d / f"{row}-c1.json", f"{head}, c=1, {n_in:,}:{n_out} tokens ({row}-c1{note})", rec["gpu"],
-                        quant, rec["profile"], 1, kv[base], first_seen=rec["predicted"]["1"]["out_tok_s"], **same))
-    if "awq-again" in stored and "awq-again" in kv:
-        rec = stored["awq-again"]
-        gpu, profile = rec["gpu"], rec["profile"]
-        flags = apply(profile, get_gpu(gpu), "awq")
-        same = dict(kv_bytes=flags.kv_dtype_bytes, max_num_seqs=flags.max_num_seqs or 1024,
-                    max_num_batched_tokens=flags.max_num_batched_tokens or 8192)
-        for c in (64, 128):
-            if rec["measured"].get(str(c), {}).get("out_tok_s"):
-                out.append(_row(d / f"awq-again-c{c}.json", f"{gpu} AWQ {profile}, vLLM 0.32, llmodal bench, c={c} "
-                                f"(awq-again-c{c}{note})", gpu, "awq", profile, c, kv["awq-again"],
-                                first_seen=rec["predicted"][str(c)]["out_tok_s"], **same))
-        again = stored.get("awq-again-again", {})
-        m = again.get("measured", {}).get("128", {})
-        if m.get("out_tok_s"):
-            rule = again["predicted"]["128"]["rule"]
-            out.append(_row(d / "awq-again-again-c128.json", f"{gpu} AWQ {profile}, vLLM 0.32, llmodal bench, c=128 "
-                            f"(awq-again-again-c128{note}, its first {rule['credited_hits']} prompts the level "
-                            f"before's, on purpose)", gpu, "awq", profile, 128, kv["awq-again"],
-                            cached_requests=rule["credited_hits"], first_seen=rule["out_tok_s"], **same))
+        out.append(_row(d / f"{row}-c1.json", f"{head}, c=1, {n_in:,}:{n_out} tokens ({row}-c1{note})", gpu, quant,
+                        profile, 1, kv[base], first_seen=rec["predicted"]["1"]["out_tok_s"], **same))
     return out
+
+
+def _again_rows(d: Path, note: str) -> list[Row]:
+    """``awq-again-again``: c = 128 whose first prompts were the awq-again c = 64 level's, sent right after it with its
+    bench seed on the same server; its stored prediction is the repeated-prompts rule's (held_out.py ``--again``)."""
+    again = json.loads((d / "rows.json").read_text()).get("awq-again-again", {})
+    m = again.get("measured", {}).get("128", {})
+    if not m.get("out_tok_s"):
+        return []
+    kv = json.loads((d / "serve.json").read_text())["awq-again"]["engine_kv_tokens"]
+    rule, gpu, profile = again["predicted"]["128"]["rule"], again["gpu"], again["profile"]
+    return [_row(d / "awq-again-again-c128.json", f"{gpu} AWQ {profile}, vLLM 0.32, llmodal bench, c=128 "
+                 f"(awq-again-again-c128{note}, its first {rule['credited_hits']} prompts the level before's, on "
+                 f"purpose)", gpu, "awq", profile, 128, kv, cached_requests=rule["credited_hits"],
+                 first_seen=rule["out_tok_s"], **_setup(gpu, profile, "awq"))]
 
 
 def _level(path: Path, c: int, kv: int) -> Row:
     """A level of the vLLM 0.26 `llmodal bench` call. That bench (cli.py at 05bd077, before 1ed5ef8 "fresh
     prompts per level") sent every level the head of one prompt list, `prompts.texts[warmup:warmup + n]`: a
     level's first prompts were all of the level before's, still in vLLM's prefix cache unless that level's
-    tokens overflowed the KV cache (the same clause as `_repeated`)."""
+    tokens overflowed the KV cache (speed_fit.in_cache, as for `_repeated`)."""
     levels = _load(path)["levels"]
     i = next(i for i, x in enumerate(levels) if x["concurrency"] == c)
     again = levels[i - 1]["sent"] if i else 0
-    again = again if again * (1024 + 256) <= kv else 0
+    again = in_cache(again, 1024, 256, kv)
     note = f" (its first {again} prompts the level before's)" if again else ""
     return Row(f"H100 AWQ, vLLM 0.26, llmodal bench, c={c}{note}", "H100", "awq", H100_026, "tput", 1024, 256, c,
                levels[i]["sent"], kv, 2, levels[i]["output_tok_s"], str(path.relative_to(ROOT)),

@@ -104,11 +104,12 @@ def _rule(res, mix: tuple[int, int], c: int, again: int) -> dict:
     them repeats), on the plan's engine and limits: what speed_validation.py will compute for its row."""
     from llmodal.plan.compare import _engine
     from llmodal.plan.speed import run
+    from llmodal.plan.speed_fit import in_cache
     from llmodal.plan.speed_sim import Load
 
     engine, lim = _engine(res.chosen, res.spec, mix, c)
     limits = {k: lim[k] for k in ("max_num_seqs", "max_num_batched_tokens", "kv_tokens")}
-    hits = again if again * sum(mix) <= lim["kv_tokens"] else 0
+    hits = in_cache(again, *mix, lim["kv_tokens"])
     n = max(4, 2 * c)
     sim = run(engine, Load(mix[0], mix[1], c, n, cached_in=mix[0] - 16 if hits else 0, cached_requests=hits), **limits)
     fresh = run(engine, Load(mix[0], mix[1], c, n), **limits)

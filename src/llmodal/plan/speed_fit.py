@@ -57,6 +57,13 @@ class Params:
     first_s: float = FIRST_TOKEN_S  # a request's first token beyond the engine's steps (speed_sim first_s)
 
 
+def in_cache(sent: int, n_in: int, n_out: int, kv_tokens: int) -> int:
+    """Of a call's ``sent`` requests that the next call re-sends first, how many vLLM's prefix cache still holds
+    (the repeated-prompts rule): all, if the call's tokens fit the KV cache; else none, since LRU eviction has
+    dropped its oldest blocks, which are the ones re-sent first."""
+    return sent if sent * (n_in + n_out) <= kv_tokens else 0
+
+
 def binds_api(row: Row) -> bool:
     """A row the API server's term can be fitted to: a throughput run of a shape smaller than the 70B (whose
     engines outran the API server), as opposed to the 70B's, which never came near it."""
@@ -143,15 +150,15 @@ def fit(rows: list[Row], spec: ModelSpec, start: Params = START, sweeps: int = 3
     every = rows
     rows = [r for r in rows if not FITS[r.kernel].like and not r.model]
     kernels = sorted({r.kernel for r in rows})
+    known = [r for r in every if r.kernel in kernels or FITS[r.kernel].like in kernels]  # kernels this fit has
     # the API server's term: fitted where some row can fix it (binds_api), on those rows and the 70B's, not on the
     # smaller shapes' TTFT rows (one token streamed: the first-token term below is what they fix)
-    seen = [r for r in every
-            if (r.kernel in kernels or FITS[r.kernel].like in kernels) and (binds_api(r) or not r.model)]
+    seen = [r for r in known if binds_api(r) or not r.model]
     api = any(binds_api(r) for r in seen)
-    # a first token's fixed cost (speed_sim first_s): every single-stream TTFT row whose kernel this fit has, any
-    # shape — what it measures does not scale with the model (the 8B's and 3B's 256-token prompts: 6-10 ms over
-    # FLOPs in the engine, 4-6 ms in the API server)
-    firsts = [r for r in every if r.kind == "ttft" and (r.kernel in kernels or FITS[r.kernel].like in kernels)]
+    # a first token's fixed cost (speed_sim first_s): every single-stream TTFT row, any shape — what it measures
+    # does not scale with the model (the 8B's and 3B's 256-token prompts: 6-10 ms over FLOPs in the engine, 4-6 ms
+    # in the API server)
+    firsts = [r for r in known if r.kind == "ttft"]
     p = Params(start.e_mem, {k: start.fits[k] for k in kernels}, 0.0 if api else None, start.first_s)
     for _ in range(sweeps):
         for k in kernels:
