@@ -263,10 +263,13 @@ class Speed:
         return d
 
 
-def run(engine: Engine, load: Load, *, max_num_seqs: int, max_num_batched_tokens: int, kv_tokens: int):
+def run(engine: Engine, load: Load, *, max_num_seqs: int, max_num_batched_tokens: int, kv_tokens: int,
+        token_s: float | None = None):
+    """``load`` through vLLM's scheduler on this engine; ``token_s``: the delivery path's time instead of the
+    engine's (0: an API server that keeps up)."""
     return simulate(load, engine.step_seconds, max_num_seqs=max_num_seqs,
-                    max_num_batched_tokens=max_num_batched_tokens, kv_tokens=kv_tokens, token_s=engine.token_s,
-                    first_s=engine.first_s)
+                    max_num_batched_tokens=max_num_batched_tokens, kv_tokens=kv_tokens,
+                    token_s=engine.token_s if token_s is None else token_s, first_s=engine.first_s)
 
 
 def predict(engine: Engine, *, kv_tokens: int, price_per_hour: float, max_num_seqs: int,
@@ -278,8 +281,7 @@ def predict(engine: Engine, *, kv_tokens: int, price_per_hour: float, max_num_se
     load = Load(n_in, n_out, concurrency, PLAN_REQUESTS_PER_USER * concurrency)
     loaded = run(engine, load, **limits)
     # the engine alone (an API server that keeps up): how much of the engine's throughput the server takes
-    alone = (simulate(load, engine.step_seconds, **limits, token_s=0.0, first_s=engine.first_s).out_tok_s
-             if engine.token_s else 0.0)
+    alone = run(engine, load, **limits, token_s=0.0).out_tok_s if engine.token_s else 0.0
     total_tok_s = loaded.out_tok_s * (n_in + n_out) / n_out
     step1 = engine.step_seconds(1, n_in + n_out // 2, 0)
     return Speed(single_stream_tok_s=1 / step1, ttft_s=one.ttft_s, saturated_out_tok_s=loaded.out_tok_s,
