@@ -297,12 +297,13 @@ def choose(spec: ModelSpec, gpu: GPU, quantization: str, *, min_sequences: float
         base = make_plan(spec, gpu, **kw)
     else:
         ckpt = spec.checkpoints.get(quantization) if quantization != spec.quant else None
-        if quantization != spec.quant and ckpt is None and quantization in CHECKPOINT_ONLY:
+        rebuilt = quantization != spec.quant and ckpt is None  # vLLM would have to make this build itself
+        if rebuilt and quantization in CHECKPOINT_ONLY:
             known = ", ".join(spec.checkpoints) or "none"
             raise PlanError(f"VLLM_QUANTIZATION={quantization!r}: no {quantization.upper()} checkpoint is known for "
                             f"{spec.name} (known: {known}); point VLLM_MODEL at an existing "
                             f"{quantization.upper()} checkpoint instead")
-        if quantization != spec.quant and ckpt is None and not on_the_fly(spec, quantization):
+        if rebuilt and not on_the_fly(spec, quantization):
             raise PlanError(f"VLLM_QUANTIZATION={quantization!r}: {spec.name} is already "
                             f"{spec.quant.upper()}-quantized, and vLLM quantizes on the fly from 16-bit weights only; "
                             f"use VLLM_QUANTIZATION=none (or auto) to serve it as it is, or point VLLM_MODEL at an "
