@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from statistics import linear_regression
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -27,13 +28,6 @@ from llmodal.plan.gpus import get_gpu  # noqa: E402
 # row → (catalog model, build): an FP8 (W8A8) build's GEMMs run at the FP8 peak
 SHAPES = {"prefill-8b": ("meta-llama/Llama-3.1-8B-Instruct", "BF16"), "prefill-3b": ("meta-llama/Llama-3.2-3B-Instruct", "BF16"),
           "prefill-8b-fp8": ("meta-llama/Llama-3.1-8B-Instruct", "FP8")}
-
-
-def line(xs: list[float], ys: list[float]) -> tuple[float, float]:
-    n = len(xs)
-    mx, my = sum(xs) / n, sum(ys) / n
-    b = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
-    return my - b * mx, b
 
 
 def _f(x: float | None) -> str:
@@ -70,7 +64,7 @@ def main(d: Path) -> None:
                   f"{rec['predicted']['1']['ttft_ms']:.1f} | {n * flops_ms:.1f} | {_f(eng and m['ttft_mean_ms'] - eng)} | "
                   f"`{m['file']}` |")
         if len(xs) >= 2:
-            a, b = line(xs, ys)
+            b, a = linear_regression(xs, ys)
             fits.append((spec.name, a, b, flops_ms))
             print(f"\nEngine prefill ≈ **{a:.1f} ms + {b * 1000:.2f} µs × tokens** (least squares over {len(xs)} "
                   f"lengths); the GEMMs at the build's dense peak take {flops_ms * 1000:.2f} µs a token: the slope is "
