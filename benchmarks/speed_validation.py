@@ -130,7 +130,7 @@ def rows() -> list[Row]:
                 out.append(_row(f, f"H200 FP8 {profile}, c=1 TTFT ({d[5:]} round {rnd[1]}{note})", "H200", "fp8",
                                 profile, 1, kv, kind="ttft", kv_bytes=kvb, weights_gib=67.7, **extra))
     out += gpu_run_2026_12_07() + gpu_run_2026_12_07b() + gpu_run_2026_12_07_h200()
-    out += gpu_run_2026_12_07c()
+    out += gpu_run_2026_12_07c() + gpu_run_2026_12_07d()
     return out
 
 
@@ -253,6 +253,17 @@ def gpu_run_2026_12_07c() -> list[Row]:
             + _again_rows(d, note))
 
 
+def gpu_run_2026_12_07d() -> list[Row]:
+    """The lent H100's run of 2026-12-07d (another host): the FP8 and BF16 8B prefill rows, the 70B FP8 build on an
+    H100 under `throughput` (its first time on this card) and the 3B BF16 with two API-server processes
+    (--api-server-count 2), each prediction stored before its server started."""
+    d, note = R / "h100-2026-12-07d", ", 2026-12-07d"
+    return _prefill_rows(d, note) + _first_seen_run(d, (
+        ("fp8-throughput", "H100 FP8 throughput", "fp8", "", 67.7, (1, 8, 22), note),
+        ("bf16-3b-api2", "H100 BF16 3B balanced", "bf16", "meta-llama/Llama-3.2-3B-Instruct", 6.77, (1, 64, 128),
+         note + ", two API-server processes")))
+
+
 # a prefill row's name, before its "-pN": (what, quant, catalog model, the engine's logged weights GiB)
 PREFILL_SHAPES = {"prefill-8b": ("BF16 8B", "bf16", "meta-llama/Llama-3.1-8B-Instruct", 15.0),
                   "prefill-3b": ("BF16 3B", "bf16", "meta-llama/Llama-3.2-3B-Instruct", 6.77),
@@ -358,10 +369,10 @@ NOT_RUNS = [
                                           "part against the API server's (the measured cause of API_TOKEN_S)"),
     ("h100-2026-12-07b/metrics/*.txt", "the server's own counters (vLLM's /metrics, every 15 s): read in "
                                        "docs/BENCHMARKS.md, \"The API server's ceiling\"; the rows are the bench files"),
-    ("h100-2026-12-07c/metrics/*.ps", "the busiest processes' CPU seconds beside each /metrics poll (ps)"),
-    ("h100-2026-12-07c/metrics/*.txt", "the server's own counters (vLLM's /metrics, every 15 s); each level's own "
+    ("h100-2026-12-07[cd]/metrics/*.ps", "the busiest processes' CPU seconds beside each /metrics poll (ps)"),
+    ("h100-2026-12-07[cd]/metrics/*.txt", "the server's own counters (vLLM's /metrics, every 15 s); each level's own "
                                        "deltas (TTFT, engine prefill, prefix-cache hits) are in rows.json"),
-    ("h100-2026-12-07c/prefill-step.md", "benchmarks/prefill_step.py's reading of the prefill rows: engine prefill "
+    ("h100-2026-12-07[cd]/prefill-step.md", "benchmarks/prefill_step.py's reading of the prefill rows: engine prefill "
                                          "time against prompt length (docs/BENCHMARKS.md)"),
     ("h*-2026-12-07*/*.txt", "the run's command, GPU name, step timeline or budget: no serving load"),
 ]

@@ -54,6 +54,8 @@ case "$1" in
     budget=${RA_BUDGET_S:-$(( ${RA_GPU_LEFT_S:?pass RA_GPU_LEFT_S (device seconds left) or RA_BUDGET_S} - SECONDS - ${RA_MARGIN_S:-60} ))}
     echo "card $card, budget $budget s, rows: $rows" | tee "$R/plan.txt"
     t0=$(date +%s)
+    # a second start on a warm machine appends to steps.txt: poll waits for a PIPELINE-DONE after this line
+    echo "$(date +%T) START rows: $rows" >> "$R/steps.txt"
     setsid bash -c "
       export GP_GPU=$card GP_PRICE=$price
       # The plan's in-flight limit (LLMODAL_QUEUE_LIMIT, e.g. 104 for AWQ balanced on an H100) would answer
@@ -154,7 +156,8 @@ case "$1" in
     echo "started at $(date -u +%T)" ;;
   poll)
     stop_at=$(( $(date +%s) + ${2:-500} ))
-    while [ "$(date +%s)" -lt "$stop_at" ] && ! grep -q PIPELINE-DONE "$R/steps.txt" 2>/dev/null; do sleep 5; done
+    finished() { awk '/ START rows:/ { d = 0 } /PIPELINE-DONE/ { d = 1 } END { exit !d }' "$R/steps.txt" 2>/dev/null; }
+    while [ "$(date +%s)" -lt "$stop_at" ] && ! finished; do sleep 5; done
     cat "$R/steps.txt" 2>/dev/null; tail -4 "$R/pipeline.log" 2>/dev/null; cat "$R/table.md" 2>/dev/null
     tar czf "${OUT:-/tmp}/ra.tgz" -C "$(dirname "$R")" "$(basename "$R")" ;;
   *) echo "usage: run_any.sh start | poll SECONDS"; exit 2 ;;

@@ -33,7 +33,7 @@ from llmodal.plan.speed import L8, Engine, Speed, predict, same_shape
 GRAPHED_US = 13.2
 EAGER_US = 270.0
 # Held out: |error| of the predicted LoRA/base throughput ratio on the runs not fitted, the worst of them.
-HELD_OUT_WORST = 0.039
+HELD_OUT_WORST = 0.054
 HELD_OUT_RUNS = 3
 SOURCE = "benchmarks/results/lora-speed-validation.md"
 

@@ -21,18 +21,18 @@ from llmodal.plan.speed import (ARCH, FITS, L3, L8, MEASURED, MEASURED_TP, Band,
 # test it (+5.6 %: docs/BENCHMARKS.md, "Planner speed model"). A band holds only where HELD_OUT_AT
 # has runs of the kernel (GPU and model shape), at the measured TP: band() gives none elsewhere.
 BANDS: dict[tuple[str, str, str, str], tuple[float, float, int]] = {
-    ("Hopper", "4-bit", "machete", "Llama-3.1-70B"): (0.095, -0.110, 48),
-    ("Hopper", "4-bit", "marlin", "Llama-3.1-70B"): (0.080, -0.116, 11),
-    ("Hopper", "bf16", "dense-16bit", "Llama-3.1-8B"): (0.138, -0.146, 13),
-    ("Hopper", "bf16", "dense-16bit", "Llama-3.2-3B"): (0.095, 0.095, 8),
-    ("Hopper", "fp8", "fp8-w8a8", "Llama-3.1-70B"): (0.134, 0.146, 35),
-    ("Hopper", "fp8", "fp8-w8a8", "Llama-3.1-8B"): (0.063, -0.063, 3),
+    ("Hopper", "4-bit", "machete", "Llama-3.1-70B"): (0.092, -0.110, 48),
+    ("Hopper", "4-bit", "marlin", "Llama-3.1-70B"): (0.080, -0.114, 11),
+    ("Hopper", "bf16", "dense-16bit", "Llama-3.1-8B"): (0.133, -0.143, 18),
+    ("Hopper", "bf16", "dense-16bit", "Llama-3.2-3B"): (0.073, 0.092, 11),
+    ("Hopper", "fp8", "fp8-w8a8", "Llama-3.1-70B"): (0.145, -0.152, 38),
+    ("Hopper", "fp8", "fp8-w8a8", "Llama-3.1-8B"): (0.140, 0.140, 8),
 }
 # Where each kernel's runs were held out, as (GPU, model shape): a band holds only there (band()).
 HELD_OUT_AT: dict[str, tuple[tuple[str, ModelSpec], ...]] = {
     "machete": (("H100", MEASURED), ("H200", MEASURED)),
     "marlin": (("H100", MEASURED), ("H200", MEASURED)),
-    "fp8-w8a8": (("H200", MEASURED), ("H100", L8)),
+    "fp8-w8a8": (("H100", MEASURED), ("H200", MEASURED), ("H100", L8)),
     "dense-16bit": (("H100", L8), ("H100", L3)),
 }
 
@@ -73,9 +73,9 @@ class Scope:
 # Per model shape and kernel, since a band is per kernel (tests/plan/test_speed_validation.py checks each against its
 # own throughput rows): the 70B's runs were held out by profile, but Machete's all had vLLM's 1,024 sequences and
 # 8,192-token steps (1,024:256 and the 6,000:1,024 fills), Marlin's the latency profile's 32 / 2,048 and vLLM's
-# (1,024:256 only), FP8's the H200 throughput profile's 512 / 512 and vLLM's (1,024:256 only); the smaller shapes
-# ran `balanced` with vLLM's own limits: BF16 at 1,024:256 and single streams of 256-8,000 prompt tokens with 16 out
-# (2026-12-07c: the box's 8,000:256 corner was not run), FP8 at 1,024:256 only.
+# (1,024:256 only), FP8's the throughput profile's 512 / 512 (H200 and H100) and vLLM's (1,024:256 only); the smaller
+# shapes ran `balanced` with vLLM's own limits: at 1,024:256 and single streams of 256-8,000 prompt tokens with 16 out
+# (BF16 2026-12-07c, FP8 2026-12-07d: the box's 8,000:256 corner was not run).
 SHAPE_SCOPE: dict[tuple[str, str], Scope] = {
     (MEASURED.name, "machete"): Scope(None, (1024, 6000), (256, 1024), max_num_seqs=(1024, 1024),
                                       max_num_batched_tokens=(8192, 8192)),
@@ -84,7 +84,7 @@ SHAPE_SCOPE: dict[tuple[str, str], Scope] = {
     (MEASURED.name, "fp8-w8a8"): Scope(None, (1024, 1024), (256, 256), max_num_seqs=(512, 1024),
                                        max_num_batched_tokens=(512, 8192)),
     (L8.name, "dense-16bit"): Scope("balanced", (256, 8000), (16, 256)),
-    (L8.name, "fp8-w8a8"): Scope("balanced", (1024, 1024), (256, 256)),
+    (L8.name, "fp8-w8a8"): Scope("balanced", (256, 8000), (16, 256)),
     (L3.name, "dense-16bit"): Scope("balanced", (256, 8000), (16, 256)),
 }
 
