@@ -40,7 +40,7 @@ def test_a_step_is_the_slowest_of_weights_floor_and_compute_plus_its_kv_reads():
     assert four.step_seconds(1, 0, 0) == pytest.approx(20e-3)
     n = int(10e12 / (2 * MEASURED.params))
     assert four.step_seconds(n, 0, 0) == pytest.approx(n * 2 * MEASURED.params / 50e12)
-    # Prompt attention runs on the 16-bit tensor cores for every build, W8A8 included (vLLM quantises the
+    # Prompt attention goes at the 16-bit peak's rate for every build, W8A8 included (vLLM quantises the
     # GEMMs only): 1e12 query-key pairs × 4 × 1 layer × 1 head × 64 dims at 100 TFLOP/s × 0.5 = 5.12 s,
     # not FP8's 2.56
     for k in ("fp8-w8a8", "machete"):

@@ -209,8 +209,9 @@ class Engine:
         active = s.params if s.experts == 1 else s.params * 2 / s.experts  # top-2 MoE: 2 experts a token
         weights = max(self.weight_bytes / self.tp / bw, self.floor_seconds(f), tokens * 2 * active / self.tp / peak)
         kv = kv_read * self.kv_bytes_per_token / self.tp / bw
-        # attention runs on the 16-bit tensor cores whatever the linear layers' format: W8A8 quantises the GEMMs
-        # only (the H200's 8,100-token FP8 prompt took 1,177 ms with an FP8 KV cache, 1,149 without)
+        # prompt attention at the 16-bit peak's rate whatever the linear layers' format: W8A8 quantises the GEMMs
+        # only; with an FP8 KV cache vLLM's FlashAttention 3 computes attention in FP8 (vLLM docs, "Quantized KV
+        # Cache"), but the H200's 8,100-token FP8 prompt was no faster for it: 1,177 ms with, 1,149 without
         attn = attn_pairs * 4 * s.layers * s.heads * s.head_dim / self.tp / (self.gpu.bf16_tflops * 1e12 * f.e_comp)
         return weights + kv + attn + (self.tp - 1) * TP_STEP_MS / 1000
 
