@@ -110,6 +110,20 @@ def test_a_band_holds_on_the_gpu_and_shape_where_the_kernels_runs_were_held_out(
         assert band(get_gpu(gpu), "fp8", spec=spec).error is not None, (gpu, spec.name)
     b = band(get_gpu("H200"), "fp8", spec=l8)
     assert b.error is None and "no measurement of this model size" in b.text()
+    # ... and only at a load whose running batch asks no more of the KV cache than its runs' did (FP8's at most
+    # 0.99×: the H100's 22 streams): its `throughput` plan on an H100 holds 28,554 tokens, 128 streams ask 5.7×
+    fp8 = dict(spec=l70, profile="throughput", mix=(1024, 256), batching=(("max_num_seqs", 512),
+                                                                          ("max_num_batched_tokens", 512)))
+    assert band(get_gpu("H100"), "fp8", kv_demand=0.98, **fp8).error is not None
+    b = band(get_gpu("H100"), "fp8", kv_demand=5.74, **fp8)
+    assert b.error is None and "streams asking 5.74× the KV cache at once, its runs at most 0.99×" in b.text()
+    from typer.testing import CliRunner
+
+    from llmodal.cli import app
+
+    out = CliRunner().invoke(app, ["plan", "--env-file", "", "--gpu", "H100", "--quantization", "fp8"],
+                             env={"COLUMNS": "400", "LLMODAL_PROFILE": "throughput"}).output
+    assert "no error band (fp8-w8a8)" in out and "the KV cache at once, its runs at most 0.99×" in out, out
     # BF16 ran at the 8B and 3B on the H100 only: a band there, with its borrowed constants said
     for spec, name in ((l8, "Llama-3.1-8B"), (l3, "Llama-3.2-3B")):
         b = band(get_gpu("H100"), "bf16", spec=spec)

@@ -2,6 +2,7 @@
 constants and bands the last validation run printed (benchmarks/results/speed-validation.md)."""
 
 import json
+import math
 import re
 import sys
 from pathlib import Path
@@ -246,6 +247,9 @@ def test_each_kernels_band_holds_only_inside_what_its_own_throughput_runs_had():
             assert getattr(s, name) == span(lambda r: getattr(r, name)) or (
                 getattr(s, name) is None and {getattr(r, name) for r in rs} == {Row.__dataclass_fields__[name].default}), (shape, k, name)
         assert s.profile is None or {sv.group(r) for r in rs} == {s.profile}, (shape, k)
+        # the KV cache the running batch asked for at once, the most any of its runs did (rounded up)
+        demand = max(min(r.clients, r.requests, r.max_num_seqs) * (r.n_in + r.n_out) / r.kv_tokens for r in rs)
+        assert s.kv_demand == math.ceil(demand * 100) / 100, (shape, k, demand)
 
 
 def test_plan_says_how_far_off_a_small_shapes_single_stream_ttft_was():

@@ -76,9 +76,12 @@ def speed_of(plan: Plan, spec: ModelSpec, mix: tuple[int, int] = (1024, 256), co
     flags = plan.flags
     batching = tuple((k, v) for k, v in (("max_num_seqs", flags and flags.max_num_seqs),
                                          ("max_num_batched_tokens", flags and flags.max_num_batched_tokens)) if v)
+    # the KV cache the load's running batch asks for at once: past what the runs had, the band does not hold
+    demand = min(concurrency, limits["max_num_seqs"]) * sum(mix) / max(1, plan.kv_tokens)
     return predict(engine, **limits,
                    band_=band(engine.gpu, plan.quantization, flags.disabled_kernels if flags else None, spec,
-                              plan.tensor_parallel_size, profile=plan.profile, mix=mix, batching=batching))
+                              plan.tensor_parallel_size, profile=plan.profile, mix=mix, batching=batching,
+                              kv_demand=demand))
 
 
 def lora_speed_of(plan: Plan, spec: ModelSpec, mix: tuple[int, int] = (1024, 256), concurrency: int = 128,

@@ -46,6 +46,9 @@ class Scope:
     outputs: tuple[int, int]  # output tokens, from-to
     max_num_seqs: tuple[int, int] | None = None  # batch caps its runs had (None: the profile's own only)
     max_num_batched_tokens: tuple[int, int] | None = None  # step budgets its runs had (likewise)
+    # the most KV cache its runs' running batch asked for at once: min(streams, max_num_seqs) × tokens a request ÷
+    # KV tokens, rounded up. Above 1 requests wait or are preempted for cache; the band holds only as far as they did.
+    kv_demand: float = 0.0
 
     def text(self) -> str:
         (a, b), (c, d) = self.prompts, self.outputs
@@ -57,9 +60,12 @@ class Scope:
                                                       (self.max_num_batched_tokens, "tokens a step")) if r]
         return tokens + (f", batch caps of {' and '.join(limits)}" if limits else "")
 
-    def differs(self, profile: str | None, mix: tuple[int, int] | None, batching: tuple[tuple[str, int], ...]):
+    def differs(self, profile: str | None, mix: tuple[int, int] | None, batching: tuple[tuple[str, int], ...],
+                kv_demand: float | None = None):
         """What of this prediction's setup its runs did not have (``None``: not known, not judged)."""
         out = [f"{profile} profile"] if profile is not None and self.profile and profile != self.profile else []
+        if kv_demand is not None and kv_demand > self.kv_demand:
+            out.append(f"streams asking {kv_demand:.2f}× the KV cache at once, its runs at most {self.kv_demand:.2f}×")
         for name, value in batching:
             ran = getattr(self, name)
             if ran is None or not ran[0] <= value <= ran[1]:
@@ -78,24 +84,25 @@ class Scope:
 # (BF16 2026-12-07c, FP8 2026-12-07d: the box's 8,000:256 corner was not run).
 SHAPE_SCOPE: dict[tuple[str, str], Scope] = {
     (MEASURED.name, "machete"): Scope(None, (1024, 6000), (256, 1024), max_num_seqs=(1024, 1024),
-                                      max_num_batched_tokens=(8192, 8192)),
+                                      max_num_batched_tokens=(8192, 8192), kv_demand=1.54),
     (MEASURED.name, "marlin"): Scope(None, (1024, 1024), (256, 256), max_num_seqs=(32, 1024),
-                                     max_num_batched_tokens=(2048, 8192)),
+                                     max_num_batched_tokens=(2048, 8192), kv_demand=0.71),
     (MEASURED.name, "fp8-w8a8"): Scope(None, (1024, 1024), (256, 256), max_num_seqs=(512, 1024),
-                                       max_num_batched_tokens=(512, 8192)),
-    (L8.name, "dense-16bit"): Scope("balanced", (256, 8000), (16, 256)),
-    (L8.name, "fp8-w8a8"): Scope("balanced", (256, 8000), (16, 256)),
-    (L3.name, "dense-16bit"): Scope("balanced", (256, 8000), (16, 256)),
+                                       max_num_batched_tokens=(512, 8192), kv_demand=0.99),
+    (L8.name, "dense-16bit"): Scope("balanced", (256, 8000), (16, 256), kv_demand=0.35),
+    (L8.name, "fp8-w8a8"): Scope("balanced", (256, 8000), (16, 256), kv_demand=0.32),
+    (L3.name, "dense-16bit"): Scope("balanced", (256, 8000), (16, 256), kv_demand=0.27),
 }
 
 
 def band(gpu: GPU, quant: str, disabled_kernels: str | None = None, spec: ModelSpec | None = None,
          tp: int = 1, *, profile: str | None = None, mix: tuple[int, int] | None = None,
-         batching: tuple[tuple[str, int], ...] = ()) -> Band:
+         batching: tuple[tuple[str, int], ...] = (), kv_demand: float | None = None) -> Band:
     """The held-out band for this kernel on this GPU — only where runs of this kernel on this GPU, of this
     model shape at this TP, were held out (HELD_OUT_AT), and only inside what that shape's runs of this kernel had
-    (SHAPE_SCOPE: profile, token mix, ``batching`` — (max_num_seqs / max_num_batched_tokens, value) the plan sets);
-    anywhere else no band, and why it is an extrapolation. ``profile``/``mix`` None: not known, not judged."""
+    (SHAPE_SCOPE: profile, token mix, ``batching`` — (max_num_seqs / max_num_batched_tokens, value) the plan sets —
+    and ``kv_demand``, the KV cache its load asks for at once); anywhere else no band, and why it is an
+    extrapolation. ``profile``/``mix``/``kv_demand`` None: not known, not judged."""
     k = kernel(gpu, quant, disabled_kernels, spec.group_size if spec else 128)
     f = FITS[k]
     where = HELD_OUT_AT.get(k, ())
@@ -125,7 +132,7 @@ def band(gpu: GPU, quant: str, disabled_kernels: str | None = None, spec: ModelS
     scope = ""
     if shape and not why and (shape.name, k) in SHAPE_SCOPE:
         ran = SHAPE_SCOPE[shape.name, k]
-        if differs := ran.differs(profile, mix, batching):
+        if differs := ran.differs(profile, mix, batching, kv_demand):
             why.append(f"extrapolated: the {shape.name} shape's {k} throughput runs were {ran.text()} "
                        f"(here: {', '.join(differs)})")
         scope = f"{k} runs of this shape: {ran.text()}"
