@@ -65,7 +65,8 @@ class Scope:
         """What of this prediction's setup its runs did not have (``None``: not known, not judged)."""
         out = [f"{profile} profile"] if profile is not None and self.profile and profile != self.profile else []
         if kv_demand is not None and kv_demand > self.kv_demand:
-            out.append(f"streams asking {kv_demand:.2f}× the KV cache at once, its runs at most {self.kv_demand:.2f}×")
+            out.append(f"streams asking {kv_demand:.2f}× the KV cache at once, its runs at most "
+                       f"{self.kv_demand:.2f}×")
         for name, value in batching:
             ran = getattr(self, name)
             if ran is None or not ran[0] <= value <= ran[1]:
