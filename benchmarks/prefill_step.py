@@ -22,12 +22,11 @@ from statistics import linear_regression
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
 from llmodal.plan.catalog import lookup  # noqa: E402
 from llmodal.plan.gpus import get_gpu  # noqa: E402
-
-# row → (catalog model, build): an FP8 (W8A8) build's GEMMs run at the FP8 peak
-SHAPES = {"prefill-8b": ("meta-llama/Llama-3.1-8B-Instruct", "BF16"), "prefill-3b": ("meta-llama/Llama-3.2-3B-Instruct", "BF16"),
-          "prefill-8b-fp8": ("meta-llama/Llama-3.1-8B-Instruct", "FP8")}
+from speed_validation import PREFILL_SHAPES  # noqa: E402  the rows' shapes, as the validation reads them
 
 
 def _f(x: float | None) -> str:
@@ -39,7 +38,8 @@ def main(d: Path) -> None:
     print(f"# The small shapes' prefill step against prompt length ({d.name})\n")
     print(f"Command: `.venv/bin/python benchmarks/prefill_step.py {d.relative_to(ROOT)}` (this file is its output).\n")
     fits = []
-    for base, (model, build) in SHAPES.items():
+    for base, (_, quant, model, _) in PREFILL_SHAPES.items():
+        build = quant.upper()  # an FP8 (W8A8) build's GEMMs run at the FP8 peak
         mine = sorted(((rec["mix"][0], rec) for row, rec in rows.items()
                        if row.rsplit("-p", 1)[0] == base and rec["measured"].get("1", {}).get("ttft_mean_ms")),
                       key=lambda t: t[0])
