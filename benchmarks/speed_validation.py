@@ -154,14 +154,20 @@ def _setup(gpu: str, profile: str, quant: str) -> dict:
     return dict(kv_bytes=flags.kv_dtype_bytes, **limits)
 
 
+def _run_record(d: Path) -> tuple[dict, dict[str, int]]:
+    """A pipeline run's rows.json (each row's stored prediction and levels) and the KV tokens each of its servers
+    logged (serve.json)."""
+    serve = json.loads((d / "serve.json").read_text())
+    return json.loads((d / "rows.json").read_text()), {k: v["engine_kv_tokens"] for k, v in serve.items()}
+
+
 def _first_seen_run(d: Path, spec: tuple, ttft_causes: dict[str, str] | None = None) -> list[Row]:
     """A pipeline run's rows (benchmarks/gpu/run_any.sh): each level's bench file, the KV tokens its server logged
     (serve.json) and the prediction `llmodal plan` stored before the server started (rows.json, with the GPU and
     profile it was made for; the profile's batch limits, KV dtype and kernel are llmodal's own, profiles.apply).
     ``spec``: (row, label, quant, catalog model or "" for the 70B, the engine's logged weights GiB, levels, label
     note)."""
-    stored = json.loads((d / "rows.json").read_text())
-    kv = {k: v["engine_kv_tokens"] for k, v in json.loads((d / "serve.json").read_text()).items()}
+    stored, kv = _run_record(d)
     out = []
     for row, label, quant, model, gib, levels, note in spec:
         gpu, profile = stored[row]["gpu"], stored[row]["profile"]
@@ -273,8 +279,7 @@ PREFILL_SHAPES = {"prefill-8b": ("BF16 8B", "bf16", "meta-llama/Llama-3.1-8B-Ins
 def _prefill_rows(d: Path, note: str) -> list[Row]:
     """``prefill-8b-pN`` / ``prefill-3b-pN`` / ``prefill-8b-fp8-pN``: one server a shape, a single stream at N prompt
     tokens (16 out), each N's `llmodal plan` figures stored before: its TTFT and its out tok/s, two rows."""
-    stored = json.loads((d / "rows.json").read_text())
-    kv = {k: v["engine_kv_tokens"] for k, v in json.loads((d / "serve.json").read_text()).items()}
+    stored, kv = _run_record(d)
     out = []
     for row, rec in stored.items():
         base = row.rsplit("-p", 1)[0]
@@ -295,11 +300,12 @@ def _prefill_rows(d: Path, note: str) -> list[Row]:
 def _again_rows(d: Path, note: str) -> list[Row]:
     """``awq-again-again``: c = 128 whose first prompts were the awq-again c = 64 level's, sent right after it with its
     bench seed on the same server; its stored prediction is the repeated-prompts rule's (held_out.py ``--again``)."""
-    again = json.loads((d / "rows.json").read_text()).get("awq-again-again", {})
+    stored, kv_of = _run_record(d)
+    again = stored.get("awq-again-again", {})
     m = again.get("measured", {}).get("128", {})
     if not m.get("out_tok_s"):
         return []
-    kv = json.loads((d / "serve.json").read_text())["awq-again"]["engine_kv_tokens"]
+    kv = kv_of["awq-again"]
     rule, gpu, profile = again["predicted"]["128"]["rule"], again["gpu"], again["profile"]
     return [_row(d / "awq-again-again-c128.json", f"{gpu} AWQ {profile}, vLLM 0.32, llmodal bench, c=128 "
                  f"(awq-again-again-c128{note}, its first {rule['credited_hits']} prompts the level before's, on "
