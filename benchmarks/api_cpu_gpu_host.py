@@ -7,8 +7,9 @@ produced) and RUN/metrics/EPOCH.ps (ps's busiest processes at the same moment: C
 The API server is the engine core's parent (vLLM starts `VLLM::EngineCore` from it). Between two polls of one
 server: its CPU seconds against the tokens generated and the seconds elapsed; a least-squares fit of
 CPU = idle × seconds + per-token × tokens over every interval gives the CPU each streamed token costs it, apart
-from what it spends idle (/metrics, health, its loop). speed.API_TOKEN_S (196.5 µs today; 193.8 when this ran) was fitted to the H100 8B/3B
-runs' throughput; this is a CPU measurement of the same path on another GPU host.
+from what it spends idle (/metrics, health, its loop). speed.API_TOKEN_S (193.8 µs when this ran; refitted since:
+speed.py has today's) was fitted to the H100 8B/3B runs' throughput; this is a CPU measurement of the same path on
+another GPU host.
 """
 
 from __future__ import annotations
