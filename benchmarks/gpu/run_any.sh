@@ -13,13 +13,14 @@
 # Rows: each records `llmodal plan`'s prediction first (held_out.py predict), then starts the plan's server
 # cold through llmodal's own prepare (goodput.py serve: launch → /health and the start's timeline from
 # vLLM's log, serve.json), then measures its levels (held_out.py measure → rows.json, one bench file a level).
-#   Defaults (both cards): prefill-8b-fp8 (the FP8 8B's single streams at 256 … 8,000 prompt tokens on another
-#   host than 2026-12-07b's, whose FP8 8B TTFT is the validation's one miss; prefill-8b, prefill-3b and awq-again
-#   ran on 2026-12-07c), then H100: fp8-throughput (the 70B FP8 build: at 8,192 tokens only the throughput profile's FP8
-#   KV leaves room, 28,554 tokens = 22 streams; FP8 at the 70B ran on the H200 only), bf16-3b-api2 (the 3B with
-#   vLLM's --api-server-count 2: does scaling out the API server lift the delivery bound?), warm restarts (start
-#   timelines with a compile cache); H200: awq-balanced with fresh prompts, bf16-3b-api2, warm. By RA_ROWS:
-#   awq-throughput, awq-latency, bf16-8b, bf16-3b, fp8-8b (the 8B in FP8), lora-8b, goodput (the sweep at the
+#   Defaults: what the validation's misses need next (docs/BENCHMARKS.md, "Goals (issue 35)"). H100:
+#   fp8-throughput (the 70B FP8 build; at 8,192 tokens only the throughput profile's FP8 KV leaves room, 28,554
+#   tokens = 22 streams) on a second H100 host — 2026-12-07d's took 150 ms to the first token where the H200s took
+#   120-131, the fold that holds three misses; then prefill-3b and prefill-8b (the small shapes' single streams at
+#   256 … 8,000 prompt tokens) on another host than 07c's and 07d's, whose fixed first-token cost differed by more
+#   than the goal; warm restarts (start timelines with a compile cache). H200: prefill-8b-fp8 (the FP8 8B on this
+#   card), awq-balanced with fresh prompts, bf16-3b-api2, warm. By RA_ROWS: awq-throughput, awq-latency, awq-again,
+#   bf16-8b, bf16-3b, fp8-8b (the 8B in FP8), prefill-8b-fp8, bf16-3b-api2, lora-8b, goodput (the sweep at the
 #   SLO: goodput_run.sh's server: FP8, throughput, prefix cache off). A 70B row serves the AWQ checkpoint as it
 #   is (the planner never re-quantizes it).
 #   lora-8b (both cards, right after bf16-8b, its baseline: same model, profile, mix and levels 1 and 64):
@@ -46,7 +47,7 @@ case "$1" in
     name=$(head -1 "$R/gpu.txt")
     case "$name" in
       *H200*) card=H200; price=4.54; rows=${RA_ROWS:-"prefill-8b-fp8 awq-balanced bf16-3b-api2 warm"} ;;
-      *H100*) card=H100; price=3.9492; rows=${RA_ROWS:-"prefill-8b-fp8 fp8-throughput bf16-3b-api2 warm"} ;;
+      *H100*) card=H100; price=3.9492; rows=${RA_ROWS:-"fp8-throughput prefill-3b prefill-8b warm"} ;;
       *) echo "card not on the list: $name (H100 and H200 rows only)"; exit 2 ;;
     esac
     # the pipeline's own seconds: RA_BUDGET_S, else the device time left when this call began (RA_GPU_LEFT_S)
