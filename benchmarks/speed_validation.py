@@ -36,7 +36,7 @@ from llmodal.plan.catalog import lookup  # noqa: E402
 from llmodal.plan.gpus import get_gpu  # noqa: E402
 from llmodal.plan.profiles import apply  # noqa: E402
 from llmodal.plan.speed import ARCH, FITS, family  # noqa: E402
-from llmodal.plan.speed_fit import (DEFAULT, Fold, Row, cross_validate, fit, in_cache,  # noqa: E402
+from llmodal.plan.speed_fit import (DEFAULT, Fold, Row, cached_tokens, cross_validate, fit, in_cache,  # noqa: E402
                                     predict_row, spec_of, summarize)
 
 SPEC = lookup("meta-llama/Llama-3.1-70B-Instruct", None)
@@ -212,7 +212,7 @@ def hit_rates(all_rows: list[Row]) -> list[tuple[str, float, float]]:
         rates = re.findall(r"Prefix cache hit rate: ([\d.]+)%", log.read_text())
         mine = [r for r in all_rows if r.kind == "tput" and r.source.startswith(str((prof / log.stem).relative_to(ROOT)) + "-")]
         total = sum(r.requests * r.n_in for r in mine)
-        cached = sum(r.cached_requests * (r.n_in - 16) for r in mine)
+        cached = sum(r.cached_requests * cached_tokens(r.n_in) for r in mine)
         if rates and total:
             out.append((str(log.relative_to(ROOT)), float(rates[-1]) / 100, cached / total))
     return out
@@ -570,7 +570,7 @@ def main() -> None:
           "prefix-cache hit share | the rule's credited share |")
     print("|---|---|---|---|---|---|---|")
     for run, level, rule, m in rule_first_seen():
-        credited = rule["credited_hits"] * (1024 - 16) / (rule["requests"] * 1024)
+        credited = rule["credited_hits"] * cached_tokens(1024) / (rule["requests"] * 1024)
         print(f"| {level} ({run}) | {rule['out_tok_s']:,.1f} | {rule['same_run_fresh_out_tok_s']:,.1f} | "
               f"{m['out_tok_s']:,.1f} | {rule['out_tok_s'] / m['out_tok_s'] - 1:+.1%} | "
               f"{m['prefix_cache_hit_share']:.1%} | {credited:.1%} |")

@@ -104,14 +104,15 @@ def _rule(res, mix: tuple[int, int], c: int, again: int) -> dict:
     them repeats), on the plan's engine and limits: what speed_validation.py will compute for its row."""
     from llmodal.plan.compare import _engine
     from llmodal.plan.speed import run
-    from llmodal.plan.speed_fit import in_cache
+    from llmodal.plan.speed_fit import cached_tokens, in_cache
     from llmodal.plan.speed_sim import Load
 
     engine, lim = _engine(res.chosen, res.spec, mix, c)
     limits = {k: lim[k] for k in ("max_num_seqs", "max_num_batched_tokens", "kv_tokens")}
     hits = in_cache(again, *mix, lim["kv_tokens"])
     n = max(4, 2 * c)
-    sim = run(engine, Load(mix[0], mix[1], c, n, cached_in=mix[0] - 16 if hits else 0, cached_requests=hits), **limits)
+    sim = run(engine, Load(mix[0], mix[1], c, n, cached_in=cached_tokens(mix[0]) if hits else 0, cached_requests=hits),
+              **limits)
     fresh = run(engine, Load(mix[0], mix[1], c, n), **limits)
     return {"rule": {"repeated_requests": again, "credited_hits": hits, "requests": n,
                      "out_tok_s": round(sim.out_tok_s, 1), "same_run_fresh_out_tok_s": round(fresh.out_tok_s, 1)}}

@@ -64,6 +64,11 @@ def in_cache(sent: int, n_in: int, n_out: int, kv_tokens: int) -> int:
     return sent if sent * (n_in + n_out) <= kv_tokens else 0
 
 
+def cached_tokens(n_in: int) -> int:
+    """Of a repeated prompt, the tokens the prefix cache serves (the rule): all but its last 16."""
+    return n_in - 16
+
+
 def binds_api(row: Row) -> bool:
     """A row the API server's term can be fitted to: a throughput run of a shape smaller than the 70B (whose
     engines outran the API server), as opposed to the 70B's, which never came near it."""
@@ -110,8 +115,8 @@ _CACHE: dict = {}
 
 def _simulate(row: Row, spec: ModelSpec, e_mem: float, kfit: KernelFit, token_s: float, first_s: float):
     eng = engine_for(row, spec, Params(e_mem, {row.kernel: kfit}))  # spec: already the row's
-    load = Load(row.n_in, row.n_out, row.clients, row.requests, cached_in=row.n_in - 16 if row.cached_requests else 0,
-                cached_requests=row.cached_requests)
+    load = Load(row.n_in, row.n_out, row.clients, row.requests,
+                cached_in=cached_tokens(row.n_in) if row.cached_requests else 0, cached_requests=row.cached_requests)
     return simulate(load, eng.step_seconds, max_num_seqs=row.max_num_seqs,
                     max_num_batched_tokens=row.max_num_batched_tokens, kv_tokens=row.kv_tokens, token_s=token_s,
                     first_s=first_s)
