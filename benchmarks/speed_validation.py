@@ -569,8 +569,8 @@ def main() -> None:
     print("| level | predicted by the rule (stored before) | predicted as if fresh | measured | error | server's "
           "prefix-cache hit share | the rule's credited share |")
     print("|---|---|---|---|---|---|---|")
-    for run, level, rule, m in rule_first_seen():
-        credited = rule["credited_hits"] * cached_tokens(1024) / (rule["requests"] * 1024)
+    for run, level, rule, m, n_in in rule_first_seen():
+        credited = rule["credited_hits"] * cached_tokens(n_in) / (rule["requests"] * n_in)
         print(f"| {level} ({run}) | {rule['out_tok_s']:,.1f} | {rule['same_run_fresh_out_tok_s']:,.1f} | "
               f"{m['out_tok_s']:,.1f} | {rule['out_tok_s'] / m['out_tok_s'] - 1:+.1%} | "
               f"{m['prefix_cache_hit_share']:.1%} | {credited:.1%} |")
@@ -592,15 +592,16 @@ def main() -> None:
         print(f"- `{path}`: {why}")
 
 
-def rule_first_seen() -> list[tuple[str, str, dict, dict]]:
-    """(run, level, the rule's stored prediction, the measurement) for every level run to test the rule."""
+def rule_first_seen() -> list[tuple[str, str, dict, dict, int]]:
+    """(run, level, the rule's stored prediction, the measurement, its prompt tokens) for every level run to test
+    the rule."""
     out = []
     for d in sorted(R.glob("*/rows.json")):
         for row, rec in json.loads(d.read_text()).items():
             for c, pred in rec["predicted"].items():
                 m = rec["measured"].get(c, {})
                 if pred.get("rule") and m.get("out_tok_s"):
-                    out.append((d.parent.name, f"{row}-c{c}", pred["rule"], m))
+                    out.append((d.parent.name, f"{row}-c{c}", pred["rule"], m, rec["mix"][0]))
     return out
 
 
