@@ -17,13 +17,14 @@ esac
 EOF
 cat > "$D/bin/python3" <<'EOF'
 #!/bin/bash
-# serve OUT TAG: record a start (DRY_FAIL names tags whose start fails); goodput: a sweep record;
+# serve OUT TAG: record a start (DRY_FAIL names tags whose start fails); goodput: a sweep record; agree: its record;
 # held_out.py measure: the real code with goodput.llmodal_bench replaced by fixed figures.
 case "$*" in
   *"import vllm"*) echo "vllm 0.32.0 (stub) torch 2.13.0 (stub)" ;;
   *goodput.py\ serve*) sleep 1; case " $DRY_FAIL " in *" $4 "*) echo "vLLM did not come up (stub)"; exit 1 ;; esac
     exec "$DRY_PY" -c "import json,sys,pathlib; p=pathlib.Path(sys.argv[1])/'serve.json'; d=json.loads(p.read_text()) if p.exists() else {}; d[sys.argv[2]]={'launch_to_health_s': 1.0, 'stub': True}; p.write_text(json.dumps(d))" "$3" "$4" ;;
   *goodput.py\ goodput*) exec "$DRY_PY" -c "import json,sys,pathlib; p=pathlib.Path(sys.argv[1])/'goodput.json'; p.write_text(json.dumps({sys.argv[2]: {'stub': True}}))" "$3" "$4" ;;
+  *goodput.py\ agree*) exec "$DRY_PY" -c "import json,sys,pathlib; p=pathlib.Path(sys.argv[1])/'agree.json'; p.write_text(json.dumps({'rows': [], 'stub': True}))" "$3" ;;
   *goodput.py\ stop*) exit 0 ;;
   *held_out.py\ measure*) shift 0
     exec "$DRY_PY" -c "

@@ -15,8 +15,10 @@
 # vLLM's log, serve.json), then measures its levels (held_out.py measure → rows.json, one bench file a level).
 #   Defaults: what the validation's misses need next (docs/BENCHMARKS.md, "Goals (issue 35)"). H100:
 #   fp8-throughput (the 70B FP8 build; at 8,192 tokens only the throughput profile's FP8 KV leaves room, 28,554
-#   tokens = 22 streams) on a second H100 host — 2026-12-07d's took 150 ms to the first token where the H200s took
-#   120-131, the fold that holds three misses; then prefill-3b and prefill-8b (the small shapes' single streams at
+#   tokens = 22 streams), then fp8-agree on its server: c = 1 with llmodal bench and vllm bench in turn, two rounds
+#   (goodput.py agree) — 2026-12-07d's llmodal bench took 150 ms to the first token where the H200s' vllm bench
+#   rows took 117-131, and on every H200 server the server itself answered llmodal bench's single streams 10-32 ms
+#   later than vllm bench's (why: not found); then prefill-3b and prefill-8b (the small shapes' single streams at
 #   256 … 8,000 prompt tokens) on another host than 07c's and 07d's, whose fixed first-token cost differed by more
 #   than the goal; warm restarts (start timelines with a compile cache). H200: prefill-8b-fp8 (the FP8 8B on this
 #   card), awq-balanced with fresh prompts, bf16-3b-api2, warm. By RA_ROWS: awq-throughput, awq-latency, awq-again,
@@ -47,7 +49,7 @@ case "$1" in
     name=$(head -1 "$R/gpu.txt")
     case "$name" in
       *H200*) card=H200; price=4.54; rows=${RA_ROWS:-"prefill-8b-fp8 awq-balanced bf16-3b-api2 warm"} ;;
-      *H100*) card=H100; price=3.9492; rows=${RA_ROWS:-"fp8-throughput prefill-3b prefill-8b warm"} ;;
+      *H100*) card=H100; price=3.9492; rows=${RA_ROWS:-"fp8-throughput fp8-agree prefill-3b prefill-8b warm"} ;;
       *) echo "card not on the list: $name (H100 and H200 rows only)"; exit 2 ;;
     esac
     # the pipeline's own seconds: RA_BUDGET_S, else the device time left when this call began (RA_GPU_LEFT_S)
@@ -136,6 +138,9 @@ case "$1" in
           bf16-3b)        row \$r /tmp/m3 --3b balanced 1,64,128 200 ;;
           bf16-3b-api2)   row \$r /tmp/m3 --3b balanced 1,64,128 200 '--api-server-count 2' ;;
           fp8-8b)         row \$r /tmp/m8fp8 '--8b --fp8' balanced 1,64,128 200 ;;
+          fp8-agree)      late 240 \$r && continue  # on fp8-throughput's server, still up: both tools at c = 1
+                          grep -q '\"fp8-throughput\"' $R/serve.json 2>/dev/null || { log \"\$r: no fp8-throughput server\"; continue; }
+                          GP_MODEL=/tmp/m70fp8 py $here/goodput.py agree $R --levels 1 --rounds 2 ;;
           lora-8b)        lora_row \$r ;;
           prefill-8b)     prefill_row \$r /tmp/m8 --8b 200 ;;
           prefill-3b)     prefill_row \$r /tmp/m3 --3b 180 ;;
