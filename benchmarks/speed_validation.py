@@ -128,41 +128,10 @@ def rows() -> list[Row]:
             out.append(_row(f, label, "H200", "fp8", profile, c, kv, kv_bytes=kvb, weights_gib=67.7, **extra))
             if c == 1 and tool == "vllm":
                 out.append(_row(f, f"H200 FP8 {profile}, c=1 TTFT ({d[5:]} round {rnd[1]}{note})", "H200", "fp8",
-                                profile, 1, kv, kind="ttft", kv_bytes=kvb, weights_gib=67.7,
-                                cause=tool_gap_cause(R / d, int(rnd[1:])), **extra))
+                                profile, 1, kv, kind="ttft", kv_bytes=kvb, weights_gib=67.7, **extra))
     out += gpu_run_2026_12_07() + gpu_run_2026_12_07b() + gpu_run_2026_12_07_h200()
     out += gpu_run_2026_12_07c() + gpu_run_2026_12_07d()
     return out
-
-
-def tool_gaps() -> dict[tuple[str, int], tuple[float, float]]:
-    """(run, round) → the server's own mean c = 1 TTFT (vLLM's histogram, ms) for llmodal bench's and vllm bench's
-    requests on one H200 FP8 server, from each agree session's record (benchmarks/gpu/goodput.py ``agree``)."""
-    out = {}
-    for f in sorted(R.glob("h200-2026-12-02*/agree.json")):
-        got: dict[tuple[int, str], float] = {}
-        for r in json.loads(f.read_text()).get("rows", []):
-            if r.get("c") == 1 and r.get("server_ttft_mean_ms"):
-                got[r["round"], r["tool"]] = r["server_ttft_mean_ms"]
-        for rnd in sorted({k[0] for k in got}):
-            if (rnd, "llmodal") in got and (rnd, "vllm") in got:
-                out[f.parent.name, rnd] = got[rnd, "llmodal"], got[rnd, "vllm"]
-    return out
-
-
-def tool_gap_cause(d: Path, rnd: int) -> str:
-    """The measured cause beside an H200 FP8 c = 1 TTFT that vllm bench measured, where the H100's FP8 rows
-    predict it (the fold "fit H100, predict H200"): the H100's one FP8 TTFT (2026-12-07d) is llmodal bench's, and on
-    every H200 FP8 server the server itself answered llmodal bench's single streams later than vllm bench's."""
-    gaps = tool_gaps()
-    if (d.name, rnd) not in gaps:
-        return ""
-    ll, vl = gaps[d.name, rnd]
-    spread = sorted(a - b for a, b in gaps.values())
-    return (f"the tools: the fold predicts it from the H100's FP8 rows, whose one TTFT llmodal bench measured; on this "
-            f"server, same round, vLLM's own histogram put llmodal bench's c=1 requests at {ll:.1f} ms to the first "
-            f"token and this row's vllm bench requests at {vl:.1f} ({ll - vl:+.1f} ms; on the {len(spread)} H200 FP8 "
-            f"pairs {spread[0]:+.1f} to {spread[-1]:+.1f} ms: docs/BENCHMARKS.md, sections 0-0d, Bench agreement)")
 
 
 def gpu_run_2026_12_07() -> list[Row]:

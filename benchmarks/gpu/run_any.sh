@@ -15,10 +15,11 @@
 # vLLM's log, serve.json), then measures its levels (held_out.py measure → rows.json, one bench file a level).
 #   Defaults: what the validation's misses need next (docs/BENCHMARKS.md, "Goals (issue 35)"). H100:
 #   fp8-throughput (the 70B FP8 build; at 8,192 tokens only the throughput profile's FP8 KV leaves room, 28,554
-#   tokens = 22 streams), then fp8-agree on its server: c = 1 with llmodal bench and vllm bench in turn, two rounds
-#   (goodput.py agree) — 2026-12-07d's llmodal bench took 150 ms to the first token where the H200s' vllm bench
-#   rows took 117-131, and on every H200 server the server itself answered llmodal bench's single streams 10-32 ms
-#   later than vllm bench's (why: not found); then prefill-3b and prefill-8b (the small shapes' single streams at
+#   tokens = 22 streams), then fp8-agree: the same build on a server with the prefix cache off (vllm bench's test
+#   prompt is its first measured one), c = 1 with llmodal bench and vllm bench in turn, two rounds (goodput.py
+#   agree) — 2026-12-07d's llmodal bench took 150 ms to the first token (ordinary requests 141-144) where the H200s'
+#   vllm bench rows took 120-131 ms, and on every H200 server the server itself answered llmodal bench's single
+#   streams 10-32 ms later than vllm bench's (why: not found); then prefill-3b and prefill-8b (the small shapes' single streams at
 #   256 … 8,000 prompt tokens) on another host than 07c's and 07d's, whose fixed first-token cost differed by more
 #   than the goal; warm restarts (start timelines with a compile cache). H200: prefill-8b-fp8 (the FP8 8B on this
 #   card), awq-balanced with fresh prompts, bf16-3b-api2, warm. By RA_ROWS: awq-throughput, awq-latency, awq-again,
@@ -138,8 +139,8 @@ case "$1" in
           bf16-3b)        row \$r /tmp/m3 --3b balanced 1,64,128 200 ;;
           bf16-3b-api2)   row \$r /tmp/m3 --3b balanced 1,64,128 200 '--api-server-count 2' ;;
           fp8-8b)         row \$r /tmp/m8fp8 '--8b --fp8' balanced 1,64,128 200 ;;
-          fp8-agree)      late 240 \$r && continue  # on fp8-throughput's server, still up: both tools at c = 1
-                          grep -q '\"fp8-throughput\"' $R/serve.json 2>/dev/null || { log \"\$r: no fp8-throughput server\"; continue; }
+          fp8-agree)      late 420 \$r && continue; mk /tmp/m70fp8 --fp8
+                          GP_MODEL=/tmp/m70fp8 py $here/goodput.py serve $R \$r --profile throughput --extra '--no-enable-prefix-caching' &&
                           GP_MODEL=/tmp/m70fp8 py $here/goodput.py agree $R --levels 1 --rounds 2 ;;
           lora-8b)        lora_row \$r ;;
           prefill-8b)     prefill_row \$r /tmp/m8 --8b 200 ;;
@@ -152,7 +153,7 @@ case "$1" in
                           GP_MODEL=/tmp/m70fp8 py $here/goodput.py goodput $R gp-t10 --rates ${GP_RATES:-5.5,5.6,5.7} --n 400 --slo '$SLO' ;;
           warm)           warm awq-throughput /tmp/m70 throughput; warm awq-balanced /tmp/m70 balanced
                           warm awq-latency /tmp/m70 latency; warm bf16-8b /tmp/m8 balanced
-                          warm gp-t10 /tmp/m70fp8 throughput '--no-enable-prefix-caching' ;;
+                          warm gp-t10 /tmp/m70fp8 throughput '--no-enable-prefix-caching'; warm fp8-throughput /tmp/m70fp8 throughput ;;
           *)              log \"unknown row \$r\" ;;
         esac
       done

@@ -300,19 +300,3 @@ def test_the_repeated_prompts_rule_was_judged_before_the_level_it_predicts_ran()
     assert f"| {rule['out_tok_s']:,.1f} |" in line and f"| {rule['out_tok_s'] / m['out_tok_s'] - 1:+.1%} |" in line
     row = next(r for r in sv.rows() if "awq-again-again-c128" in r.label)
     assert row.cached_requests == rule["credited_hits"] == 128 and row.first_seen == rule["out_tok_s"]
-
-
-def test_the_tools_cause_holds_on_each_server_it_is_written_for():
-    # tool_gap_cause explains an H200 FP8 c = 1 TTFT (vllm bench) that the H100's FP8 rows predict, by the H100's one
-    # FP8 TTFT being llmodal bench's and the server answering llmodal bench's single streams later: both premises are
-    # read back from the stored files, per server, and the cause is on no other row
-    explained = [r for r in sv.rows() if r.cause.startswith("the tools:")]
-    assert len(explained) == 5
-    gaps = sv.tool_gaps()
-    for r in explained:
-        assert (r.gpu, r.quant, r.kind, r.clients) == ("H200", "fp8", "ttft", 1) and r.source.endswith("-c1-vllm.json")
-        run, rnd = Path(r.source).parent.name, int(Path(r.source).name.split("-")[1][1:])
-        llmodal, vllm = gaps[run, rnd]
-        assert llmodal > vllm and f"{llmodal:.1f} ms" in r.cause and f"{vllm:.1f}" in r.cause, r.label
-    h100 = [r for r in sv.rows() if (r.gpu, r.quant, r.kind) == ("H100", "fp8", "ttft") and not r.model]
-    assert len(h100) == 1 and "levels" in json.loads((ROOT / h100[0].source).read_text())  # llmodal bench's format
