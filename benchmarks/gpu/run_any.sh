@@ -19,10 +19,10 @@
 #   prompt is its first measured one), c = 1 with llmodal bench and vllm bench in turn, two rounds (goodput.py
 #   agree) — 2026-12-07d's llmodal bench took 150 ms to the first token (ordinary requests 141-144) where the H200s'
 #   vllm bench rows took 120-131 ms, and on every H200 server the server itself answered llmodal bench's single
-#   streams 10-32 ms later than vllm bench's (why: not found); then prefill-3b and prefill-8b (the small shapes' single streams at
-#   256 … 8,000 prompt tokens) on another host than 07c's and 07d's, whose fixed first-token cost differed by more
-#   than the goal; warm restarts (start timelines with a compile cache). H200: prefill-8b-fp8 (the FP8 8B on this
-#   card), awq-balanced with fresh prompts, bf16-3b-api2, warm. By RA_ROWS: awq-throughput, awq-latency, awq-again,
+#   streams 10-32 ms later than vllm bench's (why: not found); then prefill-3b and prefill-8b (the small shapes'
+#   single streams at 256 … 8,000 prompt tokens) on another host than 07c's and 07d's, whose fixed first-token
+#   cost differed by more than the goal; warm restarts (start timelines with a compile cache). H200:
+#   prefill-8b-fp8 (the FP8 8B on this card), awq-balanced with fresh prompts, bf16-3b-api2, warm. By RA_ROWS: awq-throughput, awq-latency, awq-again,
 #   bf16-8b, bf16-3b, fp8-8b (the 8B in FP8), prefill-8b-fp8, bf16-3b-api2, lora-8b, goodput (the sweep at the
 #   SLO: goodput_run.sh's server: FP8, throughput, prefix cache off). A 70B row serves the AWQ checkpoint as it
 #   is (the planner never re-quantizes it).
