@@ -22,7 +22,10 @@ from pathlib import Path
 
 
 def say(msg: str) -> None:
-    print(f"llmodal-harness: {msg}", flush=True)
+    # one write with its newline (the container runs unbuffered: print's newline is a second write, and the
+    # server's log lines land between)
+    sys.stdout.write(f"llmodal-harness: {msg}\n")
+    sys.stdout.flush()
 
 
 class LoggedVolume:

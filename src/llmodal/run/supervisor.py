@@ -13,6 +13,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -28,8 +29,11 @@ from llmodal.engine.launch import Launch
 
 
 def say(msg: str) -> None:
-    """One line to the container's log (Modal shows stdout): ``llmodal: …``, flushed at once."""
-    print(f"llmodal: {msg}", flush=True)
+    """One line to the container's log (Modal shows stdout): ``llmodal: …``, flushed at once. One write with its
+    newline: the image runs Python unbuffered (PYTHONUNBUFFERED), where print's text and newline are two writes,
+    and vLLM's processes share the stream: a log line of theirs landed between the two."""
+    sys.stdout.write(f"llmodal: {msg}\n")
+    sys.stdout.flush()
 
 
 def port_free(host: str, port: int) -> bool:
