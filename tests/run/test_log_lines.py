@@ -22,4 +22,3 @@ def test_each_line_is_written_whole_with_its_newline(monkeypatch):
     say("volume /root/.cache/huggingface commit")
     say("fast boot: warm_up: 1.2 s")
     assert writes == ["llmodal: volume /root/.cache/huggingface commit\n", "llmodal: fast boot: warm_up: 1.2 s\n"]
-
