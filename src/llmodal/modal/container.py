@@ -293,18 +293,17 @@ def download_weights(commit: Callable[[], None] | None = None) -> str:
     if fmt is None:
         raise SystemExit(f"llmodal: {plan.checkpoint}@{sha} has no weights vLLM loads ({', '.join(WEIGHT_FORMATS)} "
                          "at the top of the repo): nothing was pinned")
-    print(f"llmodal: downloading {plan.checkpoint}@{sha} ({plan.weights_gib_total:.1f} GiB of weights, {fmt})",
-          flush=True)
+    say(f"downloading {plan.checkpoint}@{sha} ({plan.weights_gib_total:.1f} GiB of weights, {fmt})")
     snapshot_download(plan.checkpoint, revision=sha, ignore_patterns=download_ignore(files))
     pins = read_pins()
     pins[plan.checkpoint] = sha
     (_hf_home() / PINS_FILE).write_text(json.dumps(pins, indent=2))
     for a in settings.adapters:  # `llmodal download` handed each one over at a commit
         if not a.is_folder:
-            print(f"llmodal: downloading adapter {a.name} = {a.source}@{a.revision}", flush=True)
+            say(f"downloading adapter {a.name} = {a.source}@{a.revision}")
             snapshot_download(a.source, revision=a.revision)
     if commit:
         commit()
-    print(f"llmodal: pinned {plan.checkpoint} at {sha}", flush=True)
+    say(f"pinned {plan.checkpoint} at {sha}")
     return sha
 
